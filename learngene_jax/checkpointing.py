@@ -1,0 +1,100 @@
+"""Every Orbax call of the toolkit: one-off artifacts (genes, converted models) and training checkpoints.
+
+An artifact is a directory with two items: `params` (a pytree of arrays) and `meta` (JSON). Orbax is
+imported nowhere else, so a change of its API is a change of this file.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from learngene_jax.errors import UserError, fail
+
+# Orbax logs every save/restore at INFO through absl; keep the console for the toolkit's own messages.
+logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def _checkpointer() -> ocp.Checkpointer:
+    return ocp.Checkpointer(ocp.CompositeCheckpointHandler(params=ocp.StandardCheckpointHandler(),
+                                                           meta=ocp.JsonCheckpointHandler()))
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _check_artifact(path: Path, what: str) -> None:
+    if not path.exists():
+        fail(UserError, f"no {what} at {path}: check the path")
+    if not path.is_dir() or not (path / "meta").is_dir() or not (path / "params").is_dir():
+        fail(UserError, f"{path} is not a learngene_jax {what} (expected an Orbax directory with 'params' and "
+                        f"'meta' items); convert foreign checkpoints with `python -m learngene_jax.convert`")
+
+
+def save_artifact(path: str | Path, params: Any, meta: dict[str, Any], *, overwrite: bool = False) -> Path:
+    """Write params and JSON metadata to a new directory (atomically: Orbax renames a finished temp dir)."""
+    path = Path(path).absolute()
+    if path.exists():
+        if not overwrite:
+            fail(UserError, f"{path} already exists; choose another --out or delete it first")
+        # Keep the old artifact until the new one is complete: write beside it, then swap.
+        tmp = path.with_name(path.name + ".new")
+        if tmp.exists():
+            fail(UserError, f"{tmp} is left over from an interrupted save; delete it and try again")
+        save_artifact(tmp, params, meta)
+        old = path.with_name(path.name + ".old")
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
+    _checkpointer().save(path, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                                       meta=ocp.args.JsonSave(meta)))
+    return path
+
+
+def read_meta(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
+    """The JSON metadata of an artifact."""
+    path = Path(path).absolute()
+    _check_artifact(path, what)
+    try:
+        return _checkpointer().restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # noqa: BLE001 - any Orbax/IO failure is a corrupt artifact to the user
+        fail(UserError, f"{what} metadata at {path} is unreadable (truncated or corrupt?): {_one_line(e)}")
+
+
+def stored_shapes(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
+    """Nested dict of the stored arrays' shapes, read without loading the arrays."""
+    path = Path(path).absolute()
+    _check_artifact(path, what)
+    try:
+        tree = _checkpointer().metadata(path).item_metadata["params"].tree
+    except Exception as e:  # noqa: BLE001
+        fail(UserError, f"{what} at {path} is unreadable (truncated or corrupt?): {_one_line(e)}")
+    return jax.tree_util.tree_map(lambda m: tuple(m.shape), tree,
+                                  is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+
+
+def load_params(path: str | Path, target: Any, what: str = "checkpoint") -> Any:
+    """Restore the params item onto `target` (a pytree of arrays or `jax.ShapeDtypeStruct`s, with
+    shardings where the arrays should be placed)."""
+    path = Path(path).absolute()
+    _check_artifact(path, what)
+    target = jax.tree_util.tree_map(
+        lambda x: x if isinstance(x, jax.ShapeDtypeStruct) else jax.ShapeDtypeStruct(np.shape(x), x.dtype), target)
+    try:
+        out = _checkpointer().restore(
+            path, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))["params"]
+        jax.block_until_ready(out)
+    except Exception as e:  # noqa: BLE001
+        fail(UserError, f"{what} at {path} is unreadable (truncated or corrupt?): {_one_line(e)}")
+    return out

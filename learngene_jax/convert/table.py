@@ -1,0 +1,138 @@
+"""Conversion is a table: each rule maps a PyTorch key template to a Flax path with a transform.
+
+`{layer}` in a template marks a leading stacked axis on the Flax side (blocks.{layer}.x ↔ blocks/x[layer]).
+Every missing, extra and mis-shaped key is collected and reported together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from learngene_jax.errors import ConversionError, fail
+
+# PyTorch → Flax array transforms and their inverses.
+TRANSFORMS = {
+    "id": (lambda a: a, lambda a: a),
+    "linear": (lambda a: a.T, lambda a: a.T),  # (out, in) ↔ (in, out)
+    "conv": (lambda a: a.transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1)),  # OIHW ↔ HWIO
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """torch key template ↔ flax path ('a/b/c'); `flax=None` drops the torch key (e.g. buffers)."""
+
+    torch: str
+    flax: str | None
+    kind: str = "id"
+
+    @property
+    def stacked(self) -> bool:
+        return "{layer}" in self.torch
+
+    def regex(self) -> re.Pattern:
+        pattern = re.escape(self.torch).replace(re.escape("{layer}"), r"(?P<layer>\d+)")
+        return re.compile(pattern + "$")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': x}} → {'a/b': x}."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{'a/b': x} → {'a': {'b': x}}."""
+    out: dict[str, Any] = {}
+    for path, v in flat.items():
+        node = out
+        *parents, leaf = path.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
+
+
+def _shape_of(x: Any) -> tuple[int, ...]:
+    return tuple(x) if isinstance(x, tuple | list) else tuple(x.shape)
+
+
+def torch_to_flax(state_dict: Mapping[str, np.ndarray], rules: Sequence[Rule], expected: Mapping[str, Any],
+                  what: str = "checkpoint") -> dict[str, Any]:
+    """Map a flat state dict onto the nested Flax tree whose shapes are `expected`; raise ConversionError
+    listing every missing, extra and mis-shaped key."""
+    compiled = [(rule, rule.regex()) for rule in rules]
+    plain: dict[str, np.ndarray] = {}
+    stacked: dict[str, dict[int, np.ndarray]] = {}
+    sources: dict[str, str] = {}
+    extra = []
+    for key, value in state_dict.items():
+        found = next(((rule, m) for rule, rx in compiled if (m := rx.match(key))), None)
+        if found is None:
+            extra.append(key)
+            continue
+        rule, m = found
+        if rule.flax is None:
+            continue
+        array = TRANSFORMS[rule.kind][0](np.asarray(value))
+        if rule.stacked:
+            stacked.setdefault(rule.flax, {})[int(m.group("layer"))] = array
+        else:
+            plain[rule.flax] = array
+        sources[rule.flax] = rule.torch
+    problems = [f"unexpected key {k}" for k in extra]
+    want = flatten(expected)
+    reported = set()
+    for path, layers in stacked.items():
+        count = _shape_of(want[path])[0] if path in want else max(layers) + 1
+        gaps = sorted(set(range(count)) - set(layers))
+        beyond = sorted(i for i in layers if i >= count)
+        problems += [f"missing key {sources[path].format(layer=i)}" for i in gaps]
+        problems += [f"unexpected key {sources[path].format(layer=i)}" for i in beyond]
+        shapes = {a.shape for a in layers.values()}
+        if len(shapes) > 1:
+            problems.append(f"{sources[path]} has different shapes across layers: {sorted(shapes)}")
+        if gaps or beyond or len(shapes) > 1:
+            reported.add(path)
+            continue
+        plain[path] = np.stack([layers[i] for i in range(count)])
+    for path, shape in want.items():
+        if path in reported:
+            continue
+        if path not in plain:
+            template = next((r.torch for r in rules if r.flax == path), path)
+            problems.append(f"missing key {template.format(layer='N')}")
+        elif plain[path].shape != _shape_of(shape):
+            problems.append(f"{sources[path].format(layer='N')} gives shape {plain[path].shape} for {path}, "
+                            f"expected {_shape_of(shape)}")
+    problems += [f"key {sources[p]} has no place in this model ({p})" for p in plain if p not in want]
+    if problems:
+        fail(ConversionError, f"{what} does not match ({len(problems)} problems): " + "; ".join(problems))
+    return unflatten({p: plain[p].astype(np.float32) for p in want})
+
+
+def flax_to_torch(params: Mapping[str, Any], rules: Iterable[Rule]) -> dict[str, np.ndarray]:
+    """Inverse of `torch_to_flax` for every rule whose Flax path exists in `params`."""
+    flat = flatten(params)
+    out = {}
+    for rule in rules:
+        if rule.flax is None or rule.flax not in flat:
+            continue
+        array = np.asarray(flat[rule.flax])
+        inverse = TRANSFORMS[rule.kind][1]
+        if rule.stacked:
+            for i in range(array.shape[0]):
+                out[rule.torch.format(layer=i)] = np.ascontiguousarray(inverse(array[i]))
+        else:
+            out[rule.torch] = np.ascontiguousarray(inverse(array))
+    return out

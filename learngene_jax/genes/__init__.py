@@ -1,0 +1,63 @@
+"""Learngene methods behind one registry: each method module exposes the same small contract
+(`aux_model`, `meta_from_aux`, `gene_shapes`, `extract`, `expand`)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import jax
+
+from learngene_jax.errors import GeneError, fail
+from learngene_jax.genes import sws, tleg
+from learngene_jax.genes.core import Gene, GeneMeta, descendant, shape_mismatches
+from learngene_jax.models.vit import abstract_params
+
+METHODS: dict[str, ModuleType] = {tleg.NAME: tleg, sws.NAME: sws}
+
+
+def get_method(name: str) -> ModuleType:
+    """The method module registered under `name`."""
+    if name not in METHODS:
+        fail(GeneError, f"unknown learngene method {name!r}; known methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def expand(gene: Gene, depth: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Descendant param tree of `depth` layers from `gene` (see each method's `expand`)."""
+    return get_method(gene.meta.method).expand(gene, depth, **kwargs)
+
+
+def descendant_depth(gene: Gene, depth: int | None, layers_source: Any = None) -> int:
+    """The depth a descendant will have (SWS may take it from layers_source)."""
+    return get_method(gene.meta.method).descendant_depth(gene.meta, depth, layers_source)
+
+
+def aux_model(meta: GeneMeta, **overrides: Any):
+    """The aux model of a gene's method and architecture."""
+    return get_method(meta.method).aux_model(meta, **overrides)
+
+
+def aux_params(gene: Gene) -> dict[str, Any]:
+    """Params to run the gene's own aux model (fails when the aux had per-layer params outside the gene)."""
+    problems = shape_mismatches(abstract_params(aux_model(gene.meta)), gene.params)
+    if problems:
+        fail(GeneError, "the aux model needs params that are not part of this gene (" + "; ".join(problems[:3])
+             + "); expand it to a descendant with a depth instead")
+    return gene.params
+
+
+def descendant_model(gene: Gene, depth: int | None, *, layers_source: Any = None, layout: str = "official",
+                     num_classes: int | None = None, **overrides: Any):
+    """The plain ViT that `expand` fills for these arguments."""
+    return descendant(gene.meta, descendant_depth(gene, depth, layers_source), layout=layout,
+                      num_classes=num_classes, **overrides)
+
+
+def extract_gene(aux_params: dict[str, Any], meta: GeneMeta) -> Gene:
+    """Take the gene out of trained aux params."""
+    return get_method(meta.method).extract(jax.device_get(aux_params), meta)
+
+
+__all__ = ["METHODS", "Gene", "GeneMeta", "aux_model", "aux_params", "descendant_model", "expand", "extract_gene",
+           "get_method"]

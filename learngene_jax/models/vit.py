@@ -1,0 +1,305 @@
+"""Vision Transformer in the timm/DeiT layout, with block params stacked along a leading depth axis.
+
+The encoder is a function of a stacked layer-param tree, so gene-parameterised models (TLEG, SWS) compute
+their per-layer params from a gene and run the very same encoder as a plain descendant ViT.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+LayerParams = dict[str, dict[str, Array]]
+
+# The six sub-layers of a pre-norm Transformer block, in timm's order.
+SUBLAYERS = ("norm1", "qkv", "proj", "norm2", "fc1", "fc2")
+NORMS = ("norm1", "norm2")
+POOLS = ("token", "avg")
+FINAL_NORMS = ("norm", "fc_norm")
+ATTENTION_IMPLS = ("xla", "cudnn")
+
+trunc_normal_02 = nn.initializers.truncated_normal(stddev=0.02)
+
+
+def layer_shapes(width: int, mlp_dim: int, qkv_bias: bool = True) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Shapes of one block's params: {sublayer: {name: shape}} (Dense kernels are (in, out))."""
+    qkv = {"kernel": (width, 3 * width)}
+    if qkv_bias:
+        qkv["bias"] = (3 * width,)
+    return {
+        "norm1": {"scale": (width,), "bias": (width,)},
+        "qkv": qkv,
+        "proj": {"kernel": (width, width), "bias": (width,)},
+        "norm2": {"scale": (width,), "bias": (width,)},
+        "fc1": {"kernel": (width, mlp_dim), "bias": (mlp_dim,)},
+        "fc2": {"kernel": (mlp_dim, width), "bias": (width,)},
+    }
+
+
+def init_layers(
+    rng: Array,
+    shapes: Mapping[str, Mapping[str, tuple[int, ...]]],
+    lead: tuple[int, ...] = (),
+    norm_scale: float = 1.0,
+) -> LayerParams:
+    """DeiT init for block params with extra leading axes `lead`: kernels trunc-normal(.02), biases 0,
+    LayerNorm scale `norm_scale` (1 for a plain block; 0 for TLEG's θ_A)."""
+    out: LayerParams = {}
+    keys = jax.random.split(rng, len(shapes))
+    for key, (sub, leaves) in zip(keys, shapes.items(), strict=True):
+        out[sub] = {}
+        for name, shape in leaves.items():
+            full = lead + tuple(shape)
+            if name == "kernel":
+                out[sub][name] = trunc_normal_02(jax.random.fold_in(key, 0), full, jnp.float32)
+            elif name == "scale":
+                out[sub][name] = jnp.full(full, norm_scale, jnp.float32)
+            else:
+                out[sub][name] = jnp.zeros(full, jnp.float32)
+    return out
+
+
+def layer_norm(x: Array, p: Mapping[str, Array], eps: float) -> Array:
+    """LayerNorm over the last axis, statistics in float32."""
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.maximum((x32 * x32).mean(-1, keepdims=True) - mean * mean, 0.0)
+    y = (x32 - mean) * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]
+    return y.astype(x.dtype)
+
+
+def dense(x: Array, p: Mapping[str, Array]) -> Array:
+    """x @ kernel (+ bias) in x's dtype."""
+    y = x @ p["kernel"].astype(x.dtype)
+    if "bias" in p:
+        y = y + p["bias"].astype(x.dtype)
+    return y
+
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@jax.custom_vjp
+def gelu(x: Array) -> Array:
+    """Exact (erf) GELU as in PyTorch's nn.GELU(); the backward pass keeps only x (one fused pass)."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * _INV_SQRT2))
+
+
+def _gelu_fwd(x):
+    return gelu(x), x
+
+
+def _gelu_bwd(x, g):
+    cdf = 0.5 * (1.0 + jax.lax.erf(x * _INV_SQRT2))
+    pdf = jnp.exp(-0.5 * x * x) * _INV_SQRT_2PI
+    return (g * (cdf + x * pdf),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
+
+
+def attention(x: Array, qkv: Mapping[str, Array], proj: Mapping[str, Array], num_heads: int,
+              impl: str = "xla") -> Array:
+    """Multi-head self-attention as timm's `Attention`: qkv rows [q | k | v], each head-major."""
+    batch, tokens, width = x.shape  # (batch, tokens, width)
+    head_dim = width // num_heads
+    q, k, v = jnp.moveaxis(dense(x, qkv).reshape(batch, tokens, 3, num_heads, head_dim), 2, 0)
+    if impl == "cudnn":
+        out = jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+    else:
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q * head_dim**-0.5, k)
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    return dense(out.reshape(batch, tokens, width), proj)
+
+
+def drop_path(x: Array, rate: Array | float, rng: Array | None) -> Array:
+    """Stochastic depth: drop the whole residual branch per sample with probability `rate`."""
+    if rng is None:
+        return x
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, 0).astype(x.dtype)
+
+
+def block(x: Array, p: Mapping[str, Mapping[str, Array]], *, num_heads: int, eps: float,
+          attention_impl: str = "xla", drop_rate: Array | float = 0.0, rng: Array | None = None) -> Array:
+    """One pre-norm Transformer block: x += attn(LN1 x); x += mlp(LN2 x)."""
+    rng_attn = rng_mlp = None
+    if rng is not None:
+        rng_attn, rng_mlp = jax.random.split(rng)
+    h = attention(layer_norm(x, p["norm1"], eps), p["qkv"], p["proj"], num_heads, attention_impl)
+    x = x + drop_path(h, drop_rate, rng_attn)
+    h = dense(gelu(dense(layer_norm(x, p["norm2"], eps), p["fc1"])), p["fc2"])
+    return x + drop_path(h, drop_rate, rng_mlp)
+
+
+def encoder(
+    x: Array,
+    layers: LayerParams,
+    *,
+    num_heads: int,
+    eps: float,
+    drop_path_rate: float = 0.0,
+    rng: Array | None = None,
+    scan: bool = False,
+    remat: bool = False,
+    attention_impl: str = "xla",
+) -> Array:
+    """Run `depth` blocks whose params are stacked on axis 0 of every leaf of `layers`.
+
+    Drop-path rate of block i is linspace(0, drop_path_rate, depth)[i] (DeiT); it is active only when an
+    rng is given. `scan=True` compiles one block body (big models); otherwise the loop is unrolled.
+    """
+    depth = jax.tree_util.tree_leaves(layers)[0].shape[0]
+    rates = jnp.asarray(np.linspace(0.0, drop_path_rate, depth), jnp.float32)
+    use_drop = rng is not None and drop_path_rate > 0
+    rngs = jax.random.split(rng, depth) if use_drop else None
+
+    def body(x, p, rate, key):
+        return block(x, p, num_heads=num_heads, eps=eps, attention_impl=attention_impl,
+                     drop_rate=rate, rng=key)
+
+    if remat:
+        body = jax.checkpoint(body)
+    if scan:
+        def step(carry, inputs):
+            p, rate, key = inputs
+            return body(carry, p, rate, key), None
+
+        x, _ = jax.lax.scan(step, x, (layers, rates, rngs))
+        return x
+    for i in range(depth):
+        p = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], layers)
+        x = body(x, p, rates[i], None if rngs is None else rngs[i])
+    return x
+
+
+class ViT(nn.Module):
+    """Vision Transformer covering timm's `VisionTransformer`/DeiT and the learngene descendants.
+
+    Params: patch_embed/{kernel,bias}, [cls_token], pos_embed, blocks/<sublayer>/<name> stacked (depth, ...),
+    norm or fc_norm, head. `final_norm='norm'` normalises every token before pooling (timm `norm`);
+    `'fc_norm'` normalises after average pooling (timm `fc_norm`, the official learngene descendants).
+    """
+
+    num_classes: int = 1000
+    image_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    width: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_dim: int | None = None  # default 4 * width
+    class_token: bool = False
+    pool: str = "avg"
+    final_norm: str = "fc_norm"
+    eps: float = 1e-6
+    qkv_bias: bool = True
+    drop_path_rate: float = 0.0
+    dtype: Any = jnp.float32
+    scan_layers: bool = False
+    remat: bool = False
+    attention_impl: str = "xla"
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.mlp_dim or 4 * self.width
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def check(self) -> None:
+        """Raise ValueError for an inconsistent architecture."""
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
+        if self.final_norm not in FINAL_NORMS:
+            raise ValueError(f"final_norm must be one of {FINAL_NORMS}, got {self.final_norm!r}")
+        if self.pool == "token" and not self.class_token:
+            raise ValueError("pool='token' needs class_token=True")
+        if self.final_norm == "fc_norm" and self.pool != "avg":
+            raise ValueError("final_norm='fc_norm' is timm's norm after average pooling: use pool='avg'")
+        if self.width % self.num_heads:
+            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
+
+    def layer_params(self) -> LayerParams:
+        """The stacked (depth, ...) block params; gene-parameterised subclasses compute them from a gene."""
+        shapes = layer_shapes(self.width, self.hidden_dim, self.qkv_bias)
+        return self.param("blocks", lambda rng: init_layers(rng, shapes, (self.depth,)))
+
+    @nn.compact
+    def __call__(self, images: Array, *, train: bool = False, features: bool = False) -> Array:
+        """images (batch, H, W, C), already normalised → logits (batch, classes), or pooled features."""
+        self.check()
+        if images.shape[1:3] != (self.image_size, self.image_size):
+            raise ValueError(f"model expects {self.image_size}x{self.image_size} images, got "
+                             f"{images.shape[1]}x{images.shape[2]}")
+        fan_in = self.patch_size * self.patch_size * self.in_chans
+        torch_default = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+        x = nn.Conv(self.width, (self.patch_size, self.patch_size), strides=self.patch_size, padding="VALID",
+                    dtype=self.dtype, kernel_init=torch_default,
+                    bias_init=lambda k, s, d: jax.random.uniform(k, s, d, -1, 1) / math.sqrt(fan_in),
+                    name="patch_embed")(images.astype(self.dtype))
+        x = x.reshape(x.shape[0], -1, self.width)  # (batch, tokens, width), row-major as timm
+        if self.class_token:
+            cls = self.param("cls_token", trunc_normal_02, (1, 1, self.width))
+            x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.width)), x], 1)
+        pos = self.param("pos_embed", trunc_normal_02, (1, x.shape[1], self.width))
+        x = x + pos.astype(x.dtype)
+        rng = self.make_rng("dropout") if train and self.drop_path_rate > 0 else None
+        x = encoder(x, self.layer_params(), num_heads=self.num_heads, eps=self.eps,
+                    drop_path_rate=self.drop_path_rate, rng=rng, scan=self.scan_layers, remat=self.remat,
+                    attention_impl=self.attention_impl)
+        x = self.pool_features(x)
+        if features or not self.num_classes:
+            return x
+        return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=trunc_normal_02, name="head")(x)
+
+    def pool_features(self, x: Array) -> Array:
+        """Final norm and pooling: (batch, tokens, width) → (batch, width)."""
+        norm = lambda y, name: layer_norm(y, self.param(name, _init_norm, self.width), self.eps)
+        if self.final_norm == "norm":
+            x = norm(x, "norm")
+        prefix = 1 if self.class_token else 0
+        x = x[:, 0] if self.pool == "token" else x[:, prefix:].mean(1)
+        if self.final_norm == "fc_norm":
+            x = norm(x, "fc_norm")
+        return x
+
+
+def _init_norm(rng: Array, width: int) -> dict[str, Array]:
+    del rng
+    return {"scale": jnp.ones((width,), jnp.float32), "bias": jnp.zeros((width,), jnp.float32)}
+
+
+def abstract_params(model: ViT) -> dict[str, Any]:
+    """The model's param tree as `jax.ShapeDtypeStruct`s (nothing is allocated)."""
+    x = jax.ShapeDtypeStruct((1, model.image_size, model.image_size, model.in_chans), jnp.float32)
+    return jax.eval_shape(lambda images: model.init(jax.random.key(0), images), x)["params"]
+
+
+def count_params(params: Any) -> int:
+    """Number of scalar parameters in a pytree."""
+    return int(sum(np.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params)))
+
+
+def module_fields(module: nn.Module) -> dict[str, Any]:
+    """The constructor fields of a model (its architecture), without flax internals."""
+    skip = {"parent", "name"}
+    return {f: getattr(module, f) for f in module.__dataclass_fields__ if f not in skip}
+

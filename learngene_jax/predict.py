@@ -1,0 +1,89 @@
+"""python -m learngene_jax.predict — logits of a gene's aux model, an expanded descendant, or a model
+directory, on normalised float32 images from a .npy file (eval mode)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from learngene_jax import cli, genes
+from learngene_jax.errors import UserError, fail
+from learngene_jax.genes.io import load_gene
+from learngene_jax.models.io import load_model
+
+
+def to_nhwc(images: np.ndarray, layout: str, in_chans: int) -> np.ndarray:
+    """(N, C, H, W) or (N, H, W, C) → (N, H, W, C); 'auto' decides by which axis has `in_chans` entries."""
+    if images.ndim != 4:
+        fail(UserError, f"images must be a 4-D array (N, C, H, W) or (N, H, W, C), got shape {images.shape}")
+    if layout == "auto":
+        first, last = images.shape[1] == in_chans, images.shape[-1] == in_chans
+        if first == last:
+            fail(UserError, f"cannot tell the layout of images of shape {images.shape}: pass --layout-images "
+                            f"nchw or nhwc")
+        layout = "nchw" if first else "nhwc"
+    if layout == "nchw":
+        images = images.transpose(0, 2, 3, 1)
+    if images.shape[-1] != in_chans:
+        fail(UserError, f"images have {images.shape[-1]} channels in layout {layout}; the model takes {in_chans}")
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def batched_apply(model: nn.Module, variables: dict[str, Any], images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Eval-mode logits for all images, in batches (the last batch padded to keep one compiled shape)."""
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        pad = batch_size - len(chunk) if len(images) > batch_size else 0
+        x = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)]) if pad else chunk
+        out.append(np.asarray(apply(variables, jnp.asarray(x)))[: len(chunk)])
+    return np.concatenate(out)
+
+
+def resolve_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
+    """The model and variables the flags name."""
+    if (args.gene is None) == (args.model_dir is None):
+        fail(UserError, "give exactly one of --gene and --model-dir")
+    if args.model_dir is not None:
+        if args.depth is not None or args.layers_source is not None:
+            fail(UserError, "--depth and --layers-source apply to --gene, not --model-dir")
+        return load_model(args.model_dir)
+    gene = load_gene(args.gene)
+    if args.depth is None and args.layers_source is None:
+        return genes.aux_model(gene.meta), {"params": genes.aux_params(gene)}
+    kw = dict(layers_source=args.layers_source, layout=args.layout)
+    return genes.descendant_model(gene, args.depth, **kw), {"params": genes.expand(gene, args.depth, **kw)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the model on the images and save the logits."""
+    p = argparse.ArgumentParser(prog="python -m learngene_jax.predict", description=__doc__)
+    p.add_argument("--gene", help="gene directory: runs the aux model, or a descendant with --depth")
+    p.add_argument("--model-dir", help="model directory (converted or trained model)")
+    p.add_argument("--depth", type=int, default=None, help="expand the gene to a descendant of this depth")
+    p.add_argument("--layers-source", default=None, help="SWS: stage id per descendant layer")
+    p.add_argument("--layout", default="official", choices=["official", "exact"], help="descendant layout")
+    p.add_argument("--images", required=True, help=".npy of float32 images, already normalised")
+    p.add_argument("--layout-images", default="auto", choices=["auto", "nchw", "nhwc"])
+    p.add_argument("--out", required=True, help="where to save the logits (.npy)")
+    p.add_argument("--batch-size", type=int, default=64)
+    args = p.parse_args(argv)
+    try:
+        images = np.load(args.images)
+    except (OSError, ValueError) as e:
+        fail(UserError, f"cannot read images from {args.images}: {e}")
+    model, variables = resolve_model(args)
+    images = to_nhwc(images, args.layout_images, model.in_chans)
+    logits = batched_apply(model, variables, images, args.batch_size)
+    np.save(args.out, logits)
+    print(f"saved logits {logits.shape} to {args.out}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,44 @@
+"""PyTorch references (timm) for parity tests and benchmarks; torch and timm are optional extras.
+
+timm imports torchvision, whose PyPI build for CPU-only torch 2.13 fails to register its C++ ops
+(`operator torchvision::nms does not exist`). Declaring the two op schemas first lets the pure-Python
+parts (models, transforms) import; only detection ops such as nms stay unavailable.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import ModuleType
+
+from learngene_jax.errors import UserError, fail
+
+_library = None  # keeps the stand-in op registration alive
+
+
+def import_torch() -> ModuleType:
+    """torch, or a one-line error saying how to install the CPU build."""
+    try:
+        import torch
+    except ImportError:
+        fail(UserError, "this needs PyTorch: pip install torch==2.13.0 (CPU build)")
+    return torch
+
+
+def import_timm() -> ModuleType:
+    """timm, importable next to CPU torch (see module docstring)."""
+    global _library
+    torch = import_torch()
+    try:
+        import timm
+    except ImportError:
+        fail(UserError, "this needs timm: pip install timm==1.0.31 -c constraints.txt")
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+        for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "timm")]:
+            del sys.modules[name]
+        _library = torch.library.Library("torchvision", "DEF")
+        _library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import timm
+    return timm

@@ -1,0 +1,124 @@
+"""Genes on disk: exact round trip, validation, and one-line errors for bad files and arguments."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from conftest import DATA, run_module
+from helpers import tiny_gene
+
+from learngene_jax import checkpointing
+from learngene_jax.errors import ConversionError, GeneError, UserError
+from learngene_jax.genes.io import load_gene, save_gene
+
+
+@pytest.mark.parametrize("method", ["tleg", "sws"])
+def test_round_trip_is_exact(tmp_path, method):
+    _, _, gene = tiny_gene(method)
+    save_gene(tmp_path / "g", gene)
+    back = load_gene(tmp_path / "g")
+    assert back.meta == gene.meta
+    for a, b in zip(jax.tree_util.tree_leaves(back.params), jax.tree_util.tree_leaves(gene.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_existing_gene_is_not_overwritten(tmp_path):
+    _, _, gene = tiny_gene("tleg", seed=0)
+    _, _, other = tiny_gene("tleg", seed=5)
+    save_gene(tmp_path / "g", gene)
+    with pytest.raises(UserError, match="already exists"):
+        save_gene(tmp_path / "g", other)
+    np.testing.assert_array_equal(load_gene(tmp_path / "g").params["pos_embed"], gene.params["pos_embed"])
+    save_gene(tmp_path / "g", other, overwrite=True)
+    np.testing.assert_array_equal(load_gene(tmp_path / "g").params["pos_embed"], other.params["pos_embed"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]
+
+
+def test_missing_and_foreign_directories(tmp_path):
+    with pytest.raises(UserError, match="no gene at"):
+        load_gene(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="is not a learngene_jax gene"):
+        load_gene(tmp_path / "empty")
+    checkpointing.save_artifact(tmp_path / "model", {"w": np.zeros(3)}, {"kind": "model"})
+    with pytest.raises(GeneError, match="holds a model checkpoint, not a gene"):
+        load_gene(tmp_path / "model")
+
+
+def test_gene_whose_arrays_do_not_match_its_metadata(tmp_path):
+    _, _, gene = tiny_gene("tleg")
+    params = dict(gene.params, pos_embed=np.zeros((1, 9, 48), np.float32))
+    checkpointing.save_artifact(tmp_path / "g", params, {"kind": "gene", "gene": gene.meta.to_json()})
+    with pytest.raises(GeneError, match=r"pos_embed has shape \(1, 9, 48\), expected \(1, 16, 48\)"):
+        load_gene(tmp_path / "g")
+
+
+def test_unknown_method_and_newer_format_in_metadata(tmp_path):
+    _, _, gene = tiny_gene("sws")
+    for change, message in (({"method": "lgpool9"}, "unknown learngene method 'lgpool9'"),
+                            ({"format_version": 99}, "newer than this learngene_jax supports"),
+                            ({"colour": "blue"}, "unknown keys \\['colour'\\]")):
+        path = tmp_path / str(len(list(tmp_path.iterdir())))
+        checkpointing.save_artifact(path, gene.params, {"kind": "gene", "gene": {**gene.meta.to_json(), **change}})
+        with pytest.raises(GeneError, match=message):
+            load_gene(path)
+
+
+def test_truncated_gene_files(tmp_path):
+    _, _, gene = tiny_gene("tleg")
+    save_gene(tmp_path / "g", gene)
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "g", broken)
+    data_files = [p for p in (broken / "params").rglob("*") if p.is_file() and p.stat().st_size > 1000]
+    assert data_files
+    for p in data_files:
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 3])
+    with pytest.raises(UserError, match="unreadable \\(truncated or corrupt\\?\\)") as e:
+        load_gene(broken)
+    assert "\n" not in str(e.value)
+    meta_only = tmp_path / "meta_only"
+    shutil.copytree(tmp_path / "g", meta_only)
+    (meta_only / "meta" / "metadata").write_text(json.dumps({"kind": "gene", "gene": {"method": "tleg"}})[:20])
+    with pytest.raises(UserError, match="metadata at .* is unreadable"):
+        load_gene(meta_only)
+
+
+def test_truncated_official_checkpoint(tmp_path):
+    pytest.importorskip("torch")
+    from learngene_jax.convert.state_dict import read_state_dict
+
+    src = (DATA / "official" / "tleg_aux.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(src[: len(src) // 2])
+    with pytest.raises(ConversionError, match="cannot read .*cut.pth as a PyTorch checkpoint"):
+        read_state_dict(tmp_path / "cut.pth")
+    proc = run_module("learngene_jax.convert", "from-official", "--method", "tleg", "--checkpoint",
+                      str(tmp_path / "cut.pth"), "--out", str(tmp_path / "g"), check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "cannot read" in proc.stderr and not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--depth", "0"], "descendant depth must be an integer >= 1, got 0"),
+    (["--layers-source", "0,1"], "TLEG expansion takes no layers_source (that is SWS's); drop --layers-source"),
+])
+def test_predict_cli_bad_arguments(tmp_path, args, message):
+    _, _, gene = tiny_gene("tleg")
+    save_gene(tmp_path / "g", gene)
+    np.save(tmp_path / "x.npy", np.zeros((2, 32, 32, 3), np.float32))
+    proc = run_module("learngene_jax.predict", "--gene", str(tmp_path / "g"), *args, "--images",
+                      str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {message}"]
+
+
+def test_predict_cli_sws_unknown_stage(tmp_path):
+    _, _, gene = tiny_gene("sws")
+    save_gene(tmp_path / "g", gene)
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 32, 32), np.float32))
+    proc = run_module("learngene_jax.predict", "--gene", str(tmp_path / "g"), "--layers-source", "0,1,7",
+                      "--images", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: layers_source names unknown stages [7]; this gene has stages 0..2"]
