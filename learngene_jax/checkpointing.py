@@ -98,3 +98,41 @@ def load_params(path: str | Path, target: Any, what: str = "checkpoint") -> Any:
     except Exception as e:  # noqa: BLE001
         fail(UserError, f"{what} at {path} is unreadable (truncated or corrupt?): {_one_line(e)}")
     return out
+
+
+class TrainCheckpoints:
+    """Periodic training checkpoints in `directory` (items: `state` arrays, `meta` JSON), written by all
+    processes together; the latest `keep` are kept."""
+
+    def __init__(self, directory: str | Path, keep: int = 2):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        """Write the checkpoint of `step` (a no-op if it exists)."""
+        if step in self._manager.all_steps():
+            return
+        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                         meta=ocp.args.JsonSave(meta)), force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
+        """(state, meta) of `step`, placed as `target`'s ShapeDtypeStructs (with shardings) say; the mesh may
+        differ from the one it was saved under."""
+        try:
+            out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                                      meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001
+            fail(UserError, f"training checkpoint {step} in {self.directory} cannot be restored (corrupt, or saved "
+                            f"for another model/optimizer; use a new --workdir): {_one_line(e)}")
+        return out["state"], out["meta"]
+
+    def close(self) -> None:
+        """Finish pending writes."""
+        self._manager.wait_until_finished()
+        self._manager.close()

@@ -25,3 +25,23 @@ def tiny_gene(method: str, seed: int = 0, **overrides):
 def images(n=2, size=32, seed=1):
     """Random normalised NHWC images."""
     return jax.random.normal(jax.random.key(seed), (n, size, size, 3))
+
+
+def tiny_train_config(**changes):
+    """A seconds-long training config on digits: 2-layer ViT of width 32, batch 64, one epoch."""
+    from learngene_jax.config_lib import base_config
+
+    c = base_config()
+    c.name = "tiny"
+    c.model.update({"name": "vit", "width": 32, "num_heads": 2, "patch_size": 4, "depth": 2, "scan_layers": True})
+    c.epochs, c.batch_size, c.eval_batch_size = 1, 64, 160
+    c.log_every_steps = 5
+    c.optim.update({"scale_lr": False, "lr": 1e-3})
+    c.checkpoint.every_steps = 10
+    for key, value in changes.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c

@@ -68,7 +68,8 @@ def infer_vit(sd: Mapping[str, np.ndarray], num_heads: int | None = None, eps: f
     fc1 = sd.get("blocks.0.mlp.fc1.weight")
     fc_norm = "fc_norm.weight" in sd
     kw.update(depth=max(layers) + 1, num_heads=num_heads or max(kw["width"] // 64, 1),
-              mlp_dim=int(fc1.shape[0]) if fc1 is not None else None, qkv_bias="blocks.0.attn.qkv.bias" in sd,
+              mlp_dim=int(fc1.shape[0]) if fc1 is not None and fc1.shape[0] != 4 * kw["width"] else None,
+              qkv_bias="blocks.0.attn.qkv.bias" in sd,
               pool="avg" if fc_norm or not kw["class_token"] else "token",
               final_norm="fc_norm" if fc_norm else "norm", eps=eps)
     return ViT(**kw)

@@ -23,6 +23,11 @@ def get_method(name: str) -> ModuleType:
     return METHODS[name]
 
 
+def method_of(model: Any) -> ModuleType | None:
+    """The method whose aux model `model` is (None for a plain model)."""
+    return next((m for m in METHODS.values() if isinstance(model, m.AUX_CLASS)), None)
+
+
 def expand(gene: Gene, depth: int | None = None, **kwargs: Any) -> dict[str, Any]:
     """Descendant param tree of `depth` layers from `gene` (see each method's `expand`)."""
     return get_method(gene.meta.method).expand(gene, depth, **kwargs)
@@ -60,4 +65,4 @@ def extract_gene(aux_params: dict[str, Any], meta: GeneMeta) -> Gene:
 
 
 __all__ = ["METHODS", "Gene", "GeneMeta", "aux_model", "aux_params", "descendant_model", "expand", "extract_gene",
-           "get_method"]
+           "get_method", "method_of"]

@@ -24,6 +24,7 @@ from learngene_jax.models.aux import SWSAux, sws_layers
 from learngene_jax.models.vit import abstract_params
 
 NAME = "sws"
+AUX_CLASS = SWSAux
 
 # Layer lists that the official SWS code publishes for a (stage sizes, depth); they win over the rule.
 OFFICIAL_LAYERS_SOURCE = {((3, 3, 4, 3, 3), 12): (0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4)}

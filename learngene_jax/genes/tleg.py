@@ -22,6 +22,7 @@ from learngene_jax.models.aux import TLEGAux, tleg_layers
 from learngene_jax.models.vit import abstract_params
 
 NAME = "tleg"
+AUX_CLASS = TLEGAux
 
 
 def aux_model(meta: GeneMeta, **overrides: Any) -> TLEGAux:

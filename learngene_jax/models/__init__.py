@@ -9,6 +9,7 @@ import flax.linen as nn
 
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.models.aux import SWSAux, TLEGAux
+from learngene_jax.models.cnn import SmallCNN
 from learngene_jax.models.vit import ViT
 
 # Widths and heads of the DeiT sizes used throughout the learngene papers.
@@ -60,11 +61,12 @@ for _size in VIT_SIZES:
     register(f"sws_aux_{_size}")(lambda _s=_size, **kw: _sized(
         SWSAux, _s, dict(depth=16, **({"num_heads": 12} if _s == "s" else {})), {**kw}))
 register("tleg_aux")(lambda **kw: TLEGAux(**kw))
+register("cnn")(lambda **kw: SmallCNN(**kw))
 register("sws_aux")(lambda **kw: SWSAux(**{"depth": 16, **kw}))
 
 # Fields that say how to run a model, not what it is; they are not stored with its weights.
 RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate")
-_CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_aux"}
+_CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_aux", SmallCNN: "cnn"}
 
 
 def register_class(cls: type, name: str) -> None:

@@ -1,0 +1,69 @@
+"""Data from config: sources (tfds, bundled digits, .npz, image folders), host transforms, global batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learngene_jax.data import digits
+from learngene_jax.data.pipeline import Loader
+from learngene_jax.data.sources import FolderSource, Source, TfdsSource, npz_source
+from learngene_jax.data.transforms import TransformConfig, eval_transform, train_transform
+from learngene_jax.errors import DataError, fail
+
+DEFAULT_DIGITS_DIR = Path("~/.cache/learngene_jax/tfds")
+
+
+def make_source(data: Any, split: str) -> Source:
+    """The split `split` of the dataset that `config.data` names."""
+    name = data.name
+    if name == "npz":
+        return npz_source(_required(data, "path", "an .npz file"), split)
+    if name == "folder":
+        return FolderSource(_required(data, "path", "an image-folder root"), split)
+    data_dir = data.get("data_dir") or None
+    if name == digits.NAME:
+        data_dir = digits.prepare(Path(data_dir or DEFAULT_DIGITS_DIR).expanduser())
+    return TfdsSource(name, split, data_dir, data.get("image_key", "image"), data.get("label_key", "label"))
+
+
+def _required(data: Any, key: str, what: str) -> str:
+    value = data.get(key)
+    if not value:
+        fail(DataError, f"data.name={data.name!r} needs data.{key} ({what}): pass --config.data.{key}=...")
+    return value
+
+
+def transform_config(config: Any, train: bool) -> TransformConfig:
+    """The per-example transform settings of `config.data` / `config.aug`."""
+    data, aug = config.data, config.aug
+    kw = dict(image_size=data.image_size, channels=data.channels, mean=tuple(data.mean), std=tuple(data.std),
+              interpolation=data.interpolation, crop_pct=data.crop_pct)
+    if not train:
+        return TransformConfig(**kw)
+    return TransformConfig(**kw, random_resized_crop=aug.random_resized_crop, rrc_scale=(aug.rrc_scale_min, 1.0),
+                           flip=aug.flip, randaugment=aug.randaugment, randaugment_ops=aug.randaugment_ops,
+                           randaugment_magnitude=aug.randaugment_magnitude, randaugment_mstd=aug.randaugment_mstd,
+                           random_erasing=aug.random_erasing)
+
+
+def make_loader(config: Any, split: str, *, train: bool, batch_size: int, process_index: int = 0,
+                process_count: int = 1, source: Source | None = None) -> Loader:
+    """A Loader over `split` with the train or eval transform."""
+    source = source if source is not None else make_source(config.data, split)
+    tcfg = transform_config(config, train)
+    seed = int(config.seed)
+    if train:
+        def transform(image, epoch, index):
+            return train_transform(image, np.random.default_rng([seed, epoch, index]), tcfg)
+    else:
+        def transform(image, epoch, index):
+            return eval_transform(image, tcfg)
+    return Loader(source, transform, batch_size, seed=seed, train=train, process_index=process_index,
+                  process_count=process_count, repeats=config.aug.repeated_aug if train else 1,
+                  workers=config.data.workers)
+
+
+__all__ = ["Loader", "Source", "make_loader", "make_source", "transform_config"]

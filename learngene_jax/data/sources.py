@@ -1,0 +1,150 @@
+"""Random-access image-classification sources: any prepared tfds dataset, the bundled digits, users'
+`.npz` arrays and image folders. Each gives uint8 (H, W, C) images and integer labels by index."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from learngene_jax.errors import DataError, fail
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+class Source:
+    """A split of a dataset: `len(source)`, `source.num_classes`, `source.get(indices)`."""
+
+    name: str
+    num_classes: int
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def get(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Images (uint8, H×W×C) and labels of the examples at `indices`."""
+        raise NotImplementedError
+
+
+def _as_hwc(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    return image[..., None] if image.ndim == 2 else image
+
+
+def default_tfds_dir() -> Path:
+    """$TFDS_DATA_DIR, else ~/tensorflow_datasets (tfds' own default)."""
+    return Path(os.environ.get("TFDS_DATA_DIR", Path.home() / "tensorflow_datasets")).expanduser()
+
+
+class TfdsSource(Source):
+    """A split of a tfds dataset already prepared (array_record format) in `data_dir`; nothing is downloaded."""
+
+    def __init__(self, name: str, split: str, data_dir: str | Path | None = None, image_key: str = "image",
+                 label_key: str = "label"):
+        import tensorflow_datasets as tfds
+
+        data_dir = Path(data_dir).expanduser() if data_dir else default_tfds_dir()
+        build_hint = f"`tfds build {name} --data_dir {data_dir} --file_format=array_record`"
+        try:
+            builder = tfds.builder(name, data_dir=str(data_dir))
+        except Exception as e:  # noqa: BLE001 - tfds raises many types for unknown names
+            fail(DataError, f"unknown tfds dataset {name!r} ({type(e).__name__}); check data.name")
+        if not builder.is_prepared():
+            fail(DataError, f"dataset {name!r} is not prepared in {data_dir}: prepare it with {build_hint} "
+                            f"(or point --config.data.data_dir at the directory that has it)")
+        if "array_record" not in str(builder.info.file_format).lower():
+            fail(DataError, f"dataset {name!r} in {data_dir} is in {builder.info.file_format} format; random access "
+                            f"needs array_record: rebuild it with {build_hint}")
+        try:
+            self._data = tfds.data_source(name, split=split, data_dir=str(data_dir), download=False)
+        except Exception as e:  # noqa: BLE001
+            splits = sorted(builder.info.splits)
+            fail(DataError, f"cannot open split {split!r} of {name!r} (splits: {splits}): {type(e).__name__}")
+        features = builder.info.features
+        if image_key not in features or label_key not in features:
+            fail(DataError, f"dataset {name!r} has features {sorted(features)}; set data.image_key/data.label_key")
+        self.name, self.split = name, split
+        self.num_classes = int(features[label_key].num_classes)
+        self._image_key, self._label_key = image_key, label_key
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
+        records = self._data.__getitems__([int(i) for i in indices])
+        return ([_as_hwc(r[self._image_key]) for r in records],
+                np.asarray([r[self._label_key] for r in records], np.int32))
+
+
+class ArraySource(Source):
+    """Images and labels held in memory (users' `.npz`: keys `{split}_images`, `{split}_labels`)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, name: str = "arrays"):
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim != 4 or len(images) != len(labels):
+            fail(DataError, f"{name}: images must be (N, H, W[, C]) with N labels, got {images.shape} and "
+                            f"{np.shape(labels)}")
+        if images.dtype != np.uint8:
+            if images.min() < 0 or images.max() > 255:
+                fail(DataError, f"{name}: images must be uint8 or floats in 0..255 (they are normalised later)")
+            images = np.round(images).astype(np.uint8)
+        self.name, self.num_classes = name, int(num_classes)
+        self._images, self._labels = images, np.asarray(labels, np.int32)
+        if len(self._labels) and (self._labels.min() < 0 or self._labels.max() >= self.num_classes):
+            fail(DataError, f"{name}: labels must be in 0..{self.num_classes - 1}")
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def get(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
+        idx = np.asarray(indices, np.int64)
+        return list(self._images[idx]), self._labels[idx]
+
+
+def npz_source(path: str | Path, split: str, num_classes: int | None = None) -> ArraySource:
+    """A split of a `.npz` with `{split}_images` (N, H, W[, C]) and `{split}_labels` (N,)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        fail(DataError, f"no .npz at {path}: save one with np.savez(path, train_images=..., train_labels=..., "
+                        f"test_images=..., test_labels=...)")
+    with np.load(path) as data:
+        keys = set(data.files)
+        if f"{split}_images" not in keys or f"{split}_labels" not in keys:
+            fail(DataError, f"{path} has no {split}_images/{split}_labels arrays (it has {sorted(keys)})")
+        labels = data[f"{split}_labels"]
+        if num_classes is None:
+            num_classes = 1 + max(int(data[k].max()) for k in keys if k.endswith("_labels") and data[k].size)
+        return ArraySource(data[f"{split}_images"], labels, num_classes, name=f"{path.name}:{split}")
+
+
+class FolderSource(Source):
+    """`root/split/<class name>/<image files>` (class ids in sorted order of the names, as torchvision)."""
+
+    def __init__(self, root: str | Path, split: str):
+        folder = Path(root).expanduser() / split
+        if not folder.is_dir():
+            fail(DataError, f"no image folder {folder}: expected {root}/{split}/<class>/<images>")
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        self._files = [(f, c) for c, name in enumerate(classes) for f in sorted((folder / name).iterdir())
+                       if f.suffix.lower() in IMAGE_SUFFIXES]
+        if not self._files:
+            fail(DataError, f"no images under {folder}/<class>/ (looked for {', '.join(IMAGE_SUFFIXES)})")
+        self.name, self.num_classes, self.classes = f"{folder}", len(classes), classes
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def get(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
+        from PIL import Image
+
+        images, labels = [], []
+        for i in indices:
+            path, label = self._files[int(i)]
+            with Image.open(path) as im:
+                images.append(np.asarray(im.convert("RGB")))
+            labels.append(label)
+        return images, np.asarray(labels, np.int32)

@@ -1,0 +1,189 @@
+"""Per-example image transforms on the host (numpy + PIL), the DeiT recipe's pieces each switchable:
+random resized crop, flip, RandAugment (timm's `rand-m9-mstd0.5-inc1`), random erasing, and the eval
+resize + center crop. Mixup/CutMix act on whole batches on device (`data/mix.py`).
+
+Randomness comes from a numpy Generator seeded per (seed, epoch, example index), so an example's
+augmentation does not depend on batch composition, process count or resumption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformConfig:
+    """What to do to one image (see configs for the DeiT values)."""
+
+    image_size: int = 224
+    channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875  # eval: resize the shorter side to image_size / crop_pct, center crop
+    random_resized_crop: bool = True
+    rrc_scale: tuple[float, float] = (0.08, 1.0)
+    flip: bool = True
+    randaugment: bool = True
+    randaugment_ops: int = 2
+    randaugment_magnitude: float = 9.0
+    randaugment_mstd: float = 0.5
+    random_erasing: float = 0.25
+
+
+def _to_pil(image: np.ndarray, channels: int) -> Image.Image:
+    if image.shape[-1] == 1:
+        pil = Image.fromarray(image[..., 0], "L")
+        return pil.convert("RGB") if channels == 3 else pil
+    pil = Image.fromarray(image)
+    return pil.convert("L") if channels == 1 else pil.convert("RGB")
+
+
+def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
+                            scale: tuple[float, float] = (0.08, 1.0),
+                            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """(left, top, w, h) as torchvision's RandomResizedCrop.get_params (10 tries, then a center crop)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+# RandAugment, timm's "increasing" op set: magnitude m in [0, 10] maps to each op's strength.
+_FILL = tuple(int(round(255 * m)) for m in IMAGENET_MEAN)
+
+
+def _sign(rng: np.random.Generator) -> float:
+    return -1.0 if rng.random() < 0.5 else 1.0
+
+
+def _affine(img: Image.Image, matrix: tuple[float, ...]) -> Image.Image:
+    fill = _FILL if img.mode == "RGB" else _FILL[0]
+    return img.transform(img.size, Image.AFFINE, matrix, resample=Image.BILINEAR, fillcolor=fill)
+
+
+def _enhance(cls):
+    return lambda img, m, rng: cls(img).enhance(1.0 + _sign(rng) * m / 10 * 0.9)
+
+
+RAND_OPS = {
+    "AutoContrast": lambda img, m, rng: ImageOps.autocontrast(img),
+    "Equalize": lambda img, m, rng: ImageOps.equalize(img),
+    "Invert": lambda img, m, rng: ImageOps.invert(img),
+    "Rotate": lambda img, m, rng: img.rotate(_sign(rng) * m / 10 * 30, resample=Image.BILINEAR,
+                                             fillcolor=_FILL if img.mode == "RGB" else _FILL[0]),
+    "PosterizeIncreasing": lambda img, m, rng: ImageOps.posterize(img, max(1, 4 - int(m / 10 * 4))),
+    "SolarizeIncreasing": lambda img, m, rng: ImageOps.solarize(img, 256 - int(m / 10 * 256)),
+    "SolarizeAdd": lambda img, m, rng: _solarize_add(img, int(m / 10 * 110)),
+    "ColorIncreasing": _enhance(ImageEnhance.Color),
+    "ContrastIncreasing": _enhance(ImageEnhance.Contrast),
+    "BrightnessIncreasing": _enhance(ImageEnhance.Brightness),
+    "SharpnessIncreasing": _enhance(ImageEnhance.Sharpness),
+    "ShearX": lambda img, m, rng: _affine(img, (1, _sign(rng) * m / 10 * 0.3, 0, 0, 1, 0)),
+    "ShearY": lambda img, m, rng: _affine(img, (1, 0, 0, _sign(rng) * m / 10 * 0.3, 1, 0)),
+    "TranslateXRel": lambda img, m, rng: _affine(img, (1, 0, _sign(rng) * m / 10 * 0.45 * img.size[0], 0, 1, 0)),
+    "TranslateYRel": lambda img, m, rng: _affine(img, (1, 0, 0, 0, 1, _sign(rng) * m / 10 * 0.45 * img.size[1])),
+}
+
+
+def _solarize_add(img: Image.Image, add: int, threshold: int = 128) -> Image.Image:
+    lut = [min(255, i + add) if i < threshold else i for i in range(256)]
+    return img.point(lut * len(img.getbands()))
+
+
+def rand_augment(img: Image.Image, rng: np.random.Generator, num_ops: int = 2, magnitude: float = 9.0,
+                 mstd: float = 0.5, prob: float = 0.5) -> Image.Image:
+    """timm RandAugment: `num_ops` random ops, each applied with probability `prob`, magnitude ~ N(m, mstd)."""
+    names = list(RAND_OPS)
+    for name in rng.choice(names, size=num_ops, replace=True):
+        if rng.random() > prob:
+            continue
+        m = float(np.clip(rng.normal(magnitude, mstd), 0, 10)) if mstd > 0 else magnitude
+        img = RAND_OPS[str(name)](img, m, rng)
+    return img
+
+
+def random_erase(x: np.ndarray, rng: np.random.Generator, prob: float, scale=(0.02, 1 / 3),
+                 ratio=(0.3, 1 / 0.3)) -> np.ndarray:
+    """timm RandomErasing(mode='pixel'): one box of normal noise on the normalised image with probability prob."""
+    if rng.random() >= prob:
+        return x
+    height, width, channels = x.shape
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = height * width * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        h = int(round(math.sqrt(target * aspect)))
+        w = int(round(math.sqrt(target / aspect)))
+        if w < width and h < height:
+            top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+            x = x.copy()
+            x[top:top + h, left:left + w] = rng.standard_normal((h, w, channels)).astype(x.dtype)
+            return x
+    return x
+
+
+def normalize(img: Image.Image, cfg: TransformConfig) -> np.ndarray:
+    """uint8 PIL image → float32 (H, W, C), (x/255 − mean) / std."""
+    x = np.asarray(img, np.float32) / 255.0
+    if x.ndim == 2:
+        x = x[..., None]
+    return (x - np.asarray(cfg.mean[: x.shape[-1]], np.float32)) / np.asarray(cfg.std[: x.shape[-1]], np.float32)
+
+
+def train_transform(image: np.ndarray, rng: np.random.Generator, cfg: TransformConfig) -> np.ndarray:
+    """The training transform of one uint8 image."""
+    img = _to_pil(image, cfg.channels)
+    size = (cfg.image_size, cfg.image_size)
+    resample = _RESAMPLE[cfg.interpolation]
+    if cfg.random_resized_crop:
+        left, top, w, h = random_resized_crop_box(*img.size, rng, cfg.rrc_scale)
+        img = img.resize(size, resample, box=(left, top, left + w, top + h))
+    elif img.size != size:
+        img = img.resize(size, resample)
+    if cfg.flip and rng.random() < 0.5:
+        img = ImageOps.mirror(img)
+    if cfg.randaugment:
+        img = rand_augment(img, rng, cfg.randaugment_ops, cfg.randaugment_magnitude, cfg.randaugment_mstd)
+    x = normalize(img, cfg)
+    if cfg.random_erasing > 0:
+        x = random_erase(x, rng, cfg.random_erasing)
+    return x
+
+
+def eval_transform(image: np.ndarray, cfg: TransformConfig) -> np.ndarray:
+    """Resize the shorter side to image_size / crop_pct, then center crop image_size (crop_pct 1: plain resize)."""
+    img = _to_pil(image, cfg.channels)
+    resample = _RESAMPLE[cfg.interpolation]
+    if cfg.crop_pct >= 1.0:
+        img = img.resize((cfg.image_size, cfg.image_size), resample)
+    else:
+        short = int(math.floor(cfg.image_size / cfg.crop_pct))
+        w, h = img.size
+        scale = short / min(w, h)
+        img = img.resize((max(short, round(w * scale)), max(short, round(h * scale))), resample)
+        w, h = img.size
+        left, top = (w - cfg.image_size) // 2, (h - cfg.image_size) // 2
+        img = img.crop((left, top, left + cfg.image_size, top + cfg.image_size))
+    return normalize(img, cfg)

@@ -1,0 +1,1 @@
+"""Distillation: a frozen teacher and the loss terms that use it."""

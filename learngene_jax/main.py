@@ -1,0 +1,106 @@
+"""python -m learngene_jax.main --config=configs/X.py[:arg] --workdir=DIR [--config.key=value ...]
+
+Flags → distributed start-up → dispatch to the task the config names (config.task).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from learngene_jax import distributed
+from learngene_jax.errors import ConfigError, UserError
+
+# config.task → "module:function" taking (config, workdir).
+TASKS = {
+    "train": "learngene_jax.train:train",
+    "demo": "learngene_jax.demo:run",
+    "asvit_search": "learngene_jax.asvit.search:run",
+    "asvit_grow": "learngene_jax.asvit.grow:run",
+}
+
+config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
+flags.DEFINE_string("workdir", None, "where checkpoints, metrics, genes and summaries go (resumes if present)")
+flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"], "jax.distributed start-up (see distributed.py)")
+flags.DEFINE_string("coordinator_address", "", "host:port of process 0 for multi-process runs")
+flags.DEFINE_integer("num_processes", 0, "number of processes (0: detect)")
+flags.DEFINE_integer("process_id", -1, "this process's id (-1: detect)")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def resolve_task(name: str):
+    """The function registered for config.task."""
+    if name not in TASKS:
+        raise ConfigError(f"unknown config.task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    module, function = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def enable_compilation_cache() -> None:
+    """Reuse compiled XLA programs across runs and stages (CPU compiles of a ViT step take seconds)."""
+    import jax
+
+    path = os.environ.get("LEARNGENE_JAX_CACHE", str(Path("~/.cache/learngene_jax/xla").expanduser()))
+    if path and path != "off":
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def main(argv: list[str]) -> None:
+    """Run the configured task."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+        enable_compilation_cache()
+        config = FLAGS.config
+        task = resolve_task(config.task)
+        if not FLAGS["verbosity"].present:
+            # after the task's imports, some of which (tfds, orbax) reset absl's level; -v 0 brings INFO back
+            logging.set_verbosity(logging.ERROR)
+        task(config, FLAGS.workdir)
+    except UserError as e:
+        _exit(str(e))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, with a bad config file, argument or --config.key override reported as one line."""
+    try:
+        remaining = FLAGS(argv)
+        FLAGS.config.task  # noqa: B018 - config files load lazily; surface their errors here
+        return remaining
+    except UserError as e:
+        _exit(str(e))
+    except flags.Error as e:
+        _exit(str(e))
+    except OSError as e:
+        _exit(f"cannot load the config file: {str(e).strip().splitlines()[-1].strip()}")
+    except KeyError as e:
+        _exit(f"unknown config key {e.args[0] if e.args else e}: this config does not define it, so it cannot be "
+              f"overridden (add it to the config file)")
+    except (AttributeError, TypeError, ValueError) as e:
+        text = str(e.args[0] if e.args else e)
+        typo = re.search(r'Did you mean "([\w.]+)" instead of "([\w.]+)"', text)
+        _exit(f"unknown config key {typo.group(2)!r} (did you mean {typo.group(1)!r}?)" if typo
+              else f"bad config override: {text}")
+
+
+def _exit(message: str) -> None:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run() -> None:
+    """Entry point."""
+    app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,381 @@
+"""The one trainer, for every stage: teacher/ancestor training, aux distillation (TLEG, SWS, which ends by
+saving the gene), descendant fine-tuning from a gene, and scratch baselines.
+
+Read top to bottom: mesh → data → student and teacher → shardings → optimizer → resume or init →
+jitted steps → loop with evals, checkpoints and metrics → final artifacts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from learngene_jax import checkpointing, data, genes, sharding
+from learngene_jax.data.mix import mix_batch
+from learngene_jax.distill.losses import cross_entropy, distillation_loss, topk_correct
+from learngene_jax.distill.teacher import Teacher, load_teacher
+from learngene_jax.distributed import is_main_process
+from learngene_jax.errors import ConfigError, UserError, fail
+from learngene_jax.genes.io import load_gene, save_gene
+from learngene_jax.metrics import MetricWriter, Progress
+from learngene_jax.models import RUNTIME_FIELDS, create_model
+from learngene_jax.models.io import load_model, save_model
+from learngene_jax.models.vit import count_params
+from learngene_jax.optim import build_optimizer, lr_schedule
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+BATCH_STATS = "batch_stats"  # BatchNorm running statistics: updated in train mode, not by the optimizer
+
+
+class Preempted(UserError):
+    """SIGTERM arrived: the state was saved; running the same command again resumes."""
+
+
+class Diverged(UserError):
+    """The loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class Student:
+    """The model being trained and where its initial weights come from."""
+
+    model: nn.Module
+    init: Callable[[jax.Array, Any], dict[str, Any]]  # (rng, source) → variables
+    source: Any  # arrays `init` starts from (gene params, a model's variables) or None
+    method: ModuleType | None  # the learngene method when the model is an aux model
+    origin: str  # 'scratch', 'gene:DIR' or 'init:DIR', for logs and summaries
+
+
+def model_kwargs(config: Any) -> dict[str, Any]:
+    """config.model without its name, lists as tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.items() if k != "name"}
+
+
+def build_student(config: Any, num_classes: int) -> Student:
+    """The student of this run: a gene's descendant, a model directory's weights, or a fresh registry model."""
+    runtime = {"dtype": DTYPES[config.precision]}
+    kwargs = model_kwargs(config)
+    if config.gene:
+        gene = load_gene(config.gene)
+        model = genes.descendant_model(gene, config.depth or None, layers_source=config.layers_source or None,
+                                       layout=config.layout, num_classes=num_classes,
+                                       **{k: v for k, v in kwargs.items() if k in RUNTIME_FIELDS}, **runtime)
+        for key, value in kwargs.items():
+            if key not in RUNTIME_FIELDS and getattr(model, key, value) != value:
+                fail(ConfigError, f"gene {config.gene} has {key}={getattr(model, key)} but config.model.{key}="
+                                  f"{value}; drop the override or use a gene that matches")
+        if config.data.image_size != gene.meta.image_size:
+            fail(ConfigError, f"gene {config.gene} takes {gene.meta.image_size}px images but data.image_size is "
+                              f"{config.data.image_size}")
+        expand_kw = dict(layers_source=config.layers_source or None, layout=config.layout, num_classes=num_classes)
+
+        def init(rng, gene_params):
+            return {"params": genes.expand(genes.Gene(gene_params, gene.meta), config.depth or None, rng=rng,
+                                           **expand_kw)}
+        return Student(model, init, gene.params, None, f"gene:{config.gene}")
+    if config.init:
+        model, variables = load_model(config.init, **runtime, **{k: v for k, v in kwargs.items()
+                                                                 if k in RUNTIME_FIELDS})
+        if model.num_classes != num_classes:
+            model = model.clone(num_classes=num_classes)
+
+        def init(rng, loaded):
+            fresh = model.init(rng, _dummy(model), train=False)
+            # keep every loaded array whose shape still fits (all but a head for a new class count)
+            return jax.tree_util.tree_map(lambda new, old: old if old.shape == new.shape else new, fresh, loaded)
+        return Student(model, init, variables, genes.method_of(model), f"init:{config.init}")
+    if config.model.name == "descendant":
+        fail(ConfigError, "config.model.name='descendant' expands a gene: pass --config.gene=GENE_DIR (a stage-1 "
+                          "WORKDIR/gene or a converted official gene) and --config.depth=N")
+    kwargs.setdefault("num_classes", num_classes)
+    kwargs.setdefault("image_size", config.data.image_size)
+    kwargs.setdefault("in_chans", config.data.channels)
+    model = create_model(config.model.name, **kwargs, **runtime)
+    return Student(model, lambda rng, _: model.init(rng, _dummy(model), train=False), None, genes.method_of(model),
+                   "scratch")
+
+
+def _dummy(model: nn.Module) -> jax.Array:
+    return jnp.zeros((1, model.image_size, model.image_size, model.in_chans), jnp.float32)
+
+
+def train(config: Any, workdir: str | Path) -> dict[str, Any]:
+    """Run `config` in `workdir` (resuming from its latest checkpoint) and return the final metrics."""
+    workdir = Path(workdir).expanduser().absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    main = is_main_process()
+    if main:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    data_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    eval_batch = config.eval_batch_size or config.batch_size
+    for what, size in (("batch_size", config.batch_size), ("eval_batch_size", eval_batch)):
+        if size % data_shards:
+            fail(ConfigError, f"{what} {size} is not divisible by the {data_shards} devices that split the batch")
+
+    # Data: each process loads its own share of every global batch.
+    proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    train_data = data.make_loader(config, config.data.train_split, train=True, batch_size=config.batch_size, **proc)
+    eval_data = data.make_loader(config, config.data.eval_split, train=False, batch_size=eval_batch, **proc)
+    num_classes = train_data.source.num_classes
+    steps_per_epoch = train_data.steps_per_epoch
+    total_steps = config.epochs * steps_per_epoch
+
+    # Student and frozen teacher.
+    student = build_student(config, num_classes)
+    model = student.model
+    teacher = load_teacher(config.distill, config.data.image_size, dtype=DTYPES[config.precision])
+
+    # Shardings from shapes alone (nothing allocated yet).
+    rng = jax.random.key(config.seed)
+    init_rng, step_rng = jax.random.split(rng)
+    schedule = lr_schedule(config.optim, config.batch_size, steps_per_epoch, total_steps)
+    tx = build_optimizer(config.optim, schedule)
+
+    def init_state(rng, source):
+        variables = student.init(rng, source)
+        state = {"step": jnp.zeros((), jnp.int32), "params": variables["params"],
+                 "opt_state": tx.init(variables["params"])}
+        if BATCH_STATS in variables:
+            state[BATCH_STATS] = variables[BATCH_STATS]
+        return state
+
+    abstract = jax.eval_shape(init_state, init_rng, student.source)
+    strategy, rules = config.sharding.strategy, [tuple(r) for r in config.sharding.rules]
+    state_shardings = sharding.tree_shardings(abstract, mesh, strategy, rules)
+    state_shardings["step"] = sharding.replicated(mesh)
+    teacher_vars = None
+    if teacher is not None:
+        teacher_vars = jax.device_put(teacher.variables,
+                                      sharding.tree_shardings(teacher.variables, mesh, strategy, rules))
+
+    # Resume from the latest checkpoint, or initialise.
+    ckpts = checkpointing.TrainCheckpoints(workdir / "checkpoints", keep=config.checkpoint.keep)
+    latest = ckpts.latest_step()
+    if latest is not None:
+        target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                        abstract, state_shardings)
+        state, _ = ckpts.restore(latest, target)
+        _log(main, f"resumed from step {latest} in {ckpts.directory}")
+    else:
+        state = jax.jit(init_state, out_shardings=state_shardings)(init_rng, student.source)
+    num_params = count_params(abstract["params"])
+    _log(main, f"[{config.name or 'train'}] {type(model).__name__} {num_params:,} params ({student.origin}); "
+               f"{len(train_data.source)} train / {len(eval_data.source)} eval examples, {num_classes} classes; "
+               f"{config.epochs} epochs x {steps_per_epoch} steps, batch {config.batch_size}; mesh "
+               f"{dict(mesh.shape)} ({strategy})" + (f"; teacher {type(teacher.model).__name__}" if teacher else ""))
+
+    train_step = jax.jit(make_train_step(config, model, tx, schedule, teacher, num_classes, data_shards, step_rng),
+                         in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
+                         out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(model), out_shardings=sharding.replicated(mesh))
+
+    writer = MetricWriter(workdir, enabled=main)
+    progress = Progress(total_steps, config.batch_size, enabled=main, label=config.name or "train")
+    stop = _StopSignal()
+    step = int(jax.device_get(state["step"]))
+    good_step = step  # the newest step whose losses were all finite
+    pending: list[dict[str, jax.Array]] = []
+    start_time = time.perf_counter()
+    images_seen = 0
+
+    def flush() -> None:
+        """Check the queued step metrics (fetching them syncs the device), log them, stop on NaN/Inf."""
+        nonlocal good_step
+        if not pending:
+            return
+        fetched = jax.device_get(pending)
+        pending.clear()
+        for offset, m in enumerate(fetched):
+            if not math.isfinite(float(m["loss"])):
+                bad = good_step + offset + 1
+                fail(Diverged, f"the loss became {float(m['loss'])} at step {bad}; stopped without saving, the last "
+                               f"good checkpoint (step {ckpts.latest_step()}) is kept in {ckpts.directory}; lower "
+                               f"optim.lr or set optim.grad_clip, then rerun the same command to resume")
+        good_step += len(fetched)
+        last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        writer.write(good_step, "train", {**last, "epoch": good_step / steps_per_epoch,
+                                          "images_per_s": progress.images_per_s})
+        progress.update(good_step, last["loss"])
+
+    def save(step: int) -> None:
+        flush()
+        ckpts.save(step, state, {"step": step, "epoch": step / steps_per_epoch})
+
+    init_results = None
+    if config.eval_at_start:
+        init_results = evaluate(eval_step, state, eval_data, mesh) if step == 0 else _first_eval(workdir)
+        if step == 0:
+            writer.write(0, "eval", {**init_results, "epoch": 0})
+            progress.note(f"at init: eval top-1 {init_results['top1']:.4f} loss {init_results['loss']:.4f}")
+    try:
+        with stop:
+            for epoch in range(step // steps_per_epoch, config.epochs):
+                for batch in train_data.epoch(epoch, start_step=step - epoch * steps_per_epoch):
+                    if stop.requested:
+                        save(step)
+                        fail(Preempted, f"stopped by SIGTERM at step {step}; the state is saved in {ckpts.directory}; "
+                                        f"run the same command to resume")
+                    state, metrics = train_step(state, sharding.global_batch(mesh, batch), teacher_vars)
+                    step += 1
+                    images_seen += config.batch_size
+                    pending.append(metrics)
+                    if step % config.log_every_steps == 0 or step == total_steps:
+                        flush()
+                    if step % config.checkpoint.every_steps == 0:
+                        save(step)
+                if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
+                    flush()
+                    results = evaluate(eval_step, state, eval_data, mesh)
+                    writer.write(step, "eval", {**results, "epoch": epoch + 1})
+                    progress.note(f"epoch {epoch + 1}/{config.epochs}: eval top-1 {results['top1']:.4f} "
+                                  f"top-5 {results['top5']:.4f} loss {results['loss']:.4f}")
+            save(step)
+    finally:
+        writer.close()
+        ckpts.close()
+    train_time = time.perf_counter() - start_time
+    results = evaluate(eval_step, state, eval_data, mesh)
+    summary = {"name": config.name, "origin": student.origin, "params": num_params, "steps": step,
+               "epochs": config.epochs, "train_time_s": round(train_time, 2),
+               "images_per_s": round(images_seen / train_time, 1) if images_seen else None, **results}
+    if init_results is not None:
+        summary["init"] = init_results
+    export(config, workdir, student, state, summary, main)
+    return summary
+
+
+def _first_eval(workdir: Path) -> dict[str, float] | None:
+    """The step-0 eval recorded by an earlier (interrupted) run of this workdir."""
+    path = workdir / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("split") == "eval" and row.get("step") == 0:
+                return {k: row[k] for k in ("loss", "top1", "top5")}
+    return None
+
+
+def make_train_step(config: Any, model: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    teacher: Teacher | None, num_classes: int, groups: int, rng: jax.Array) -> Callable:
+    """(state, batch, teacher_vars) → (state, metrics): mixup/cutmix, teacher logits on the same mixed images,
+    loss, gradients, optimizer update."""
+    aug, distill = config.aug, config.distill
+
+    def step_fn(state, batch, teacher_vars):
+        r_mix, r_drop = jax.random.split(jax.random.fold_in(rng, state["step"]))
+        images, targets = mix_batch(
+            r_mix, batch["images"], batch["labels"], num_classes, mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix,
+            switch_prob=aug.mixup_switch_prob, prob=aug.mixup_prob, smoothing=aug.label_smoothing, groups=groups)
+        teacher_logits = teacher.logits(teacher_vars, images) if teacher is not None else None
+
+        def loss_fn(params):
+            variables = {"params": params}
+            if BATCH_STATS in state:
+                variables[BATCH_STATS] = state[BATCH_STATS]
+                logits, updates = model.apply(variables, images, train=True, rngs={"dropout": r_drop},
+                                              mutable=[BATCH_STATS])
+            else:
+                logits, updates = model.apply(variables, images, train=True, rngs={"dropout": r_drop}), {}
+            loss = distillation_loss(logits, targets, teacher_logits, distill.type, distill.alpha,
+                                     distill.temperature)
+            return loss, updates
+
+        (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        deltas, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        new_state = {**state, "step": state["step"] + 1, "params": optax.apply_updates(state["params"], deltas),
+                     "opt_state": opt_state, **updates}
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
+
+    return step_fn
+
+
+def make_eval_step(model: nn.Module) -> Callable:
+    """(variables, batch) → summed loss, top-1 and top-5 hits, and example count over the unmasked examples."""
+
+    def eval_fn(variables, batch):
+        logits = model.apply(variables, batch["images"], train=False)
+        mask = batch["mask"]
+        return {"loss": jnp.sum(cross_entropy(logits, batch["labels"]) * mask),
+                "top1": jnp.sum(topk_correct(logits, batch["labels"], 1) * mask),
+                "top5": jnp.sum(topk_correct(logits, batch["labels"], 5) * mask), "count": jnp.sum(mask)}
+
+    return eval_fn
+
+
+def evaluate(eval_step: Callable, state: dict[str, Any], loader: data.Loader, mesh) -> dict[str, float]:
+    """Mean loss, top-1 and top-5 accuracy over the whole eval split."""
+    sums = None
+    variables = model_variables(state)
+    for batch in loader.epoch(0):
+        out = eval_step(variables, sharding.global_batch(mesh, batch))
+        sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    count = float(sums["count"])
+    return {k: round(float(sums[k]) / count, 6) for k in ("loss", "top1", "top5")}
+
+
+def model_variables(state: dict[str, Any]) -> dict[str, Any]:
+    """The variables a model is applied with (params and, for BatchNorm models, batch_stats)."""
+    return {k: state[k] for k in ("params", BATCH_STATS) if k in state}
+
+
+def export(config: Any, workdir: Path, student: Student, state: dict[str, Any], summary: dict[str, Any],
+           main: bool) -> None:
+    """Write final.json, the trained model directory, and (for an aux model) the gene."""
+    model_dir = save_model(workdir / "model", student.model, model_variables(state), overwrite=True,
+                           origin=student.origin)
+    summary["model_dir"] = str(model_dir)
+    if student.method is not None:
+        meta = student.method.meta_from_aux(student.model)
+        gene = genes.extract_gene(state["params"], meta)
+        summary["gene"] = str(save_gene(workdir / "gene", gene, overwrite=True))
+        summary["gene_params"] = count_params(gene.params)
+        _log(main, f"saved the {meta.method} gene ({summary['gene_params']:,} params) to {summary['gene']}")
+    if main:
+        (workdir / "final.json").write_text(json.dumps(summary, indent=2))
+        _log(main, f"final eval: top-1 {summary['top1']:.4f} top-5 {summary['top5']:.4f} loss {summary['loss']:.4f} "
+                   f"({summary['train_time_s']}s training)")
+
+
+def _log(main: bool, text: str) -> None:
+    if main:
+        print(text, file=sys.stderr, flush=True)
+
+
+class _StopSignal:
+    """Within `with`: SIGTERM sets `requested` (the loop saves and stops at the next step) instead of killing."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False

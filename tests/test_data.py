@@ -1,0 +1,168 @@
+"""Data: the bundled digits through tfds, deterministic sharded batches, users' arrays and folders, transforms."""
+
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from learngene_jax import data
+from learngene_jax.config_lib import base_config
+from learngene_jax.data import transforms
+from learngene_jax.data.digits import digits_split
+from learngene_jax.data.pipeline import Loader, epoch_order
+from learngene_jax.data.sources import ArraySource, FolderSource, npz_source
+from learngene_jax.errors import DataError
+
+
+def digits_cfg():
+    return base_config()
+
+
+def test_digits_split_is_fixed_and_stratified():
+    split = digits_split()
+    assert (len(split["train"]), len(split["test"])) == (1347, 450)
+    assert not set(split["train"]) & set(split["test"])
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target
+    counts = np.bincount(target[split["test"]], minlength=10)
+    assert np.abs(counts - np.bincount(target) * 450 / len(target)).max() <= 1
+
+
+def test_digits_through_tfds():
+    c = digits_cfg()
+    train = data.make_source(c.data, "train")
+    test = data.make_source(c.data, "test")
+    assert (len(train), len(test), train.num_classes) == (1347, 450, 10)
+    images, labels = train.get([0, 5, 7])
+    assert images[0].shape == (8, 8, 1) and images[0].dtype == np.uint8 and images[0].max() > 200
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    records = train._data.__getitems__([0, 5, 7])  # the `index` feature points back into load_digits()
+    origin = [int(r["index"]) for r in records]
+    assert set(origin) <= set(digits_split()["train"])
+    np.testing.assert_array_equal(labels, d.target[origin])
+    np.testing.assert_array_equal(images[1][..., 0], np.round(d.images[origin[1]] * 255 / 16).astype(np.uint8))
+
+
+def _loader(source, batch, train, **kw):
+    return Loader(source, lambda image, epoch, index: image.astype(np.float32) + index, batch, seed=3, train=train,
+                  workers=2, **kw)
+
+
+def test_batches_are_deterministic_and_split_over_processes():
+    source = ArraySource(np.zeros((50, 2, 2, 1), np.uint8), np.arange(50) % 7, 7)
+    whole = [b["labels"] for b in _loader(source, 8, True).epoch(1)]
+    again = [b["labels"] for b in _loader(source, 8, True).epoch(1)]
+    assert len(whole) == 6
+    for a, b in zip(whole, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    parts = [[b["images"][:, 0, 0, 0] for b in _loader(source, 8, True, process_index=p, process_count=2).epoch(1)]
+             for p in range(2)]
+    ids = [np.concatenate([a, b]) for a, b in zip(*parts, strict=True)]
+    order = epoch_order(50, 3, 1, True)
+    for step, got in enumerate(ids):
+        np.testing.assert_array_equal(got, order[step * 8:(step + 1) * 8])
+    other_epoch = [b["labels"] for b in _loader(source, 8, True).epoch(2)]
+    assert any((a != b).any() for a, b in zip(whole, other_epoch, strict=True))
+    resumed = [b["labels"] for b in _loader(source, 8, True).epoch(1, start_step=4)]
+    np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate(whole[4:]))
+
+
+def test_eval_batches_cover_everything_once_with_a_padding_mask():
+    source = ArraySource(np.zeros((21, 2, 2, 1), np.uint8), np.arange(21) % 3, 3)
+    batches = list(_loader(source, 8, False).epoch(0))
+    assert len(batches) == 3
+    masks = np.concatenate([b["mask"] for b in batches])
+    ids = np.concatenate([b["images"][:, 0, 0, 0] for b in batches])
+    assert masks.sum() == 21 and (masks[21:] == 0).all()
+    np.testing.assert_array_equal(ids[:21], np.arange(21))
+
+
+def test_repeated_augmentation_order():
+    order = epoch_order(10, 0, 0, True, repeats=3)
+    assert len(order) == 10 and all((order[i] == order[i + 1] == order[i + 2]) for i in (0, 3, 6))
+
+
+def test_npz_source(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", train_images=rng.integers(0, 255, (12, 6, 6, 3), dtype=np.uint8),
+             train_labels=np.arange(12) % 4, test_images=rng.integers(0, 255, (5, 6, 6), dtype=np.uint8),
+             test_labels=np.arange(5) % 4)
+    train, test = npz_source(tmp_path / "d.npz", "train"), npz_source(tmp_path / "d.npz", "test")
+    assert (len(train), train.num_classes, len(test)) == (12, 4, 5)
+    assert test.get([1])[0][0].shape == (6, 6, 1)
+    with pytest.raises(DataError, match="no val_images/val_labels"):
+        npz_source(tmp_path / "d.npz", "val")
+    with pytest.raises(DataError, match="no .npz at"):
+        npz_source(tmp_path / "missing.npz", "train")
+
+
+def test_folder_source(tmp_path):
+    for cls in ("cat", "ant"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((5, 7, 3), i * 40, np.uint8)).save(tmp_path / "train" / cls / f"{i}.png")
+    source = FolderSource(tmp_path, "train")
+    assert (len(source), source.num_classes, source.classes) == (6, 2, ["ant", "cat"])
+    images, labels = source.get([0, 5])
+    assert images[0].shape == (5, 7, 3) and list(labels) == [0, 1]
+    with pytest.raises(DataError, match="no image folder"):
+        FolderSource(tmp_path, "val")
+
+
+def test_missing_tfds_dataset_says_how_to_build_it(tmp_path):
+    c = base_config()
+    c.data.update(dict(name="cifar10", data_dir=str(tmp_path)))
+    with pytest.raises(DataError, match="tfds build cifar10 --data_dir .* --file_format=array_record"):
+        data.make_source(c.data, "train")
+
+
+def test_train_and_eval_transforms():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    cfg = transforms.TransformConfig(image_size=32)
+    out = transforms.train_transform(image, np.random.default_rng(1), cfg)
+    again = transforms.train_transform(image, np.random.default_rng(1), cfg)
+    assert out.shape == (32, 32, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, again)
+    ev = transforms.eval_transform(image, cfg)
+    assert ev.shape == (32, 32, 3)
+    # crop_pct 0.875: shorter side resized to 36, center 32 crop
+    gray = transforms.eval_transform(rng.integers(0, 255, (8, 8, 1), dtype=np.uint8),
+                                     transforms.TransformConfig(image_size=16, crop_pct=1.0, channels=3,
+                                                                mean=(0.5,) * 3, std=(0.5,) * 3))
+    assert gray.shape == (16, 16, 3) and np.allclose(gray[..., 0], gray[..., 2])
+
+
+def test_random_resized_crop_boxes_are_inside():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        left, top, w, h = transforms.random_resized_crop_box(60, 40, rng)
+        assert 0 <= left and left + w <= 60 and 0 <= top and top + h <= 40 and w > 0 and h > 0
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_every_randaugment_op_runs(mode):
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)).convert(mode)
+    for name, op in transforms.RAND_OPS.items():
+        out = op(img, 9.0, np.random.default_rng(1))
+        assert out.size == img.size and out.mode == img.mode, name
+    assert transforms.RAND_OPS["Invert"](img, 0, None).getpixel((0, 0)) != img.getpixel((0, 0))
+
+
+def test_random_erasing():
+    x = np.zeros((16, 16, 3), np.float32)
+    erased = transforms.random_erase(x, np.random.default_rng(0), prob=1.0)
+    assert (erased != 0).any() and (erased == 0).any()
+    assert (transforms.random_erase(x, np.random.default_rng(0), prob=0.0) == 0).all()
+
+
+def test_loader_from_config_applies_the_digits_transform():
+    c = base_config()
+    loader = data.make_loader(c, "test", train=False, batch_size=150)
+    batch = next(loader.epoch(0))
+    assert batch["images"].shape == (150, 16, 16, 3)
+    assert -1.0 <= batch["images"].min() and batch["images"].max() <= 1.0  # (x/255 - 0.5) / 0.5
+    assert isinstance(c.data, ml_collections.ConfigDict)

@@ -1,0 +1,188 @@
+"""The trainer: every stage end to end on digits, the frozen teacher, resume after a kill, NaN stop, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import REPO, run_module
+from helpers import tiny_train_config
+
+from learngene_jax import checkpointing
+from learngene_jax.distill.teacher import Teacher
+from learngene_jax.errors import ConfigError
+from learngene_jax.genes.io import load_gene
+from learngene_jax.models.io import load_model
+from learngene_jax.train import Diverged, train
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """teacher (CNN) → TLEG aux distilled from it (gene) → depth-3 descendant fine-tuned from the gene."""
+    root = tmp_path_factory.mktemp("chain")
+    teacher = train(tiny_train_config(**{"model": {"name": "cnn", "widths": (32, 64)}, "epochs": 2}),
+                    root / "teacher")
+    aux_cfg = tiny_train_config(**{"model.name": "tleg_aux", "distill.type": "soft", "distill.alpha": 0.7,
+                                   "distill.teacher_init": teacher["model_dir"], "epochs": 3, "optim.lr": 3e-3})
+    aux = train(aux_cfg, root / "aux")
+    des_cfg = tiny_train_config(**{"model": {"name": "descendant"}, "gene": aux["gene"], "depth": 3,
+                                   "eval_at_start": True})
+    des = train(des_cfg, root / "des")
+    return root, teacher, aux, des
+
+
+def test_every_stage_runs_and_reports(chain):
+    root, teacher, aux, des = chain
+    for name, out in (("teacher", teacher), ("aux", aux), ("des", des)):
+        assert out["steps"] == out["epochs"] * (1347 // 64)
+        rows = [json.loads(line) for line in (root / name / "metrics.jsonl").read_text().splitlines()]
+        assert {"train", "eval"} <= {r["split"] for r in rows}
+        assert all(np.isfinite(r["loss"]) for r in rows)
+        assert (root / name / "tb").is_dir() and (root / name / "final.json").exists()
+        assert 0.0 <= out["top1"] <= out["top5"] <= 1.0
+    assert teacher["top1"] > 0.6  # a CNN learns digits in two epochs of 21 steps
+    gene = load_gene(aux["gene"])
+    assert gene.meta.method == "tleg" and aux["gene_params"] == sum(x.size for x in jax.tree.leaves(gene.params))
+    assert des["origin"].startswith("gene:") and "init" in des
+    model, _ = load_model(des["model_dir"])
+    assert (model.depth, model.final_norm, model.eps) == (3, "fc_norm", 1e-6)
+
+
+def test_teacher_is_not_in_the_checkpoint(chain):
+    root, _, aux, _ = chain
+    ckpt = checkpointing.TrainCheckpoints(root / "aux" / "checkpoints")
+    step = ckpt.latest_step()
+    stored = json.loads((root / "aux" / "checkpoints" / str(step) / "state" / "_METADATA").read_text())
+    keys = {k.split("'")[1] for k in stored["tree_metadata"]}
+    assert keys == {"step", "params", "opt_state"}
+    ckpt.close()
+    model, variables = load_model(aux["model_dir"])
+    assert set(variables) == {"params"} and type(model).__name__ == "TLEGAux"
+
+
+def test_teacher_gets_no_gradient(chain):
+    _, teacher_out, _, _ = chain
+    model, variables = load_model(teacher_out["model_dir"])
+    teacher = Teacher(model, variables)
+    x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
+    grads = jax.grad(lambda v: jnp.sum(teacher.logits(v, x) ** 2))(variables)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
+    assert float(jnp.abs(teacher.logits(variables, x)).max()) > 0  # eval mode, running statistics
+
+
+def test_gene_initialised_descendant_starts_from_the_gene(chain):
+    _, _, aux, des = chain
+    untrained = des["init"]["top1"]
+    # the gene already classifies before any descendant training: well above the 10% of chance
+    assert untrained > 0.2, untrained
+    assert abs(untrained - aux["top1"]) < 0.15  # and about as well as its aux model
+
+
+def test_finished_run_is_not_retrained(chain):
+    root, _, _, _ = chain
+    before = (root / "teacher" / "metrics.jsonl").read_text()
+    again = train(tiny_train_config(**{"model": {"name": "cnn", "widths": (32, 64)}, "epochs": 2}),
+                  root / "teacher")
+    assert again["steps"] == 2 * (1347 // 64)
+    after = (root / "teacher" / "metrics.jsonl").read_text()
+    assert [r for r in after.splitlines() if '"train"' in r] == [r for r in before.splitlines() if '"train"' in r]
+
+
+def test_gene_whose_width_does_not_match_the_config(chain, tmp_path):
+    _, _, aux, _ = chain
+    cfg = tiny_train_config(**{"model": {"name": "descendant", "width": 64}, "gene": aux["gene"], "depth": 2})
+    with pytest.raises(ConfigError, match="has width=32 but config.model.width=64"):
+        train(cfg, tmp_path / "w")
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = tiny_train_config(**{"optim.lr": 1e30, "optim.name": "sgd", "optim.momentum": 0.0,
+                               "checkpoint.every_steps": 1, "log_every_steps": 1})
+    with pytest.raises(Diverged, match="the loss became nan at step .*the last good checkpoint") as e:
+        train(cfg, tmp_path / "nan")
+    assert "\n" not in str(e.value)
+    ckpt = checkpointing.TrainCheckpoints(tmp_path / "nan" / "checkpoints")
+    assert ckpt.latest_step() is not None and ckpt.latest_step() >= 1
+    ckpt.close()
+
+
+def _main_args(workdir, *extra):
+    return ["--config=configs/digits_vit.py:depth=2,epochs=2", f"--workdir={workdir}",
+            "--config.model.width=32", "--config.model.num_heads=2", "--config.model.scan_layers=True",
+            "--config.batch_size=32", "--config.log_every_steps=1", "--config.checkpoint.every_steps=7", *extra]
+
+
+def _final_params(workdir):
+    _, variables = load_model(workdir / "model")
+    return jax.tree.leaves(variables)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_kill_and_resume_gives_identical_params(tmp_path, sig):
+    straight = tmp_path / "straight"
+    run_module("learngene_jax.main", *_main_args(straight))
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "").strip()
+    proc = subprocess.Popen([sys.executable, "-m", "learngene_jax.main", *_main_args(killed)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until it is mid-training (past a periodic checkpoint)
+        metrics = killed / "metrics.jsonl"
+        if metrics.exists() and sum(1 for line in metrics.read_text().splitlines() if '"train"' in line) >= 10:
+            break
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 2 and "stopped by SIGTERM at step" in err and "run the same command" in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "final.json").exists()
+    run_module("learngene_jax.main", *_main_args(killed))
+    for a, b in zip(_final_params(straight), _final_params(killed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert json.loads((killed / "final.json").read_text())["top1"] == \
+        json.loads((straight / "final.json").read_text())["top1"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--config.optim.weight_decy=0.1"], "error: unknown config key 'weight_decy' (did you mean 'weight_decay'?)"),
+    (["--config.data.name=cifar100", "--config.data.data_dir=/nonexistent/tfds"],
+     "error: dataset 'cifar100' is not prepared in /nonexistent/tfds: prepare it with `tfds build cifar100 "
+     "--data_dir /nonexistent/tfds --file_format=array_record` (or point --config.data.data_dir at the directory "
+     "that has it)"),
+    (["--config.gene=/nonexistent/gene", "--config.depth=2"], "error: no gene at /nonexistent/gene: check the path"),
+    (["--config.distill.type=soft"], "error: distill.type='soft' needs teacher weights: pass "
+     "--config.distill.teacher_init=MODEL_DIR (a model directory from `python -m learngene_jax.convert from-timm` "
+     "or from a teacher run's WORKDIR/model), or --config.distill.type=none"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, extra, message):
+    proc = run_module("learngene_jax.main", *_main_args(tmp_path / "w", *extra), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == message
+    assert "Traceback" not in proc.stderr
+
+
+def test_gene_width_mismatch_through_main(chain, tmp_path):
+    _, _, aux, _ = chain
+    proc = run_module("learngene_jax.main", *_main_args(tmp_path / "w", f"--config.gene={aux['gene']}",
+                                                        "--config.depth=2", "--config.model.width=48"), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: gene {aux['gene']} has width=32 but config.model.width=48; drop the override or use a gene that "
+        "matches")
+
+
+def test_bfloat16_compute_keeps_float32_params(tmp_path):
+    out = train(tiny_train_config(precision="bfloat16"), tmp_path / "bf16")
+    assert np.isfinite(out["loss"])
+    _, variables = load_model(out["model_dir"])
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(variables))
