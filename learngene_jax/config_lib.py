@@ -53,7 +53,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         name="digits", data_dir="", path="", train_split="train", eval_split="test", image_size=16, channels=3,
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0, workers=4,
-        image_key="image", label_key="label"))
+        image_key="image", label_key="label",
+        classes=(), shots=0, subset_seed=0))  # a task: only these classes (relabelled), `shots` train examples each
     c.aug = ml_collections.ConfigDict(dict(
         random_resized_crop=False, rrc_scale_min=0.08, flip=False, randaugment=False, randaugment_ops=2,
         randaugment_magnitude=9.0, randaugment_mstd=0.5, random_erasing=0.0, mixup=0.0, cutmix=0.0,
@@ -61,8 +62,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(
         name="adamw", lr=5e-4, scale_lr=True, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=0.0, schedule="cosine",
         weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, grad_clip=0.0))
+    c.objective = "classification"  # see distill/objectives.py
     c.distill = ml_collections.ConfigDict(dict(type="none", teacher="", teacher_init="", alpha=0.5,
                                                temperature=1.0))
+    c.ewc = ml_collections.ConfigDict(dict(weight=0.0, path=""))  # see regularizers.py
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     c.sharding = ml_collections.ConfigDict(dict(strategy="dp", rules=()))

@@ -26,7 +26,8 @@ import optax
 
 from learngene_jax import checkpointing, data, genes, sharding
 from learngene_jax.data.mix import mix_batch
-from learngene_jax.distill.losses import cross_entropy, distillation_loss, topk_correct
+from learngene_jax.distill.losses import cross_entropy, topk_correct
+from learngene_jax.distill.objectives import BATCH_STATS, StepInputs, make_objective
 from learngene_jax.distill.teacher import Teacher, load_teacher
 from learngene_jax.distributed import is_main_process
 from learngene_jax.errors import ConfigError, UserError, fail
@@ -36,9 +37,9 @@ from learngene_jax.models import RUNTIME_FIELDS, create_model
 from learngene_jax.models.io import load_model, save_model
 from learngene_jax.models.vit import count_params
 from learngene_jax.optim import build_optimizer, lr_schedule
+from learngene_jax.regularizers import ewc_penalty, load_ewc
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-BATCH_STATS = "batch_stats"  # BatchNorm running statistics: updated in train mode, not by the optimizer
 
 
 class Preempted(UserError):
@@ -158,10 +159,14 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     strategy, rules = config.sharding.strategy, [tuple(r) for r in config.sharding.rules]
     state_shardings = sharding.tree_shardings(abstract, mesh, strategy, rules)
     state_shardings["step"] = sharding.replicated(mesh)
-    teacher_vars = None
+    frozen: dict[str, Any] = {}
     if teacher is not None:
-        teacher_vars = jax.device_put(teacher.variables,
-                                      sharding.tree_shardings(teacher.variables, mesh, strategy, rules))
+        frozen["teacher"] = teacher.variables
+    if config.ewc.weight:
+        if not config.ewc.path:
+            fail(ConfigError, "ewc.weight > 0 needs --config.ewc.path (an anchor written by regularizers.save_ewc)")
+        frozen["ewc"] = load_ewc(config.ewc.path, abstract["params"])
+    frozen = jax.device_put(frozen, sharding.tree_shardings(frozen, mesh, strategy, rules))
 
     # Resume from the latest checkpoint, or initialise.
     ckpts = checkpointing.TrainCheckpoints(workdir / "checkpoints", keep=config.checkpoint.keep)
@@ -230,7 +235,7 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
                         save(step)
                         fail(Preempted, f"stopped by SIGTERM at step {step}; the state is saved in {ckpts.directory}; "
                                         f"run the same command to resume")
-                    state, metrics = train_step(state, sharding.global_batch(mesh, batch), teacher_vars)
+                    state, metrics = train_step(state, sharding.global_batch(mesh, batch), frozen)
                     step += 1
                     images_seen += config.batch_size
                     pending.append(metrics)
@@ -272,34 +277,35 @@ def _first_eval(workdir: Path) -> dict[str, float] | None:
 
 def make_train_step(config: Any, model: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     teacher: Teacher | None, num_classes: int, groups: int, rng: jax.Array) -> Callable:
-    """(state, batch, teacher_vars) → (state, metrics): mixup/cutmix, teacher logits on the same mixed images,
-    loss, gradients, optimizer update."""
-    aug, distill = config.aug, config.distill
+    """(state, batch, frozen) → (state, metrics): mixup/cutmix, the configured objective (teacher on the same
+    mixed images), an optional EWC penalty, gradients, optimizer update. `frozen` holds arrays that are inputs
+    of the step but never trained or checkpointed (teacher variables, EWC anchor)."""
+    aug = config.aug
+    objective = make_objective(config, model, teacher)
+    ewc_weight = float(config.ewc.weight)
 
-    def step_fn(state, batch, teacher_vars):
+    def step_fn(state, batch, frozen):
         r_mix, r_drop = jax.random.split(jax.random.fold_in(rng, state["step"]))
         images, targets = mix_batch(
             r_mix, batch["images"], batch["labels"], num_classes, mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix,
             switch_prob=aug.mixup_switch_prob, prob=aug.mixup_prob, smoothing=aug.label_smoothing, groups=groups)
-        teacher_logits = teacher.logits(teacher_vars, images) if teacher is not None else None
+        inputs = StepInputs(images, targets, batch["labels"], r_drop)
+        collections = {k: v for k, v in state.items() if k not in ("step", "params", "opt_state")}
 
         def loss_fn(params):
-            variables = {"params": params}
-            if BATCH_STATS in state:
-                variables[BATCH_STATS] = state[BATCH_STATS]
-                logits, updates = model.apply(variables, images, train=True, rngs={"dropout": r_drop},
-                                              mutable=[BATCH_STATS])
-            else:
-                logits, updates = model.apply(variables, images, train=True, rngs={"dropout": r_drop}), {}
-            loss = distillation_loss(logits, targets, teacher_logits, distill.type, distill.alpha,
-                                     distill.temperature)
-            return loss, updates
+            loss, updates, extra = objective(params, collections, frozen, inputs)
+            if ewc_weight:
+                penalty = ewc_penalty(params, frozen["ewc"]["anchor"], frozen["ewc"]["fisher"])
+                extra = {**extra, "ewc": penalty}
+                loss = loss + 0.5 * ewc_weight * penalty
+            return loss, (updates, extra)
 
-        (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        (loss, (updates, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         deltas, opt_state = tx.update(grads, state["opt_state"], state["params"])
         new_state = {**state, "step": state["step"] + 1, "params": optax.apply_updates(state["params"], deltas),
                      "opt_state": opt_state, **updates}
-        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"]),
+                           **extra}
 
     return step_fn
 

@@ -166,3 +166,26 @@ def test_loader_from_config_applies_the_digits_transform():
     assert batch["images"].shape == (150, 16, 16, 3)
     assert -1.0 <= batch["images"].min() and batch["images"].max() <= 1.0  # (x/255 - 0.5) / 0.5
     assert isinstance(c.data, ml_collections.ConfigDict)
+
+
+def test_subset_source_relabels_and_draws_shots():
+    from learngene_jax.data.sources import SubsetSource
+
+    labels = np.repeat(np.arange(5), 10)
+    images = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1)
+    base = ArraySource(images, labels, 5)
+    task = SubsetSource(base, [3, 1], shots=4, seed=7)
+    assert (len(task), task.num_classes) == (8, 2)
+    imgs, lab = task.get(range(8))
+    ids = np.asarray([im[0, 0, 0] for im in imgs])
+    assert list(lab) == [0] * 4 + [1] * 4
+    assert set(ids[:4]) <= set(range(30, 40)) and set(ids[4:]) <= set(range(10, 20))
+    again = SubsetSource(base, [3, 1], shots=4, seed=7).get(range(8))[0]
+    assert [im[0, 0, 0] for im in again] == list(ids)
+    other = SubsetSource(base, [3, 1], shots=4, seed=8).get(range(8))[0]
+    assert [im[0, 0, 0] for im in other] != list(ids)
+    assert len(SubsetSource(base, [0, 2, 4])) == 30
+    with pytest.raises(DataError, match="fewer than 11 shots"):
+        SubsetSource(base, [0], shots=11)
+    with pytest.raises(DataError, match="must be distinct ids in 0..4"):
+        SubsetSource(base, [0, 9])

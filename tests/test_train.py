@@ -186,3 +186,45 @@ def test_bfloat16_compute_keeps_float32_params(tmp_path):
     assert np.isfinite(out["loss"])
     _, variables = load_model(out["model_dir"])
     assert all(x.dtype == np.float32 for x in jax.tree.leaves(variables))
+
+
+def test_ewc_penalty_pulls_towards_the_anchor(tmp_path):
+    from learngene_jax.regularizers import ewc_penalty, save_ewc
+
+    params = {"a": {"kernel": jnp.ones((2, 3))}, "b": jnp.zeros(4)}
+    anchor = {"a": {"kernel": jnp.ones((2, 3))}}
+    fisher = {"a": {"kernel": jnp.full((2, 3), 2.0)}}
+    assert float(ewc_penalty(params, anchor, fisher)) == 0.0  # zero at the anchor
+    moved = {"a": {"kernel": jnp.ones((2, 3)) + 0.5}, "b": jnp.full(4, 9.0)}
+    assert float(ewc_penalty(moved, anchor, fisher)) == pytest.approx(6 * 2.0 * 0.25)  # b is not anchored
+    further = {"a": {"kernel": jnp.ones((2, 3)) + 1.0}, "b": jnp.zeros(4)}
+    assert float(ewc_penalty(further, anchor, fisher)) > float(ewc_penalty(moved, anchor, fisher))
+    save_ewc(tmp_path / "ewc", anchor, fisher)
+
+
+def test_training_with_ewc_stays_near_the_anchor(chain, tmp_path):
+    """A descendant trained with a strong EWC penalty on its blocks moves them less than one without."""
+    from learngene_jax.regularizers import save_ewc
+
+    _, _, aux, _ = chain
+    base = {"model": {"name": "descendant"}, "gene": aux["gene"], "depth": 2, "optim.lr": 3e-3}
+    free = train(tiny_train_config(**base), tmp_path / "free")
+    _, start = load_model(free["model_dir"])
+    from learngene_jax import genes
+    from learngene_jax.genes.io import load_gene as _load
+
+    init = genes.expand(_load(aux["gene"]), 2)
+    anchor = {"blocks": init["blocks"]}
+    fisher = jax.tree.map(jnp.ones_like, anchor)
+    save_ewc(tmp_path / "anchor", anchor, fisher)
+    held = train(tiny_train_config(**base, **{"ewc.weight": 1e4, "ewc.path": str(tmp_path / "anchor")}),
+                 tmp_path / "held")
+    _, end = load_model(held["model_dir"])
+
+    def drift(p):
+        return sum(float(jnp.sum((a - b) ** 2)) for a, b in zip(jax.tree.leaves(p["params"]["blocks"]),
+                                                                 jax.tree.leaves(anchor["blocks"]), strict=True))
+
+    assert drift(end) < 0.1 * drift(start)
+    rows = [json.loads(line) for line in (tmp_path / "held" / "metrics.jsonl").read_text().splitlines()]
+    assert any("ewc" in r for r in rows if r["split"] == "train")

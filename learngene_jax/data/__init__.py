@@ -9,15 +9,23 @@ import numpy as np
 
 from learngene_jax.data import digits
 from learngene_jax.data.pipeline import Loader
-from learngene_jax.data.sources import FolderSource, Source, TfdsSource, npz_source
+from learngene_jax.data.sources import FolderSource, Source, SubsetSource, TfdsSource, npz_source
 from learngene_jax.data.transforms import TransformConfig, eval_transform, train_transform
 from learngene_jax.errors import DataError, fail
 
 DEFAULT_DIGITS_DIR = Path("~/.cache/learngene_jax/tfds")
 
 
-def make_source(data: Any, split: str) -> Source:
-    """The split `split` of the dataset that `config.data` names."""
+def make_source(data: Any, split: str, *, train: bool = False) -> Source:
+    """The split `split` of the dataset that `config.data` names, restricted to `data.classes` when set
+    (with `data.shots` examples per class on the training split)."""
+    source = _base_source(data, split)
+    if data.get("classes"):
+        return SubsetSource(source, data.classes, data.shots if train else 0, data.get("subset_seed", 0))
+    return source
+
+
+def _base_source(data: Any, split: str) -> Source:
     name = data.name
     if name == "npz":
         return npz_source(_required(data, "path", "an .npz file"), split)
@@ -52,7 +60,7 @@ def transform_config(config: Any, train: bool) -> TransformConfig:
 def make_loader(config: Any, split: str, *, train: bool, batch_size: int, process_index: int = 0,
                 process_count: int = 1, source: Source | None = None) -> Loader:
     """A Loader over `split` with the train or eval transform."""
-    source = source if source is not None else make_source(config.data, split)
+    source = source if source is not None else make_source(config.data, split, train=train)
     tcfg = transform_config(config, train)
     seed = int(config.seed)
     if train:

@@ -27,6 +27,11 @@ class Source:
         """Images (uint8, H×W×C) and labels of the examples at `indices`."""
         raise NotImplementedError
 
+    def labels(self) -> np.ndarray:
+        """Every example's label (reads the whole split once where labels are not held apart)."""
+        chunk = 1024
+        return np.concatenate([self.get(range(i, min(i + chunk, len(self))))[1] for i in range(0, len(self), chunk)])
+
 
 def _as_hwc(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
@@ -104,6 +109,9 @@ class ArraySource(Source):
         idx = np.asarray(indices, np.int64)
         return list(self._images[idx]), self._labels[idx]
 
+    def labels(self) -> np.ndarray:
+        return self._labels
+
 
 def npz_source(path: str | Path, split: str, num_classes: int | None = None) -> ArraySource:
     """A split of a `.npz` with `{split}_images` (N, H, W[, C]) and `{split}_labels` (N,)."""
@@ -138,6 +146,9 @@ class FolderSource(Source):
     def __len__(self) -> int:
         return len(self._files)
 
+    def labels(self) -> np.ndarray:
+        return np.asarray([label for _, label in self._files], np.int32)
+
     def get(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
         from PIL import Image
 
@@ -148,3 +159,39 @@ class FolderSource(Source):
                 images.append(np.asarray(im.convert("RGB")))
             labels.append(label)
         return images, np.asarray(labels, np.int32)
+
+
+class SubsetSource(Source):
+    """The examples of `classes` (relabelled 0..len(classes)-1 in the given order), optionally only `shots`
+    per class drawn with `seed` — a task of a class split (Heur/Auto Learngene)."""
+
+    def __init__(self, source: Source, classes: Sequence[int], shots: int = 0, seed: int = 0):
+        classes = [int(c) for c in classes]
+        bad = [c for c in classes if not 0 <= c < source.num_classes]
+        if bad or len(set(classes)) != len(classes):
+            fail(DataError, f"task classes {classes} must be distinct ids in 0..{source.num_classes - 1}")
+        labels = source.labels()
+        rng = np.random.default_rng([seed, 0x7A5C])
+        picked = []
+        for c in classes:
+            members = np.flatnonzero(labels == c)
+            if shots:
+                if len(members) < shots:
+                    fail(DataError, f"class {c} of {source.name} has {len(members)} examples, fewer than {shots} shots")
+                members = np.sort(rng.choice(members, shots, replace=False))
+            picked.append(members)
+        self._base, self._index = source, np.concatenate(picked) if picked else np.zeros(0, np.int64)
+        self._relabel = {c: i for i, c in enumerate(classes)}
+        self.classes, self.num_classes = classes, len(classes)
+        self.name = f"{source.name}[{len(classes)} classes" + (f", {shots} shots]" if shots else "]")
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def get(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
+        images, labels = self._base.get(self._index[np.asarray(indices, np.int64)])
+        return images, np.asarray([self._relabel[int(label)] for label in labels], np.int32)
+
+    def labels(self) -> np.ndarray:
+        base = self._base.labels()[self._index]
+        return np.asarray([self._relabel[int(label)] for label in base], np.int32)

@@ -1,0 +1,60 @@
+"""Penalties added to any objective. EWC (elastic weight consolidation): λ/2 · Σ F·(θ − θ*)² over the params
+named in a saved anchor (used by Heur Learngene on the inherited layers only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from learngene_jax import checkpointing
+from learngene_jax.errors import ConfigError, fail
+from learngene_jax.genes.core import shape_mismatches
+
+
+def ewc_penalty(params: Any, anchor: Any, fisher: Any) -> jax.Array:
+    """Σ F·(θ − θ*)² over the leaves of `anchor` (a sub-tree of `params`), without the λ/2."""
+    total = jnp.zeros((), jnp.float32)
+    for key, sub in anchor.items():
+        if isinstance(sub, dict):
+            total = total + ewc_penalty(params[key], sub, fisher[key])
+        else:
+            total = total + jnp.sum(fisher[key] * (params[key].astype(jnp.float32) - sub) ** 2)
+    return total
+
+
+def save_ewc(path: str | Path, anchor: Any, fisher: Any, *, overwrite: bool = False) -> Path:
+    """Write an EWC anchor (θ* and the diagonal Fisher F, same nested keys as the params they cover)."""
+    problems = shape_mismatches(anchor, fisher)
+    if problems:
+        fail(ConfigError, "EWC anchor and Fisher differ: " + "; ".join(problems))
+    return checkpointing.save_artifact(path, {"anchor": anchor, "fisher": fisher}, {"kind": "ewc"},
+                                       overwrite=overwrite)
+
+
+def load_ewc(path: str | Path, params_shape: Any) -> dict[str, Any]:
+    """{'anchor', 'fisher'} from `save_ewc`, checked against the student's params."""
+    meta = checkpointing.read_meta(path, "EWC anchor")
+    if meta.get("kind") != "ewc":
+        fail(ConfigError, f"{path} is a {meta.get('kind')} checkpoint, not an EWC anchor")
+    shapes = checkpointing.stored_shapes(path, "EWC anchor")
+    problems = _subtree_problems(shapes["anchor"], params_shape)
+    if problems:
+        fail(ConfigError, f"EWC anchor {path} does not fit the student: " + "; ".join(problems[:5]))
+    target = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32), shapes,
+                                    is_leaf=lambda x: isinstance(x, tuple))
+    return checkpointing.load_params(path, target, "EWC anchor")
+
+
+def _subtree_problems(sub: dict[str, Any], full: Any, prefix: str = "") -> list[str]:
+    problems = []
+    for key, value in sub.items():
+        if key not in full:
+            problems.append(f"{prefix}{key} is not a student param")
+        elif isinstance(value, dict):
+            problems += _subtree_problems(value, full[key], f"{prefix}{key}/")
+        elif tuple(value) != tuple(full[key].shape):
+            problems.append(f"{prefix}{key} has shape {tuple(value)}, the student's {tuple(full[key].shape)}")
+    return problems
