@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.name = ""  # a label for logs and summaries
     c.seed = 0
     c.epochs = 10
+    c.max_steps = 0  # > 0 caps the run (and its lr schedule) at this many steps
     c.batch_size = 128  # global, over all devices and processes
     c.eval_batch_size = 0  # 0: same as batch_size
     c.eval_every_epochs = 1
@@ -67,7 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
                                                temperature=1.0))
     c.ewc = ml_collections.ConfigDict(dict(weight=0.0, path=""))  # see regularizers.py
 
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, num_devices=0))  # num_devices 0: all
     c.sharding = ml_collections.ConfigDict(dict(strategy="dp", rules=()))
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=2))
     return c

@@ -44,6 +44,9 @@ def initialize(mode: str = "auto", coordinator: str = "", num_processes: int = 0
         kwargs["process_id"] = process_id
     if local_device_ids:
         kwargs["local_device_ids"] = [int(i) for i in local_device_ids.split(",")]
+    if os.environ.get("JAX_PLATFORMS", "") == "cpu":
+        # CPU processes exchange arrays through gloo (the default has no cross-process CPU collectives).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
     _initialized = True
 

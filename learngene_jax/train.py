@@ -8,6 +8,7 @@ jitted steps → loop with evals, checkpoints and metrics → final artifacts.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import signal
@@ -121,7 +122,8 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     main = is_main_process()
     if main:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    devices = jax.devices()[: config.mesh.num_devices] if config.mesh.num_devices else None
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
     data_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     eval_batch = config.eval_batch_size or config.batch_size
     for what, size in (("batch_size", config.batch_size), ("eval_batch_size", eval_batch)):
@@ -135,6 +137,9 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     num_classes = train_data.source.num_classes
     steps_per_epoch = train_data.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    num_epochs = -(-total_steps // steps_per_epoch)
 
     # Student and frozen teacher.
     student = build_student(config, num_classes)
@@ -222,6 +227,7 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
         ckpts.save(step, state, {"step": step, "epoch": step / steps_per_epoch})
 
     init_results = None
+    last_eval: tuple[int, dict[str, float]] = (-1, {})
     if config.eval_at_start:
         init_results = evaluate(eval_step, state, eval_data, mesh) if step == 0 else _first_eval(workdir)
         if step == 0:
@@ -229,8 +235,10 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
             progress.note(f"at init: eval top-1 {init_results['top1']:.4f} loss {init_results['loss']:.4f}")
     try:
         with stop:
-            for epoch in range(step // steps_per_epoch, config.epochs):
+            for epoch in range(step // steps_per_epoch, num_epochs):
                 for batch in train_data.epoch(epoch, start_step=step - epoch * steps_per_epoch):
+                    if step >= total_steps:
+                        break
                     if stop.requested:
                         save(step)
                         fail(Preempted, f"stopped by SIGTERM at step {step}; the state is saved in {ckpts.directory}; "
@@ -243,20 +251,20 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
                         flush()
                     if step % config.checkpoint.every_steps == 0:
                         save(step)
-                if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
+                if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == num_epochs:
                     flush()
-                    results = evaluate(eval_step, state, eval_data, mesh)
-                    writer.write(step, "eval", {**results, "epoch": epoch + 1})
-                    progress.note(f"epoch {epoch + 1}/{config.epochs}: eval top-1 {results['top1']:.4f} "
-                                  f"top-5 {results['top5']:.4f} loss {results['loss']:.4f}")
+                    last_eval = (step, evaluate(eval_step, state, eval_data, mesh))
+                    writer.write(step, "eval", {**last_eval[1], "epoch": epoch + 1})
+                    progress.note(f"epoch {epoch + 1}/{num_epochs}: eval top-1 {last_eval[1]['top1']:.4f} "
+                                  f"top-5 {last_eval[1]['top5']:.4f} loss {last_eval[1]['loss']:.4f}")
             save(step)
     finally:
         writer.close()
         ckpts.close()
     train_time = time.perf_counter() - start_time
-    results = evaluate(eval_step, state, eval_data, mesh)
+    results = last_eval[1] if last_eval[0] == step else evaluate(eval_step, state, eval_data, mesh)
     summary = {"name": config.name, "origin": student.origin, "params": num_params, "steps": step,
-               "epochs": config.epochs, "train_time_s": round(train_time, 2),
+               "epochs": step / steps_per_epoch, "train_time_s": round(train_time, 2),
                "images_per_s": round(images_seen / train_time, 1) if images_seen else None, **results}
     if init_results is not None:
         summary["init"] = init_results
@@ -340,15 +348,27 @@ def model_variables(state: dict[str, Any]) -> dict[str, Any]:
     return {k: state[k] for k in ("params", BATCH_STATS) if k in state}
 
 
+def host_copy(tree: Any) -> Any:
+    """Numpy copies of (possibly sharded, possibly multi-process) arrays, the same on every process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
 def export(config: Any, workdir: Path, student: Student, state: dict[str, Any], summary: dict[str, Any],
            main: bool) -> None:
     """Write final.json, the trained model directory, and (for an aux model) the gene."""
-    model_dir = save_model(workdir / "model", student.model, model_variables(state), overwrite=True,
-                           origin=student.origin)
+    variables = host_copy(model_variables(state))
+    if jax.process_count() > 1:
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() for x in jax.tree.leaves(variables)))
+        print(f"[process {jax.process_index()}] params checksum {digest.hexdigest()}", file=sys.stderr, flush=True)
+    model_dir = save_model(workdir / "model", student.model, variables, overwrite=True, origin=student.origin)
     summary["model_dir"] = str(model_dir)
     if student.method is not None:
         meta = student.method.meta_from_aux(student.model)
-        gene = genes.extract_gene(state["params"], meta)
+        gene = genes.extract_gene(variables["params"], meta)
         summary["gene"] = str(save_gene(workdir / "gene", gene, overwrite=True))
         summary["gene_params"] = count_params(gene.params)
         _log(main, f"saved the {meta.method} gene ({summary['gene_params']:,} params) to {summary['gene']}")

@@ -1,0 +1,44 @@
+"""Launch scripts: syntax, and the commands their dry runs would execute."""
+
+import os
+import subprocess
+
+import pytest
+from conftest import REPO
+
+SCRIPTS = ["launch/tpu_vm.sh", "launch/gpu_host.sh", "launch/setup_venv.sh"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_parse(script):
+    assert subprocess.run(["bash", "-n", script], cwd=REPO).returncode == 0
+
+
+def dry(script, *args, **env):
+    proc = subprocess.run(["bash", script, *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "DRY_RUN": "1", **env})
+    return proc
+
+
+def test_tpu_vm_steps():
+    env = dict(TPU_NAME="lg", ZONE="us-central2-b", ACCELERATOR="v4-32", RUNTIME="tpu-ubuntu2204-base",
+               CONFIG="configs/tleg_s.py:stage=aux", WORKDIR="/gcs/b/run", SPOT="1")
+    create = dry("launch/tpu_vm.sh", "create", **env)
+    assert create.returncode == 0
+    assert create.stdout.split() == ["gcloud", "compute", "tpus", "tpu-vm", "create", "lg", "--zone=us-central2-b",
+                                     "--accelerator-type=v4-32", "--version=tpu-ubuntu2204-base", "--spot"]
+    run = dry("launch/tpu_vm.sh", "run", **env).stdout
+    assert "--worker=all" in run and "--distributed=on" in run and "--config=configs/tleg_s.py:stage=aux" in run
+    assert "setup_venv.sh tpu" in dry("launch/tpu_vm.sh", "setup", **env).stdout
+    missing = dry("launch/tpu_vm.sh", "run", TPU_NAME="lg", ZONE="z")
+    assert missing.returncode != 0 and "set CONFIG" in missing.stderr
+
+
+def test_gpu_host_single_and_multi():
+    one = dry("launch/gpu_host.sh", CONFIG="configs/demo.py", WORKDIR="runs/d").stdout.split()
+    assert one == ["python", "-m", "learngene_jax.main", "--config=configs/demo.py", "--workdir=runs/d",
+                   "--distributed=off"]
+    multi = dry("launch/gpu_host.sh", CONFIG="c", WORKDIR="w", COORDINATOR="10.0.0.1:1234", NUM_HOSTS="2",
+                HOST_ID="1", EXTRA="--config.precision=bfloat16").stdout.split()
+    assert multi[-5:] == ["--distributed=on", "--coordinator_address=10.0.0.1:1234", "--num_processes=2",
+                          "--process_id=1", "--config.precision=bfloat16"]
