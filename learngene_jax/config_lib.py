@@ -49,7 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.depth = 0
     c.layers_source = ""
     c.layout = "official"
-    c.init = ""  # a model directory whose weights initialise the student (pre-train then fine-tune)
+    c.init = ""  # a model directory whose weights initialise the student
+    c.init_method = "inherit"  # inherit: all of its weights (pre-train then fine-tune); weight_selection: see baselines
 
     c.data = ml_collections.ConfigDict(dict(
         name="digits", data_dir="", path="", train_split="train", eval_split="test", image_size=16, channels=3,

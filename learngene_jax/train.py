@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from learngene_jax import checkpointing, data, genes, sharding
+from learngene_jax.baselines import weight_selection
 from learngene_jax.data.mix import mix_batch
 from learngene_jax.distill.losses import cross_entropy, topk_correct
 from learngene_jax.distill.objectives import BATCH_STATS, StepInputs, make_objective
@@ -89,7 +90,17 @@ def build_student(config: Any, num_classes: int) -> Student:
             return {"params": genes.expand(genes.Gene(gene_params, gene.meta), config.depth or None, rng=rng,
                                            **expand_kw)}
         return Student(model, init, gene.params, None, f"gene:{config.gene}")
+    if config.init and config.init_method == "weight_selection":
+        source_model, source = load_model(config.init)
+        model = _registry_model(config, kwargs, num_classes, runtime)
+
+        def init(rng, loaded):
+            fresh = model.init(rng, _dummy(model), train=False)
+            return {"params": weight_selection(loaded["params"], source_model, model, fresh["params"])}
+        return Student(model, init, source, genes.method_of(model), f"weight_selection:{config.init}")
     if config.init:
+        if config.init_method != "inherit":
+            fail(ConfigError, f"init_method must be 'inherit' or 'weight_selection', got {config.init_method!r}")
         model, variables = load_model(config.init, **runtime, **{k: v for k, v in kwargs.items()
                                                                  if k in RUNTIME_FIELDS})
         if model.num_classes != num_classes:
@@ -100,15 +111,19 @@ def build_student(config: Any, num_classes: int) -> Student:
             # keep every loaded array whose shape still fits (all but a head for a new class count)
             return jax.tree_util.tree_map(lambda new, old: old if old.shape == new.shape else new, fresh, loaded)
         return Student(model, init, variables, genes.method_of(model), f"init:{config.init}")
+    model = _registry_model(config, kwargs, num_classes, runtime)
+    return Student(model, lambda rng, _: model.init(rng, _dummy(model), train=False), None, genes.method_of(model),
+                   "scratch")
+
+
+def _registry_model(config: Any, kwargs: dict[str, Any], num_classes: int, runtime: dict[str, Any]) -> nn.Module:
+    """config.model built from the registry, with the data's classes, image size and channels by default."""
     if config.model.name == "descendant":
         fail(ConfigError, "config.model.name='descendant' expands a gene: pass --config.gene=GENE_DIR (a stage-1 "
                           "WORKDIR/gene or a converted official gene) and --config.depth=N")
-    kwargs.setdefault("num_classes", num_classes)
-    kwargs.setdefault("image_size", config.data.image_size)
-    kwargs.setdefault("in_chans", config.data.channels)
-    model = create_model(config.model.name, **kwargs, **runtime)
-    return Student(model, lambda rng, _: model.init(rng, _dummy(model), train=False), None, genes.method_of(model),
-                   "scratch")
+    kwargs = {"num_classes": num_classes, "image_size": config.data.image_size, "in_chans": config.data.channels,
+              **kwargs}
+    return create_model(config.model.name, **kwargs, **runtime)
 
 
 def _dummy(model: nn.Module) -> jax.Array:
