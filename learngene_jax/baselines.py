@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from learngene_jax.convert.table import flatten, unflatten
@@ -60,9 +61,9 @@ def weight_selection(source: dict[str, Any], source_model: ViT, target_model: Vi
         if key not in src or path not in AXES:
             out[path] = leaf
             continue
-        value = np.asarray(src[key])
+        value = src[key]
         for axis, kind in enumerate(AXES[path]):
             if kind in index:
-                value = np.take(value, index[kind], axis=axis)
+                value = jnp.take(value, index[kind], axis=axis)  # traceable: runs inside the jitted init
         out[path] = value if value.shape == np.shape(leaf) else leaf  # e.g. a head for a new class count
     return unflatten(out)

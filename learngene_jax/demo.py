@@ -8,74 +8,47 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
-from learngene_jax.train import train
+from learngene_jax.pipeline import Pipeline
 
 METHOD_LABELS = {"tleg": "TLEG", "sws": "SWS"}
 
 
-def stage_config(config: ml_collections.ConfigDict, name: str, **changes: Any) -> ml_collections.ConfigDict:
-    """A training config for one stage: the demo's shared settings with `changes` (dotted keys allowed)."""
-    c = ml_collections.ConfigDict(config.to_dict())
-    del c["demo"]
-    c.task, c.name = "train", name
-    for key, value in changes.items():
-        node, *path = key.split(".")
-        target = c
-        for part in [node, *path][:-1]:
-            target = target[part]
-        leaf = [node, *path][-1]
-        target[leaf] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
-    c.optim.warmup_epochs = config.demo.warmup_fraction * c.epochs
-    return c
-
-
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Run every stage (each resumes or reuses its own sub-workdir) and write the summary."""
-    workdir = Path(workdir).expanduser().absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    """Run every stage (finished stages in `workdir` are reused) and write the summary."""
     d = config.demo
-    vit = dict(width=d.width, num_heads=d.heads, patch_size=d.patch_size)
-    timings: dict[str, float] = {}
-    results: dict[str, Any] = {"stages": {}, "descendants": []}
-
-    def stage(name: str, **changes: Any) -> dict[str, Any]:
-        start = time.perf_counter()
-        out = train(stage_config(config, name, **changes), workdir / name)
-        timings[name] = round(time.perf_counter() - start, 1)
-        results["stages"][name] = {**out, "wall_s": timings[name]}
-        return out
-
-    teacher = stage("teacher", model={"name": "cnn", "widths": tuple(d.teacher_widths)}, epochs=d.teacher_epochs)
+    pipe = Pipeline(config, workdir, drop=("demo",), warmup_fraction=d.warmup_fraction)
+    vit = dict(width=d.width, num_heads=d.heads, patch_size=d.patch_size, scan_layers=d.scan_layers)
+    results: dict[str, Any] = {"descendants": []}
+    teacher = pipe.stage("teacher", model={"name": "cnn", "widths": tuple(d.teacher_widths)}, epochs=d.teacher_epochs)
     aux_common = {"epochs": d.aux_epochs, "distill": {"type": "soft", "teacher": "", "alpha": d.kd_alpha,
                                                       "temperature": d.kd_temperature,
                                                       "teacher_init": teacher["model_dir"]}}
     auxes = {
-        "tleg": stage("tleg_aux", model={"name": "tleg_aux", "depth": d.tleg_depth, **vit}, **aux_common),
-        "sws": stage("sws_aux", model={"name": "sws_aux", "depth": sum(d.sws_stage_sizes),
-                                       "stage_sizes": tuple(d.sws_stage_sizes), **vit}, **aux_common),
+        "tleg": pipe.stage("tleg_aux", model={"name": "tleg_aux", "depth": d.tleg_depth, **vit}, **aux_common),
+        "sws": pipe.stage("sws_aux", model={"name": "sws_aux", "depth": sum(d.sws_stage_sizes),
+                                            "stage_sizes": tuple(d.sws_stage_sizes), **vit}, **aux_common),
     }
-    scratch_model = {"name": "vit", **vit}
     for depth in d.depths:
         row: dict[str, Any] = {"depth": depth}
         for method, aux in auxes.items():
-            out = stage(f"{method}_L{depth}", model={"name": "descendant"}, gene=aux["gene"], depth=depth,
-                        epochs=d.finetune_epochs, eval_at_start=True)
+            out = pipe.stage(f"{method}_L{depth}", model={"name": "descendant", "scan_layers": d.scan_layers},
+                             gene=aux["gene"], depth=depth, epochs=d.finetune_epochs, eval_at_start=True)
             row[method] = {"top1": out["top1"], "init_top1": out["init"]["top1"], "params": out["params"],
                            "gene_params": aux["gene_params"], "epochs": d.finetune_epochs}
         for factor in (1, d.scratch_factor):
             epochs = d.finetune_epochs * factor
-            out = stage(f"scratch_L{depth}_e{epochs}", model={**scratch_model, "depth": depth}, epochs=epochs)
+            out = pipe.stage(f"scratch_L{depth}_e{epochs}", model={"name": "vit", **vit, "depth": depth},
+                             epochs=epochs)
             row[f"scratch_x{factor}"] = {"top1": out["top1"], "params": out["params"], "epochs": epochs}
         results["descendants"].append(row)
-    results["timings_s"] = timings
-    results["total_s"] = round(sum(timings.values()), 1)
-    write_summary(workdir, results, d.scratch_factor)
+    results["stages"] = pipe.results
+    results["total_s"] = round(sum(s["wall_s"] for s in pipe.results.values()), 1)
+    write_summary(pipe.workdir, results, d.scratch_factor)
     return results
 
 

@@ -21,6 +21,7 @@ from learngene_jax.errors import ConfigError, UserError
 TASKS = {
     "train": "learngene_jax.train:train",
     "demo": "learngene_jax.demo:run",
+    "baselines": "learngene_jax.comparison:run",
     "asvit_search": "learngene_jax.asvit.search:run",
     "asvit_grow": "learngene_jax.asvit.grow:run",
 }
