@@ -35,12 +35,13 @@ def line_fits(layers: np.ndarray) -> dict[str, Any]:
     centered = w - w.mean(0, keepdims=True)
     total = float((centered**2).sum())
     u, s, _ = np.linalg.svd(centered, full_matrices=False)
-    r2_line = float(s[0] ** 2 / total) if total > 0 else 1.0
+    # identical layers (e.g. untrained biases) have no spread to explain: the fit is undefined, not perfect
+    r2_line = float(s[0] ** 2 / total) if total > 0 else float("nan")
     coef = np.arange(depth) / depth
     design = np.stack([np.ones(depth), coef], 1)  # θ_l = θ_B + c_l θ_A
     solution, *_ = np.linalg.lstsq(design, w, rcond=None)
     residual = float(((w - design @ solution) ** 2).sum())
-    r2_depth = 1.0 - residual / total if total > 0 else 1.0
+    r2_depth = 1.0 - residual / total if total > 0 else float("nan")
     trajectory = (u[:, :2] * s[:2]).tolist()
     return {"r2_line": r2_line, "r2_depth": r2_depth, "trajectory": trajectory, "depth": depth}
 
@@ -89,12 +90,17 @@ def linearity_report(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def format_table(report: dict[str, dict[str, Any]]) -> str:
     """Markdown table: param, depth, r2_line, r2_depth."""
+    def fmt(value: float) -> str:
+        return "— (identical layers)" if value != value else f"{value:.4f}"
+
     lines = ["| param | layers | R² best line | R² at c = l/L |", "|---|---|---|---|"]
     for name, r in report.items():
-        lines.append(f"| {name} | {r['depth']} | {r['r2_line']:.4f} | {r['r2_depth']:.4f} |")
-    mean_line = np.mean([r["r2_line"] for r in report.values()])
-    mean_depth = np.mean([r["r2_depth"] for r in report.values()])
-    lines.append(f"| **mean** | | {mean_line:.4f} | {mean_depth:.4f} |")
+        lines.append(f"| {name} | {r['depth']} | {fmt(r['r2_line'])} | {fmt(r['r2_depth'])} |")
+    defined = [r for r in report.values() if r["r2_line"] == r["r2_line"]]
+    if defined:
+        mean_line = np.mean([r["r2_line"] for r in defined])
+        mean_depth = np.mean([r["r2_depth"] for r in defined])
+        lines.append(f"| **mean** ({len(defined)} params with spread) | | {mean_line:.4f} | {mean_depth:.4f} |")
     return "\n".join(lines)
 
 
@@ -113,7 +119,7 @@ def plot_trajectories(report: dict[str, dict[str, Any]], path: Path, title: str)
         t = np.asarray(report[name]["trajectory"])
         ax.plot(t[:, 0], t[:, 1], "-", color="0.6", lw=1)
         ax.scatter(t[:, 0], t[:, 1], c=np.arange(len(t)), cmap="viridis", s=18, zorder=3)
-        ax.set_title(f"{name}\nR² line {report[name]['r2_line']:.3f}", fontsize=8)
+        ax.set_title(f"{name}\nR² line {report[name]['r2_line']:.3f}", fontsize=8)  # nan: identical layers
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")

@@ -54,6 +54,16 @@ def enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def record_command(workdir: str) -> None:
+    """Append this invocation to WORKDIR/commands.txt (process 0), so results trace back to commands."""
+    if distributed.is_main_process():
+        path = Path(workdir).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        command = " ".join(["python -m learngene_jax.main", *sys.argv[1:]])
+        with open(path / "commands.txt", "a") as f:
+            f.write(command + "\n")
+
+
 def main(argv: list[str]) -> None:
     """Run the configured task."""
     if len(argv) > 1:
@@ -66,6 +76,7 @@ def main(argv: list[str]) -> None:
         if not FLAGS["verbosity"].present:
             # after the task's imports, some of which (tfds, orbax) reset absl's level; -v 0 brings INFO back
             logging.set_verbosity(logging.ERROR)
+        record_command(FLAGS.workdir)
         task(config, FLAGS.workdir)
     except UserError as e:
         _exit(str(e))

@@ -31,6 +31,7 @@ def test_random_layers_are_far_from_a_line():
     for name in ("qkv/kernel", "fc1/kernel", "proj/kernel"):
         assert report[name]["r2_line"] < 0.2, report[name]["r2_line"]  # ~1/(L-1) for independent layers
         assert report[name]["r2_depth"] < 0.2
+    assert np.isnan(report["fc1/bias"]["r2_line"])  # all-zero biases: no spread, so no fit (not a perfect one)
 
 
 def test_known_partial_linearity():
