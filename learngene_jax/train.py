@@ -358,6 +358,17 @@ def evaluate(eval_step: Callable, state: dict[str, Any], loader: data.Loader, me
     return {k: round(float(sums[k]) / count, 6) for k in ("loss", "top1", "top5")}
 
 
+def evaluate_model(config: Any, model: nn.Module, variables: dict[str, Any], split: str | None = None
+                   ) -> dict[str, float]:
+    """Eval loss, top-1 and top-5 of any model and variables on `split` (default config.data.eval_split) of
+    config.data, on one device — for notebooks and scripts that build params without training."""
+    devices = jax.devices()[:1]
+    mesh = sharding.make_mesh(1, 1, devices)
+    loader = data.make_loader(config, split or config.data.eval_split, train=False,
+                              batch_size=config.eval_batch_size or config.batch_size)
+    return evaluate(jax.jit(make_eval_step(model)), dict(variables), loader, mesh)
+
+
 def model_variables(state: dict[str, Any]) -> dict[str, Any]:
     """The variables a model is applied with (params and, for BatchNorm models, batch_stats)."""
     return {k: state[k] for k in ("params", BATCH_STATS) if k in state}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,16 @@ import numpy as np
 from learngene_jax.errors import DataError, fail
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+class _NoOpenCvAdvice(logging.Filter):
+    """tfds recommends OpenCV on every first image decode; PIL decodes our images fine."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "OpenCV is not installed" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoOpenCvAdvice())
 
 
 class Source:
