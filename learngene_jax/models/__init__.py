@@ -66,7 +66,7 @@ register("sws_aux")(lambda **kw: SWSAux(**{"depth": 16, **kw}))
 
 
 @register("levit")
-def levit(**kwargs: Any) -> LeViT:
+def any_levit(**kwargs: Any) -> LeViT:
     """Any LeViT (defaults: timm's levit_384, distilled)."""
     return LeViT(**kwargs)
 
