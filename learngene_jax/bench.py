@@ -117,6 +117,7 @@ def _forward(args: argparse.Namespace) -> list[dict[str, Any]]:
         step = statistics.median(seconds)
         rows.append(dict(framework=framework, device=args.device, model=args.model, batch=args.batch, img=args.img,
                          images_per_s=round(args.batch / step, 2), step_ms=round(1000 * step, 2),
+                         step_ms_min=round(1000 * min(seconds), 2),
                          steps=args.steps, threads=threads if args.device == "cpu" else None))
     return rows
 
