@@ -59,8 +59,8 @@ def units(model: LeViT) -> list[Unit]:
     resolution = model.image_size // STEM_STRIDE
     for s, depth in enumerate(model.depths):
         if s > 0:
-            t, f, fb = f"stages.{s}.downsample.attn_downsample", f"stages_{s}/downsample/attn_downsample", \
-                f"blocks.{fb_block}"
+            t, f = f"stages.{s}.downsample.attn_downsample", f"stages_{s}/downsample/attn_downsample"
+            fb = f"blocks.{fb_block}"
             out.extend([Unit("linear_norm", f"{t}.kv", f"{fb}.kv", f"{f}/kv"),
                         Unit("linear_norm", f"{t}.q.ln", f"{fb}.q.1", f"{f}/q"),
                         Unit("linear_norm", f"{t}.proj.ln", f"{fb}.proj.1", f"{f}/proj"),
