@@ -1,4 +1,5 @@
-"""python -m learngene_jax.convert {from-official,to-timm,from-timm} — checkpoints in and out of the toolkit."""
+"""python -m learngene_jax.convert {from-official,to-timm,from-timm} — checkpoints in and out of the toolkit
+(from-timm reads timm ViT/DeiT and LeViT state dicts, and LeViT checkpoints of facebookresearch/LeViT)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import time
 import jax
 
 from learngene_jax import cli, genes
-from learngene_jax.convert import official, state_dict, vit
+from learngene_jax.convert import levit, official, state_dict, vit
+from learngene_jax.errors import UserError, fail
 from learngene_jax.genes.io import load_gene, save_gene
 from learngene_jax.models.io import save_model
+from learngene_jax.models.levit import VARIANTS as LEVIT_VARIANTS
 from learngene_jax.models.vit import count_params
 
 
@@ -40,10 +43,20 @@ def _to_timm(args: argparse.Namespace) -> None:
 
 def _from_timm(args: argparse.Namespace) -> None:
     sd = state_dict.read_state_dict(args.checkpoint)
-    model, params = vit.from_timm(sd, num_heads=args.num_heads, eps=args.eps)
-    save_model(args.out, model, {"params": params}, overwrite=args.overwrite, source=str(args.checkpoint))
-    print(f"wrote {model.depth}-layer ViT (width {model.width}, heads {model.num_heads}, "
-          f"{count_params(params):,} params) to {args.out}")
+    if args.arch == "vit":
+        model, params = vit.from_timm(sd, num_heads=args.num_heads, eps=1e-6 if args.eps is None else args.eps)
+        save_model(args.out, model, {"params": params}, overwrite=args.overwrite, source=str(args.checkpoint))
+        print(f"wrote {model.depth}-layer ViT (width {model.width}, heads {model.num_heads}, "
+              f"{count_params(params):,} params) to {args.out}")
+        return
+    if args.num_heads is not None or args.eps is not None:
+        fail(UserError, f"--num-heads and --eps apply to --arch vit; {args.arch} fixes its heads and eps")
+    layout = "facebookresearch" if levit.is_fb_layout(sd) else "timm"
+    model, variables = levit.from_timm(sd, args.arch)
+    save_model(args.out, model, variables, overwrite=args.overwrite, source=str(args.checkpoint), layout=layout)
+    heads = "two heads (distilled)" if model.distilled else "one head"
+    print(f"wrote {args.arch} from the {layout} layout ({model.image_size}x{model.image_size}, "
+          f"{model.num_classes} classes, {heads}, {count_params(variables['params']):,} params) to {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,12 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.set_defaults(func=_to_timm)
 
-    f = sub.add_parser("from-timm", help="timm ViT/DeiT state dict → model directory")
+    f = sub.add_parser("from-timm", help="timm ViT/DeiT or LeViT state dict → model directory")
     f.add_argument("--checkpoint", required=True)
     f.add_argument("--out", required=True)
-    f.add_argument("--arch", default="vit", choices=["vit"], help="architecture family of the checkpoint")
-    f.add_argument("--num-heads", type=int, default=None, help="attention heads (default width/64)")
-    f.add_argument("--eps", type=float, default=1e-6, help="LayerNorm eps (timm ViTs: 1e-6)")
+    f.add_argument("--arch", default="vit", choices=["vit", *LEVIT_VARIANTS],
+                   help="architecture of the checkpoint: any ViT/DeiT (read from its shapes) or a LeViT variant "
+                        "(image size, classes and heads read from the weights; timm or facebookresearch keys)")
+    f.add_argument("--num-heads", type=int, default=None, help="ViT attention heads (default width/64)")
+    f.add_argument("--eps", type=float, default=None, help="ViT LayerNorm eps (default 1e-6, as timm)")
     f.add_argument("--overwrite", action="store_true")
     f.set_defaults(func=_from_timm)
     return p

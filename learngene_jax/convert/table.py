@@ -1,7 +1,9 @@
 """Conversion is a table: each rule maps a PyTorch key template to a Flax path with a transform.
 
 `{layer}` in a template marks a leading stacked axis on the Flax side (blocks.{layer}.x ↔ blocks/x[layer]).
-Every missing, extra and mis-shaped key is collected and reported together.
+For models with several variable collections (BatchNorm: params and batch_stats), Flax paths start with the
+collection name and `expected` holds all collections. Every missing, extra and mis-shaped key is collected and
+reported together.
 """
 
 from __future__ import annotations

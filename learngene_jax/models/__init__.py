@@ -10,6 +10,8 @@ import flax.linen as nn
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.models.aux import SWSAux, TLEGAux
 from learngene_jax.models.cnn import SmallCNN
+from learngene_jax.models.levit import VARIANTS as LEVIT_VARIANTS
+from learngene_jax.models.levit import LeViT
 from learngene_jax.models.vit import ViT
 
 # Widths and heads of the DeiT sizes used throughout the learngene papers.
@@ -64,8 +66,18 @@ register("tleg_aux")(lambda **kw: TLEGAux(**kw))
 register("cnn")(lambda **kw: SmallCNN(**kw))
 register("sws_aux")(lambda **kw: SWSAux(**{"depth": 16, **kw}))
 
+
+@register("levit")
+def any_levit(**kwargs: Any) -> LeViT:
+    """Any LeViT (defaults: timm's levit_384, distilled)."""
+    return LeViT(**kwargs)
+
+
+for _name, _cfg in LEVIT_VARIANTS.items():
+    register(_name)(lambda _c=_cfg, **kw: LeViT(**{**_c, **kw}))
+
 # Fields that say how to run a model, not what it is; they are not stored with its weights.
-RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate")
+RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate", "distilled_training")
 _CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_aux", SmallCNN: "cnn"}
 
 
@@ -88,3 +100,6 @@ def model_from_spec(spec: dict[str, Any], **runtime: Any) -> nn.Module:
     """Inverse of `model_spec`; `runtime` sets fields such as dtype or scan_layers."""
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["kwargs"].items()}
     return create_model(spec["model"], **kwargs, **runtime)
+
+
+register_class(LeViT, "levit")
