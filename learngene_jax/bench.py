@@ -1,7 +1,13 @@
-"""python -m learngene_jax.bench forward — throughput of a jitted JAX model next to its timm counterpart.
+"""python -m learngene_jax.bench {forward,train-step} — throughput of JAX next to the PyTorch reference.
 
-Both run in one process with the same weights and thread count, their steps interleaved so that load on a
-shared machine hits both alike; medians are reported. Prints a table, then one JSON object per framework.
+`forward`: a jitted eval forward of a model with a timm counterpart (LeViT) against timm's.
+`train-step`: one training step of the trainer (loss, gradients, AdamW with the DeiT no-decay rule, and for
+`--stage aux` the frozen LeViT teacher on the same images with the DeiT soft-distillation loss) against the
+same step in PyTorch (timm models, torch.optim.AdamW, the official losses; eager, and `torch.compile` with
+`--compile`).
+
+Frameworks run in one process with the same thread count, their steps interleaved so that load on a shared
+machine hits both alike; medians are reported. Prints a table, then one JSON object per framework (last lines).
 """
 
 from __future__ import annotations
@@ -54,8 +60,11 @@ def report(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         print(f"{r['framework']:<10} {r['device']:<8} {r['model']:<12} {r['batch']:>5} {r['img']:>4} "
               f"{r['step_ms']:>9.1f} {r['images_per_s']:>9.1f}")
-    if len(rows) == 2:
-        print(f"jax/timm step-time ratio: {rows[0]['step_ms'] / rows[1]['step_ms']:.2f}")
+    for other in rows[1:]:
+        print(f"{rows[0]['framework']}/{other['framework']} step-time ratio: "
+              f"{rows[0]['step_ms'] / other['step_ms']:.2f} (< 1: {rows[0]['framework']} is faster)")
+    if any(r.get("mfu") for r in rows):
+        print("MFU: " + ", ".join(f"{r['framework']} {100 * r['mfu']:.1f}%" for r in rows if r.get("mfu")))
     for r in rows:
         print(json.dumps(r))
 
@@ -122,6 +131,161 @@ def _forward(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+# Dense bf16 peak of the GPUs the device machines lend (TFLOP/s), for MFU.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+VIT_SIZES = ("vit_ti", "vit_s", "vit_b")
+
+
+def _jax_train_step(args: argparse.Namespace, device: jax.Device) -> tuple[Callable[[], None], dict[str, Any]]:
+    """The trainer's own jitted step on random data, and what it was built from (for the torch twin)."""
+    import jax.numpy as jnp
+
+    from learngene_jax.config_lib import base_config
+    from learngene_jax.distill.teacher import Teacher
+    from learngene_jax.optim import build_optimizer, lr_schedule
+    from learngene_jax.train import make_train_step
+
+    dtype = jnp.bfloat16 if args.precision == "bf16" else jnp.float32
+    size = args.model.split("_")[1]
+    common = dict(image_size=args.img, patch_size=args.patch, num_classes=args.classes, dtype=dtype,
+                  scan_layers=args.scan)
+    cfg = base_config()
+    cfg.optim.update(dict(scale_lr=False, warmup_epochs=0))
+    teacher = None
+    if args.stage == "aux":
+        model = create_model(f"tleg_aux_{size}", depth=args.depth, **common)
+        teacher_model = create_model(args.teacher, image_size=args.img, num_classes=args.classes, dtype=dtype)
+        x0 = jnp.zeros((1, args.img, args.img, 3))
+        teacher = Teacher(teacher_model, jax.device_put(jax.jit(teacher_model.init)(jax.random.key(1), x0), device))
+        cfg.distill.update(dict(type="soft", alpha=1.0, temperature=1.0))
+    else:
+        model = create_model(args.model, depth=args.depth, **common)
+    schedule = lr_schedule(cfg.optim, args.batch, 100, 100)
+    tx = build_optimizer(cfg.optim, schedule)
+    rng = np.random.default_rng(0)
+    batch = jax.device_put({"images": rng.standard_normal((args.batch, args.img, args.img, 3)).astype(np.float32),
+                            "labels": rng.integers(0, args.classes, args.batch).astype(np.int32)}, device)
+    params = jax.device_put(jax.jit(model.init)(jax.random.key(0), batch["images"][:1])["params"], device)
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": jax.jit(tx.init)(params)}
+    frozen = {"teacher": teacher.variables} if teacher is not None else {}
+    step = jax.jit(make_train_step(cfg, model, tx, schedule, teacher, args.classes, 1, jax.random.key(2)),
+                   donate_argnums=0)
+    compiled = step.lower(state, batch, frozen).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    holder = {"state": state}
+
+    def run() -> None:
+        holder["state"], metrics = compiled(holder["state"], batch, frozen)
+        metrics["loss"].block_until_ready()
+
+    info = dict(model=model, teacher=teacher, params=params, flops=float(cost.get("flops", 0.0)),
+                images=np.asarray(jax.device_get(batch["images"])), labels=np.asarray(jax.device_get(batch["labels"])))
+    return run, info
+
+
+def _torch_train_step(args: argparse.Namespace, info: dict[str, Any], compile_model: bool) -> Callable[[], None]:
+    """The same step in PyTorch: timm ViT (and LeViT teacher), AdamW with DeiT's no-decay groups, the official loss.
+
+    For `--stage aux` the student is timm's plain ViT of the aux depth: the TLEG aux computes the same matmuls,
+    plus θ_B + c·θ_A per layer, which is negligible next to them.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from learngene_jax.torch_ref import import_timm
+
+    timm = import_timm()
+    dev = "cuda" if args.device == "gpu" else "cpu"
+    model = info["model"]
+    student = timm.models.vision_transformer.VisionTransformer(
+        img_size=args.img, patch_size=args.patch, embed_dim=model.width, depth=args.depth, num_heads=model.num_heads,
+        mlp_ratio=4, qkv_bias=True, class_token=False, global_pool="avg", fc_norm=True,
+        num_classes=args.classes).to(dev).train()
+    decay = [p for n, p in student.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
+    no_decay = [p for n, p in student.named_parameters() if p.ndim <= 1 or "pos_embed" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=5e-4, betas=(0.9, 0.999), eps=1e-8)
+    teacher = None
+    if args.stage == "aux":
+        teacher = timm.create_model(args.teacher, pretrained=False, img_size=args.img,
+                                    num_classes=args.classes).to(dev).eval()
+    x = torch.from_numpy(np.ascontiguousarray(info["images"].transpose(0, 3, 1, 2))).to(dev)
+    y = torch.from_numpy(info["labels"].astype(np.int64)).to(dev)
+    targets = F.one_hot(y, args.classes).float()
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if args.precision == "bf16" and dev == "cuda" else None
+    forward = torch.compile(student) if compile_model else student
+
+    def loss_fn() -> torch.Tensor:
+        logits = forward(x)
+        if teacher is None:  # timm SoftTargetCrossEntropy on (smoothed/mixed) one-hot targets
+            return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        # DeiT soft distillation, T = 1, alpha = 1: KL summed / (batch * classes)
+        return F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(teacher_logits, dim=1), reduction="sum",
+                        log_target=True) / logits.numel()
+
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        if amp is not None:
+            with amp:
+                loss = loss_fn()
+        else:
+            loss = loss_fn()
+        loss.backward()
+        opt.step()
+        sync()
+
+    return step
+
+
+def _peak_tflops(args: argparse.Namespace, device: jax.Device) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops
+    kind = getattr(device, "device_kind", "")
+    return next((v for k, v in PEAK_TFLOPS.items() if k in kind), None) if args.device == "gpu" else None
+
+
+def _train_step(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.model not in VIT_SIZES:
+        fail(UserError, f"--model must be one of {', '.join(VIT_SIZES)} (the student's size), got {args.model!r}")
+    if args.img % args.patch:
+        fail(UserError, f"--img {args.img} is not a multiple of --patch {args.patch}")
+    device = jax_device(args.device)
+    if args.device == "cpu" and args.precision == "bf16":
+        fail(UserError, "bf16 is for GPUs here (on CPU XLA emulates it slowly): drop --precision or use --device gpu")
+    jax_step, info = _jax_train_step(args, device)
+    steps: dict[str, Callable[[], None]] = {"jax": jax_step}
+    threads = len(os.sched_getaffinity(0))
+    if not args.skip_torch:
+        import torch
+
+        if args.device == "gpu" and not torch.cuda.is_available():
+            fail(UserError, "torch has no CUDA here: pass --skip-torch to time JAX alone")
+        if args.device == "cpu":
+            torch.set_num_threads(threads)
+        steps["torch"] = _torch_train_step(args, info, compile_model=False)
+        if args.compile:
+            steps["torch_compile"] = _torch_train_step(args, info, compile_model=True)
+    times = time_interleaved(steps, args.steps, args.warmup)
+    peak = _peak_tflops(args, device)
+    rows = []
+    for framework, seconds in times.items():
+        step = statistics.median(seconds)
+        row = dict(framework=framework, device=args.device if args.device == "cpu" else device.device_kind,
+                   model=args.model, stage=args.stage, depth=args.depth, batch=args.batch, img=args.img,
+                   patch=args.patch, precision=args.precision, images_per_s=round(args.batch / step, 2),
+                   step_ms=round(1000 * step, 2), step_ms_min=round(1000 * min(seconds), 2), steps=args.steps,
+                   threads=threads if args.device == "cpu" else None, step_gflop=round(info["flops"] / 1e9, 2))
+        if peak and info["flops"]:
+            row["mfu"] = round(info["flops"] / step / (peak * 1e12), 4)
+        rows.append(row)
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line: one subcommand per thing timed."""
     p = argparse.ArgumentParser(prog="python -m learngene_jax.bench", description=__doc__)
@@ -135,6 +299,27 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--warmup", type=int, default=2, help="untimed rounds after compilation")
     f.add_argument("--skip-timm", action="store_true", help="time JAX alone (no torch needed)")
     f.set_defaults(func=_forward)
+
+    t = sub.add_parser("train-step", help="one training step: the trainer's jitted step vs PyTorch (timm, AdamW)")
+    t.add_argument("--model", default="vit_ti", help="student size: vit_ti, vit_s or vit_b")
+    t.add_argument("--stage", default="descendant", choices=["descendant", "aux"],
+                   help="descendant: a plain ViT fine-tune step; aux: TLEG aux + frozen teacher + soft KD")
+    t.add_argument("--depth", type=int, default=12)
+    t.add_argument("--img", type=int, default=224)
+    t.add_argument("--patch", type=int, default=16)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--classes", type=int, default=1000)
+    t.add_argument("--teacher", default="levit_384", help="teacher for --stage aux")
+    t.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    t.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: compute dtype (GPU), "
+                   "params and optimizer state stay float32; torch uses autocast")
+    t.add_argument("--scan", action="store_true", help="run the blocks with lax.scan (faster compiles)")
+    t.add_argument("--compile", action="store_true", help="also time torch.compile")
+    t.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (default: known GPUs)")
+    t.add_argument("--steps", type=int, default=10, help="timed steps per framework")
+    t.add_argument("--warmup", type=int, default=2, help="untimed rounds after compilation")
+    t.add_argument("--skip-torch", action="store_true", help="time JAX alone (no torch needed)")
+    t.set_defaults(func=_train_step)
     return p
 
 
