@@ -10,6 +10,7 @@ import flax.linen as nn
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.models.aux import SWSAux, TLEGAux
 from learngene_jax.models.cnn import SmallCNN
+from learngene_jax.models.vgg import VGGAncestor, VGGDescendant
 from learngene_jax.models.vit import ViT
 
 # Widths and heads of the DeiT sizes used throughout the learngene papers.
@@ -63,10 +64,13 @@ for _size in VIT_SIZES:
 register("tleg_aux")(lambda **kw: TLEGAux(**kw))
 register("cnn")(lambda **kw: SmallCNN(**kw))
 register("sws_aux")(lambda **kw: SWSAux(**{"depth": 16, **kw}))
+register("vgg_ancestor")(lambda **kw: VGGAncestor(**kw))
+register("vgg_descendant")(lambda **kw: VGGDescendant(**kw))
 
 # Fields that say how to run a model, not what it is; they are not stored with its weights.
 RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate")
-_CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_aux", SmallCNN: "cnn"}
+_CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_aux", SmallCNN: "cnn",
+                                 VGGAncestor: "vgg_ancestor", VGGDescendant: "vgg_descendant"}
 
 
 def register_class(cls: type, name: str) -> None:
