@@ -143,21 +143,25 @@ class Pipeline:
         save_gene(self.workdir / "genes" / label, gene, overwrite=True)
         return gene
 
+    def descendant_model(self, gene: Gene) -> VGGDescendant:
+        """The descendant architecture of `gene` under `heur.descendant`."""
+        d = self.h.descendant
+        return heur.descendant_model(gene.meta, num_classes=self.h.inheritable_ways,
+                                     lower_widths=tuple(d.lower_widths), lower_pool_after=tuple(d.lower_pool_after),
+                                     final_pool=d.final_pool, hidden=tuple(d.hidden), dropout=d.dropout)
+
     def descendant(self, task: dict[str, Any], index: int, label: str, gene: Gene, inherit: bool = True
                    ) -> dict[str, Any]:
         """Train one descendant of `gene`'s architecture on an inheritable task, starting from the stored gene
         (`inherit`, with the EWC penalty) or from scratch. All descendants of a task share the random lower stack
         and head (one key per task), so a gene/scratch pair differs only in the inherited blocks."""
-        d = self.h.descendant
         root = self.workdir / "descendants" / task["name"]
-        model = heur.descendant_model(gene.meta, num_classes=self.h.inheritable_ways,
-                                      lower_widths=tuple(d.lower_widths), lower_pool_after=tuple(d.lower_pool_after),
-                                      final_pool=d.final_pool, hidden=tuple(d.hidden), dropout=d.dropout)
+        model = self.descendant_model(gene)
         key = jax.random.fold_in(jax.random.key(self.config.seed + 1), index)
         variables = heur.expand(gene, model, rng=key) if inherit else _init(model, key)
         init_dir = save_model(root / f"init_{label}", model, variables, overwrite=True,
                               origin=f"gene:{self.workdir / 'genes' / label}" if inherit else "scratch")
-        cfg = self.stage_config(f"{task['name']}_{label}", task, d, init=str(init_dir),
+        cfg = self.stage_config(f"{task['name']}_{label}", task, self.h.descendant, init=str(init_dir),
                                 model={"name": "vgg_descendant"})
         fisher_s = None
         if inherit and self.h.ewc_weight:
@@ -220,6 +224,9 @@ class Pipeline:
         results["genes"] = {label: {"blocks": list(g.meta.blocks), "widths": list(g.meta.widths),
                                     "params": count_params(g.params["params"]),
                                     "path": str(self.workdir / "genes" / label)} for label, g in gene_list.items()}
+        scratch_of = {"scratch": "heur"}  # each scratch baseline has the architecture of one gene's descendants
+        if "auto" in gene_list and self.descendant_model(gene_list["auto"]) != self.descendant_model(gene_list["heur"]):
+            scratch_of["scratch_auto"] = "auto"  # another lower stack or gene width: a like-for-like baseline too
         rows = []
         for i, task in enumerate(manifest["inheritable"]):
             row: dict[str, Any] = {"task": task["name"], "classes": task["classes"],
@@ -229,12 +236,12 @@ class Pipeline:
                     row[label] = dict(row["heur"], same_as="heur")  # the same gene: not trained twice
                     continue
                 row[label] = self.timed(f"descendants/{task['name']}/{label}", self.descendant, task, i, label, gene)
-            if h.scratch:  # the architecture of the hand-picked gene's descendants
-                row["scratch"] = self.timed(f"descendants/{task['name']}/scratch", self.descendant, task, i,
-                                            "scratch", gene_list["heur"], inherit=False)
+            for label, source in scratch_of.items() if h.scratch else ():
+                row[label] = self.timed(f"descendants/{task['name']}/{label}", self.descendant, task, i, label,
+                                        gene_list[source], inherit=False)
             rows.append(row)
         results["descendants"] = rows
-        labels = [k for k in ("heur", "auto", "scratch") if k in rows[0]]
+        labels = [k for k in LABELS if k in rows[0]]
         results["accuracy"] = {k: _mean_std([r[k]["top1"] for r in rows]) for k in labels}
         results["timings_s"] = self.timings
         results["total_s"] = round(self.timings["tasks"] + self.timings["ancestor"] + sum(
@@ -277,7 +284,8 @@ def _mean_std(values: list[float]) -> dict[str, float]:
             "n": len(arr)}
 
 
-LABELS = {"heur": "Heur gene (last blocks)", "auto": "Auto gene", "scratch": "scratch"}
+LABELS = {"heur": "Heur gene (last blocks)", "auto": "Auto gene", "scratch": "scratch",
+          "scratch_auto": "scratch (Auto gene's architecture)"}
 
 
 def summary_table(results: dict[str, Any]) -> str:

@@ -360,7 +360,8 @@ def test_smoke_run_through_main(tmp_path, method):
     run_module("learngene_jax.main", f"--config=configs/{method}_vgg.py:smoke=True", f"--workdir={workdir}")
     summary = json.loads((workdir / "summary.json").read_text())
     labels = ["heur", "scratch"] + (["auto"] if method == "auto" else [])
-    assert set(summary["accuracy"]) == set(labels) and len(summary["descendants"]) == 2
+    assert set(labels) <= set(summary["accuracy"]) <= {*labels, "scratch_auto"}
+    assert len(summary["descendants"]) == 2
     assert all(0.0 <= r[k]["top1"] <= 1.0 for r in summary["descendants"] for k in labels)
     assert summary["timings_s"]["ancestor"] > 0 and "| **mean ± std** |" in (workdir / "summary.md").read_text()
     manifest = load_manifest(workdir / "tasks.json")
@@ -384,6 +385,12 @@ def test_smoke_run_through_main(tmp_path, method):
         rows = [json.loads(line) for line in (root / "scratch" / "metrics.jsonl").read_text().splitlines()]
         assert not any("ewc" in r for r in rows)
     if method == "auto":
+        root = workdir / "descendants" / manifest["inheritable"][0]["name"]
+        heur_model, auto_model = (load_model(root / f"init_{k}")[0] for k in ("heur", "auto"))
+        # a like-for-like scratch baseline exactly when the Auto gene's descendants have another architecture
+        assert ("scratch_auto" in summary["accuracy"]) == (auto_model != heur_model)
+        if auto_model != heur_model:
+            assert load_model(root / "init_scratch_auto")[0] == auto_model
         a = summary["auto"]
         assert set(a["scores"]) == {"weights", "gradients"} and all(len(v) == 6 for v in a["scores"].values())
         assert tuple(a["chosen"]) == auto.select_blocks(a["scores"]["weights"], 3)
