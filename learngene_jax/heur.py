@@ -1,8 +1,8 @@
 """Heur Learngene and Auto Learngene end to end, each stage a run of the one trainer:
 task manifest → VGG ancestor trained task after task, Net2Wider-widened between tasks → gene (the last
 `heur.gene_blocks` blocks; Auto: the blocks that changed least) → per inheritable task, a descendant from the
-same gene (with an EWC penalty on the inherited blocks) and a scratch descendant of the same architecture →
-WORKDIR/summary.{json,md}.
+same gene (with an EWC penalty on the inherited blocks) and a scratch descendant of the same architecture (and
+of the Auto gene's, when that differs) → WORKDIR/summary.{json,md}.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ class Pipeline:
         self.schedule = schedule
         final_widths(self.h.ancestor.widths, schedule)  # validates the schedule before anything runs
 
-    def timed(self, name: str, fn, *args, **kwargs):
+    def timed(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one stage, recording its wall time."""
         start = time.perf_counter()
         out = fn(*args, **kwargs)
