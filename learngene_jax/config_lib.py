@@ -27,6 +27,18 @@ def parse_arg(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def with_changes(config: ml_collections.ConfigDict, **changes: Any) -> ml_collections.ConfigDict:
+    """A copy of `config` with `changes` set; keys may be dotted ('optim.lr'); a dict value replaces a section."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        target = c
+        for part in parents:
+            target = target[part]
+        target[leaf] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+    return c
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Every key of a training run with its default (a plain supervised run on digits)."""
     c = ml_collections.ConfigDict()
@@ -143,4 +155,67 @@ def digits_demo(smoke: bool = False) -> ml_collections.ConfigDict:
         c.demo.update(dict(width=32, heads=2, depths=(1, 2), teacher_widths=(8,), teacher_epochs=1, tleg_depth=2,
                            sws_stage_sizes=(1, 1), aux_epochs=1, finetune_epochs=1, scratch_factor=2))
         c.batch_size = 64
+    return c
+
+
+# Official Heur Learngene CIFAR-100 ancestor schedule (BruceQFWang/learngene `add_conv`/`add_width`): one block
+# widened between each pair of the 21 continual tasks, front to back, to [64,64,128,128,256,256,256,512×6].
+HEUR_CIFAR_WIDEN = tuple(((block, add),) for block, add in zip(
+    (2, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12), (64,) * 8 + (128,) * 12, strict=True))
+CIFAR100_MEAN = (0.5070751592371323, 0.48654887331495095, 0.4409178433670343)
+CIFAR100_STD = (0.2673342858792401, 0.2564384629170883, 0.27615047132568404)
+
+
+def heur_recipe(dataset: str = "digits", smoke: bool = False) -> ml_collections.ConfigDict:
+    """Heur/Auto Learngene settings: the official CIFAR-100 protocol, a scaled-down digits version, or a smoke test.
+
+    Digits (10 classes): base 0..4, no open-world pool, novel 5..9; 3-way tasks, 5 shots. Five novel classes give
+    C(5,3) = 10 distinct 3-way inheritable tasks (6 are used: ≥ 5 to average over) and five base classes 10
+    distinct ancestor tasks; 2-way 10-shot digits tasks are solved (~0.98 top-1) by gene and scratch descendants
+    alike, so they would not tell the two apart. The open-world pool (held out, like the validation classes of the
+    64/16/20 few-shot convention) is empty because nothing trains on it and digits has no classes to spare.
+    """
+    if dataset not in ("digits", "cifar100"):
+        fail(ConfigError, f"heur recipes exist for digits and cifar100, got {dataset!r}")
+    c = base_config()
+    c.task, c.name = "heur", f"heur_{dataset}"
+    c.log_every_steps = 50
+    c.checkpoint.update(dict(every_steps=1_000_000, keep=1))  # stages are short: the final save is enough
+    # Official: SGD momentum 0.9, weight decay 5e-4, constant learning rate (its step decay never triggers).
+    c.optim.update(dict(name="sgd", momentum=0.9, weight_decay=5e-4, scale_lr=False, schedule="constant",
+                        warmup_epochs=0.0))
+    c.heur = ml_collections.ConfigDict(dict(
+        split=(64, 16, 20), shuffle_classes=True, task_seed=0, continual_ways=5, continual_tasks=21,
+        continual_shots=300, inheritable_ways=5, inheritable_tasks=10, shots=10,
+        gene_blocks=3, ewc_weight=40.0, fisher_examples=0, auto_examples=256, scratch=True,
+        ancestor=dict(widths=(64, 64, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256, 256),
+                      pool_after=(1, 3, 6, 9, 12), hidden=(1024, 1024), dropout=0.5, widen=HEUR_CIFAR_WIDEN,
+                      epochs=100, batch_size=16, lr=1e-3),
+        descendant=dict(lower_widths=(64, 128, 256, 512), lower_pool_after=(0, 1, 2), final_pool=True,
+                        hidden=(1024, 1024), dropout=0.0, epochs=30, batch_size=32, lr=5e-3)))
+    c.auto = ml_collections.ConfigDict(dict(statistic="weights", layers=0))  # layers 0: heur.gene_blocks
+    if dataset == "cifar100":
+        c.data.update(dict(name="cifar100", image_size=32, mean=CIFAR100_MEAN, std=CIFAR100_STD, crop_pct=1.0))
+        c.aug.flip = True  # official trains with flips and padded crops; eval images are not augmented
+        return c
+    # Digits, 16×16: four 2×2 pools would leave 1×1 maps under the 6 last blocks (3×3 convs reduced to their
+    # centre tap), so the ancestor pools after blocks 1, 3, 6 only (16 → 2); widths are the official ones / 4.
+    c.data.update(dict(image_size=16, channels=3))
+    c.eval_batch_size = 100
+    c.heur.update(dict(split=(5, 0, 5), shuffle_classes=False, continual_ways=3, continual_tasks=5, continual_shots=0,
+                       inheritable_ways=3, inheritable_tasks=6, shots=5))
+    # Scaled down: 3 epochs per ancestor task at lr 1e-2 (official 100 at 1e-3) reach ~1.0 top-1 on its classes.
+    c.heur.ancestor.update(dict(
+        widths=(16, 16, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64), pool_after=(1, 3, 6), hidden=(256, 256),
+        dropout=0.0, epochs=3, batch_size=16, lr=1e-2,
+        widen=(((2, 16), (3, 16), (4, 32)), ((5, 32), (6, 32), (7, 64)), ((8, 64), (9, 64)),
+               ((10, 64), (11, 64), (12, 64)))))
+    # 15 training images per task (3 classes × 5 shots): batch 5 gives 3 steps an epoch, 90 in the official 30 epochs
+    c.heur.descendant.update(dict(lower_widths=(16, 32, 64, 128), hidden=(128, 128), epochs=30, batch_size=5))
+    if smoke:
+        c.name = "heur_smoke"
+        c.heur.update(dict(continual_tasks=2, inheritable_tasks=2, auto_examples=64))
+        c.heur.ancestor.update(dict(widths=(4, 4, 8, 8, 8, 8), pool_after=(1, 3), hidden=(16,), epochs=1,
+                                    batch_size=32, widen=(((2, 4), (4, 4), (5, 4)),)))
+        c.heur.descendant.update(dict(lower_widths=(4, 8), lower_pool_after=(0, 1), hidden=(16,), epochs=2))
     return c

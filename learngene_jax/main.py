@@ -22,6 +22,8 @@ TASKS = {
     "train": "learngene_jax.train:train",
     "demo": "learngene_jax.demo:run",
     "baselines": "learngene_jax.comparison:run",
+    "heur": "learngene_jax.heur:run",
+    "auto": "learngene_jax.heur:run_auto",
     "asvit_search": "learngene_jax.asvit.search:run",
     "asvit_grow": "learngene_jax.asvit.grow:run",
 }

@@ -12,6 +12,7 @@ from typing import Any
 
 import ml_collections
 
+from learngene_jax.config_lib import with_changes
 from learngene_jax.train import train
 
 
@@ -19,16 +20,9 @@ def stage_config(config: ml_collections.ConfigDict, name: str, drop: tuple[str, 
                  warmup_fraction: float = 0.0, **changes: Any) -> ml_collections.ConfigDict:
     """A training config: `config` without its experiment sections `drop`, with `changes` (dotted keys allowed;
     dict values replace a section) and a warmup of `warmup_fraction` of the stage's epochs."""
-    c = ml_collections.ConfigDict(config.to_dict())
+    c = with_changes(config, task="train", name=name, **changes)
     for key in drop:
         del c[key]
-    c.task, c.name = "train", name
-    for key, value in changes.items():
-        *parents, leaf = key.split(".")
-        node = c
-        for part in parents:
-            node = node[part]
-        node[leaf] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
     if warmup_fraction:
         c.optim.warmup_epochs = warmup_fraction * c.epochs
     return c

@@ -1,8 +1,10 @@
 """Penalties added to any objective. EWC (elastic weight consolidation): λ/2 · Σ F·(θ − θ*)² over the params
-named in a saved anchor (used by Heur Learngene on the inherited layers only)."""
+named in a saved anchor (used by Heur Learngene on the inherited layers only), and the diagonal Fisher F it
+weighs them with."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,31 @@ def ewc_penalty(params: Any, anchor: Any, fisher: Any) -> jax.Array:
         else:
             total = total + jnp.sum(fisher[key] * (params[key].astype(jnp.float32) - sub) ** 2)
     return total
+
+
+def empirical_fisher(log_likelihood: Callable[[Any, jax.Array, jax.Array], jax.Array], params: Any,
+                     batches: Iterable[tuple[Any, Any]]) -> Any:
+    """Diagonal empirical Fisher F = mean over real examples of (∂ log p(y|x) / ∂θ)², one gradient per example
+    (`log_likelihood(params, image, label)` scores one example; `batches` yields (images, labels) arrays)."""
+    grad = jax.grad(log_likelihood)
+
+    @jax.jit
+    def batch_sum(params, images, labels):
+        # a scan over the examples keeps one gradient in memory at a time, not a batch of them
+        def add(total, example):
+            g = grad(params, *example)
+            return jax.tree_util.tree_map(lambda t, x: t + jnp.square(x.astype(jnp.float32)), total, g), None
+        zeros = jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+        return jax.lax.scan(add, zeros, (images, labels))[0]
+
+    total, count = None, 0
+    for images, labels in batches:
+        sums = batch_sum(params, jnp.asarray(images), jnp.asarray(labels))
+        total = sums if total is None else jax.tree_util.tree_map(jnp.add, total, sums)
+        count += len(labels)
+    if not count:
+        fail(ConfigError, "the Fisher needs at least one example")
+    return jax.tree_util.tree_map(lambda t: t / count, total)
 
 
 def save_ewc(path: str | Path, anchor: Any, fisher: Any, *, overwrite: bool = False) -> Path:

@@ -29,7 +29,7 @@ def images(n=2, size=32, seed=1):
 
 def tiny_train_config(**changes):
     """A seconds-long training config on digits: 2-layer ViT of width 32, batch 64, one epoch."""
-    from learngene_jax.config_lib import base_config
+    from learngene_jax.config_lib import base_config, with_changes
 
     c = base_config()
     c.name = "tiny"
@@ -38,10 +38,4 @@ def tiny_train_config(**changes):
     c.log_every_steps = 5
     c.optim.update({"scale_lr": False, "lr": 1e-3})
     c.checkpoint.every_steps = 10
-    for key, value in changes.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return with_changes(c, **changes)

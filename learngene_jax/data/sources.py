@@ -196,6 +196,11 @@ class SubsetSource(Source):
         self.classes, self.num_classes = classes, len(classes)
         self.name = f"{source.name}[{len(classes)} classes" + (f", {shots} shots]" if shots else "]")
 
+    @property
+    def indices(self) -> np.ndarray:
+        """Positions of the picked examples in the underlying source."""
+        return self._index
+
     def __len__(self) -> int:
         return len(self._index)
 

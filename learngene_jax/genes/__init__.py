@@ -1,5 +1,6 @@
 """Learngene methods behind one registry: each method module exposes the same small contract
-(`aux_model`, `meta_from_aux`, `gene_shapes`, `extract`, `expand`)."""
+(`NAME`, `META` (its metadata class), `AUX_CLASS` (the aux model the trainer exports a gene from, or None),
+`aux_model`, `meta_from_aux`, `gene_shapes`, `extract`, `expand`, `descendant_depth`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from typing import Any
 import jax
 
 from learngene_jax.errors import GeneError, fail
-from learngene_jax.genes import sws, tleg
+from learngene_jax.genes import heur, sws, tleg
 from learngene_jax.genes.core import Gene, GeneMeta, descendant, shape_mismatches
 from learngene_jax.models.vit import abstract_params
 
-METHODS: dict[str, ModuleType] = {tleg.NAME: tleg, sws.NAME: sws}
+METHODS: dict[str, ModuleType] = {tleg.NAME: tleg, sws.NAME: sws, heur.NAME: heur}
 
 
 def get_method(name: str) -> ModuleType:
@@ -25,7 +26,16 @@ def get_method(name: str) -> ModuleType:
 
 def method_of(model: Any) -> ModuleType | None:
     """The method whose aux model `model` is (None for a plain model)."""
-    return next((m for m in METHODS.values() if isinstance(model, m.AUX_CLASS)), None)
+    return next((m for m in METHODS.values() if m.AUX_CLASS is not None and isinstance(model, m.AUX_CLASS)), None)
+
+
+def meta_from_json(data: Any) -> Any:
+    """Stored gene metadata parsed by its method's metadata class (validated there)."""
+    if not isinstance(data, dict):
+        fail(GeneError, f"gene metadata must be a JSON object, got {type(data).__name__}")
+    if "method" not in data:
+        fail(GeneError, "gene metadata names no learngene method; it was not written by learngene_jax")
+    return get_method(data["method"]).META.from_json(data)
 
 
 def expand(gene: Gene, depth: int | None = None, **kwargs: Any) -> dict[str, Any]:

@@ -62,37 +62,39 @@ class GeneMeta:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> GeneMeta:
         """Parse and validate stored metadata (unknown keys or a newer format are errors)."""
-        if not isinstance(data, Mapping):
-            fail(GeneError, f"gene metadata must be a JSON object, got {type(data).__name__}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            fail(GeneError, f"gene metadata has unknown keys {unknown}; it was written by another tool or "
-                            f"a newer learngene_jax")
-        version = data.get("format_version", FORMAT_VERSION)
-        if version > FORMAT_VERSION:
-            fail(GeneError, f"gene format version {version} is newer than this learngene_jax supports "
-                            f"({FORMAT_VERSION}); upgrade learngene_jax")
-        try:
-            kw = dict(data)
-            for key in ("stage_sizes", "expanded"):
-                if key in kw:
-                    kw[key] = tuple(kw[key])
-            return cls(**kw)
-        except TypeError as e:
-            fail(GeneError, f"gene metadata is incomplete: {e}")
+        return meta_from_json(cls, data)
 
     def __str__(self) -> str:
         return json.dumps(self.to_json())
 
 
+def meta_from_json(cls: type, data: Any) -> Any:
+    """Build the gene-metadata dataclass `cls` from stored JSON: unknown keys, a newer format or missing fields
+    are errors; JSON lists become tuples."""
+    if not isinstance(data, Mapping):
+        fail(GeneError, f"gene metadata must be a JSON object, got {type(data).__name__}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        fail(GeneError, f"gene metadata has unknown keys {unknown}; it was written by another tool or "
+                        f"a newer learngene_jax")
+    version = data.get("format_version", FORMAT_VERSION)
+    if version > FORMAT_VERSION:
+        fail(GeneError, f"gene format version {version} is newer than this learngene_jax supports "
+                        f"({FORMAT_VERSION}); upgrade learngene_jax")
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    except TypeError as e:
+        fail(GeneError, f"gene metadata is incomplete: {e}")
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Gene:
-    """A learngene: `params` (pytree of arrays) and `meta` (static)."""
+    """A learngene: `params` (pytree of arrays) and `meta` (static; its method's metadata class)."""
 
     params: dict[str, Any]
-    meta: GeneMeta = dataclasses.field(metadata=dict(static=True))
+    meta: Any = dataclasses.field(metadata=dict(static=True))
 
 
 def aux_kwargs(meta: GeneMeta) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from learngene_jax import __version__, checkpointing
 from learngene_jax.errors import GeneError, fail
-from learngene_jax.genes import get_method
-from learngene_jax.genes.core import Gene, GeneMeta, shape_mismatches
+from learngene_jax.genes import get_method, meta_from_json
+from learngene_jax.genes.core import Gene, shape_mismatches
 
 
 def save_gene(path: str | Path, gene: Gene, *, overwrite: bool = False) -> Path:
@@ -22,10 +22,10 @@ def load_gene(path: str | Path) -> Gene:
     if stored.get("kind") != "gene":
         fail(GeneError, f"{path} holds a {stored.get('kind', 'foreign')} checkpoint, not a gene; genes are written "
                         f"by the aux stage or `python -m learngene_jax.convert from-official`")
-    meta = GeneMeta.from_json(stored.get("gene"))
+    meta = meta_from_json(stored.get("gene"))
     expected = get_method(meta.method).gene_shapes(meta)
     problems = shape_mismatches(expected, checkpointing.stored_shapes(path, "gene"))
     if problems:
-        fail(GeneError, f"gene at {path} does not match its own metadata ({meta.method}, width {meta.width}): "
+        fail(GeneError, f"gene at {path} does not match its own metadata ({meta.method} gene): "
                         + "; ".join(problems[:8]) + ("; ..." if len(problems) > 8 else ""))
     return Gene(checkpointing.load_params(path, expected, "gene"), meta)

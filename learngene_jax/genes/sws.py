@@ -24,6 +24,7 @@ from learngene_jax.models.aux import SWSAux, sws_layers
 from learngene_jax.models.vit import abstract_params
 
 NAME = "sws"
+META = GeneMeta
 AUX_CLASS = SWSAux
 
 # Layer lists that the official SWS code publishes for a (stage sizes, depth); they win over the rule.

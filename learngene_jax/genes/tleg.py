@@ -22,6 +22,7 @@ from learngene_jax.models.aux import TLEGAux, tleg_layers
 from learngene_jax.models.vit import abstract_params
 
 NAME = "tleg"
+META = GeneMeta
 AUX_CLASS = TLEGAux
 
 
@@ -73,4 +74,4 @@ def descendant_depth(meta: GeneMeta, depth: Any, layers_source: Any = None) -> i
 _expand_layers = jax.jit(tleg_layers, static_argnums=1)
 
 
-__all__ = ["NAME", "aux_model", "descendant_depth", "expand", "extract", "gene_shapes", "meta_from_aux"]
+__all__ = ["META", "NAME", "aux_model", "descendant_depth", "expand", "extract", "gene_shapes", "meta_from_aux"]

@@ -12,6 +12,7 @@ from learngene_jax.models.aux import SWSAux, TLEGAux
 from learngene_jax.models.cnn import SmallCNN
 from learngene_jax.models.levit import VARIANTS as LEVIT_VARIANTS
 from learngene_jax.models.levit import LeViT
+from learngene_jax.models.vgg import VGGAncestor, VGGDescendant
 from learngene_jax.models.vit import ViT
 
 # Widths and heads of the DeiT sizes used throughout the learngene papers.
@@ -65,6 +66,8 @@ for _size in VIT_SIZES:
 register("tleg_aux")(lambda **kw: TLEGAux(**kw))
 register("cnn")(lambda **kw: SmallCNN(**kw))
 register("sws_aux")(lambda **kw: SWSAux(**{"depth": 16, **kw}))
+register("vgg_ancestor")(lambda **kw: VGGAncestor(**kw))
+register("vgg_descendant")(lambda **kw: VGGDescendant(**kw))
 
 
 @register("levit")
@@ -78,7 +81,8 @@ for _name, _cfg in LEVIT_VARIANTS.items():
 
 # Fields that say how to run a model, not what it is; they are not stored with its weights.
 RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate", "distilled_training")
-_CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_aux", SmallCNN: "cnn"}
+_CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_aux", SmallCNN: "cnn",
+                                 VGGAncestor: "vgg_ancestor", VGGDescendant: "vgg_descendant"}
 
 
 def register_class(cls: type, name: str) -> None:

@@ -1,0 +1,333 @@
+"""Heur Learngene and Auto Learngene end to end, each stage a run of the one trainer:
+task manifest → VGG ancestor trained task after task, Net2Wider-widened between tasks → gene (the last
+`heur.gene_blocks` blocks; Auto: the blocks that changed least) → per inheritable task, a descendant from the
+same gene (with an EWC penalty on the inherited blocks) and a scratch descendant of the same architecture (and
+of the Auto gene's, when that differs) → WORKDIR/summary.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from learngene_jax import data
+from learngene_jax.config_lib import with_changes
+from learngene_jax.data.tasks import build_manifest, resolve_examples, save_manifest
+from learngene_jax.distill.losses import cross_entropy
+from learngene_jax.errors import ConfigError, fail
+from learngene_jax.genes import auto, heur
+from learngene_jax.genes.core import Gene
+from learngene_jax.genes.io import save_gene
+from learngene_jax.models.io import load_model, save_model
+from learngene_jax.models.vgg import VGGAncestor, VGGDescendant, init_variables
+from learngene_jax.models.vit import count_params
+from learngene_jax.models.widen import final_widths, widen
+from learngene_jax.regularizers import empirical_fisher, save_ewc
+from learngene_jax.train import train
+
+SECTIONS = ("heur", "auto")  # pipeline settings, not trainer keys
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Heur Learngene: the hand-picked gene (the last `heur.gene_blocks` blocks) against scratch descendants."""
+    return Pipeline(config, workdir).run(select_auto=False)
+
+
+def run_auto(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Auto Learngene: the automatically selected gene against the hand-picked one and scratch, on the same tasks."""
+    return Pipeline(config, workdir).run(select_auto=True)
+
+
+class Pipeline:
+    """The stages of one Heur/Auto run in `workdir` (each stage resumes or reuses its own sub-workdir)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+        self.config, self.h = config, config.heur
+        self.workdir = Path(workdir).expanduser().absolute()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, float] = {}
+        schedule = [tuple(tuple(int(v) for v in step) for step in growth) for growth in self.h.ancestor.widen]
+        if len(schedule) != self.h.continual_tasks - 1:
+            fail(ConfigError, f"heur.ancestor.widen has {len(schedule)} widening steps but {self.h.continual_tasks} "
+                              f"continual tasks need {self.h.continual_tasks - 1} (one between each pair of tasks)")
+        self.schedule = schedule
+        final_widths(self.h.ancestor.widths, schedule)  # validates the schedule before anything runs
+
+    def timed(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one stage, recording its wall time."""
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.timings[name] = round(time.perf_counter() - start, 2)
+        return out
+
+    def stage_config(self, name: str, task: dict[str, Any], stage: Any, **changes: Any) -> ml_collections.ConfigDict:
+        """A trainer config for one task: its classes (relabelled 0..N-1), shots and shot seed, and the stage's
+        epochs, batch size and learning rate."""
+        # one evaluation, at the end: the summary reads the final top-1 (an eval per epoch costs more than the
+        # few-shot training itself)
+        c = with_changes(self.config, task="train", name=name, epochs=stage.epochs, batch_size=stage.batch_size,
+                         eval_every_epochs=stage.epochs,
+                         **{"optim.lr": stage.lr, "data.classes": tuple(task["classes"]), "data.shots": task["shots"],
+                            "data.subset_seed": task["subset_seed"]}, **changes)
+        for section in SECTIONS:
+            if section in c:
+                del c[section]
+        return c
+
+    # -- stages ------------------------------------------------------------------------------------------------
+
+    def tasks(self) -> dict[str, Any]:
+        """Build, resolve and save the task manifest (WORKDIR/tasks.json)."""
+        h, d = self.h, self.config.data
+        train_source = data.make_source(with_changes(self.config.data, classes=()), d.train_split)
+        test_source = data.make_source(with_changes(self.config.data, classes=()), d.eval_split)
+        manifest = build_manifest(
+            train_source.num_classes, sizes=tuple(h.split), continual_ways=h.continual_ways,
+            continual_tasks=h.continual_tasks, continual_shots=h.continual_shots, inheritable_ways=h.inheritable_ways,
+            inheritable_tasks=h.inheritable_tasks, shots=h.shots, seed=h.task_seed, shuffle=h.shuffle_classes,
+            dataset=d.name)
+        manifest = resolve_examples(manifest, train_source, test_source)
+        save_manifest(self.workdir / "tasks.json", manifest)
+        return manifest
+
+    def ancestor(self, manifest: dict[str, Any], track: bool) -> dict[str, Any]:
+        """Train the ancestor on every continual task in turn, widening it between tasks with a fresh head for
+        each task's classes; with `track`, record each block's change per task (genes/auto.py)."""
+        h, a = self.h, self.h.ancestor
+        root = self.workdir / "ancestor"
+        model = VGGAncestor(num_classes=h.continual_ways, image_size=self.config.data.image_size,
+                            in_chans=self.config.data.channels, widths=tuple(a.widths), pool_after=tuple(a.pool_after),
+                            hidden=tuple(a.hidden), dropout=a.dropout)
+        variables = _init(model, jax.random.key(self.config.seed))
+        rows, scores = [], {s: [] for s in auto.STATISTICS}
+        for t, task in enumerate(manifest["continual"]):
+            start = time.perf_counter()
+            if t:
+                model, variables = widen(model, variables, self.schedule[t - 1],
+                                         np.random.default_rng([self.config.seed, t]))
+                # a new task has new classes: its head starts fresh (every other array is kept)
+                variables["params"]["head"] = fresh_head(jax.random.fold_in(jax.random.key(self.config.seed), t),
+                                                         variables["params"]["head"]["kernel"].shape)
+            init_dir = save_model(root / task["name"] / "init", model, variables, overwrite=True,
+                                  origin="widened" if t else "scratch")
+            cfg = self.stage_config(f"ancestor_{task['name']}", task, a, init=str(init_dir),
+                                    model={"name": "vgg_ancestor"})
+            if track and t:
+                scores["gradients"].append(auto.relative_gradient(
+                    model, variables, _examples(cfg, self.h.auto_examples), len(model.widths)).tolist())
+            out = train(cfg, root / task["name"])
+            model, trained = load_model(out["model_dir"])
+            if track and t:
+                scores["weights"].append(auto.relative_change(variables["params"], trained["params"],
+                                                              len(model.widths)).tolist())
+            variables = jax.tree_util.tree_map(np.asarray, trained)
+            wall = round(time.perf_counter() - start, 2)
+            self.timings[f"ancestor/{task['name']}"] = wall
+            rows.append({"task": task["name"], "classes": task["classes"], "widths": list(model.widths),
+                         "top1": out["top1"], "params": out["params"], "wall_s": wall})
+        return {"model": model, "variables": variables, "tasks": rows, "scores": scores}
+
+    def gene(self, label: str, model: VGGAncestor, variables: dict[str, Any], blocks: tuple[int, ...],
+             selection: str) -> Gene:
+        """Cut `blocks` (with their BatchNorm statistics) out of the final ancestor and save them as a gene."""
+        meta = heur.meta_from_aux(model, blocks, selection=selection)
+        gene = heur.extract(variables, meta)
+        save_gene(self.workdir / "genes" / label, gene, overwrite=True)
+        return gene
+
+    def descendant_model(self, gene: Gene) -> VGGDescendant:
+        """The descendant architecture of `gene` under `heur.descendant`."""
+        d = self.h.descendant
+        return heur.descendant_model(gene.meta, num_classes=self.h.inheritable_ways,
+                                     lower_widths=tuple(d.lower_widths), lower_pool_after=tuple(d.lower_pool_after),
+                                     final_pool=d.final_pool, hidden=tuple(d.hidden), dropout=d.dropout)
+
+    def descendant(self, task: dict[str, Any], index: int, label: str, gene: Gene, inherit: bool = True
+                   ) -> dict[str, Any]:
+        """Train one descendant of `gene`'s architecture on an inheritable task, starting from the stored gene
+        (`inherit`, with the EWC penalty) or from scratch. All descendants of a task share the random lower stack
+        and head (one key per task), so a gene/scratch pair differs only in the inherited blocks."""
+        root = self.workdir / "descendants" / task["name"]
+        model = self.descendant_model(gene)
+        key = jax.random.fold_in(jax.random.key(self.config.seed + 1), index)
+        variables = heur.expand(gene, model, rng=key) if inherit else _init(model, key)
+        init_dir = save_model(root / f"init_{label}", model, variables, overwrite=True,
+                              origin=f"gene:{self.workdir / 'genes' / label}" if inherit else "scratch")
+        cfg = self.stage_config(f"{task['name']}_{label}", task, self.h.descendant, init=str(init_dir),
+                                model={"name": "vgg_descendant"})
+        fisher_s = None
+        if inherit and self.h.ewc_weight:
+            start = time.perf_counter()
+            fisher = self.fisher(model, variables, gene, cfg)
+            fisher_s = round(time.perf_counter() - start, 2)
+            ewc_dir = save_ewc(root / f"ewc_{label}", gene.params["params"], fisher, overwrite=True)
+            cfg = with_changes(cfg, **{"ewc.weight": float(self.h.ewc_weight), "ewc.path": str(ewc_dir)})
+        out = train(cfg, root / label)
+        return {"top1": out["top1"], "loss": out["loss"], "params": out["params"], "fisher_s": fisher_s,
+                "train_s": out["train_time_s"]}
+
+    def fisher(self, model: VGGDescendant, variables: dict[str, Any], gene: Gene,
+               cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+        """The diagonal empirical Fisher of the inherited params at the gene's weights: per example, the squared
+        gradient of log p(y|x) (BatchNorm in eval mode, so each example is scored alone), averaged over the task's
+        training images (`heur.fisher_examples`, 0 = all)."""
+        rest = {k: v for k, v in variables["params"].items() if k not in gene.params["params"]}
+
+        def log_likelihood(inherited, image, label):
+            logits = model.apply({"params": {**rest, **inherited}, "batch_stats": variables["batch_stats"]},
+                                 image[None], train=False)
+            return -cross_entropy(logits, label[None])[0]
+
+        return empirical_fisher(log_likelihood, gene.params["params"], _examples(cfg, self.h.fisher_examples))
+
+    # -- the run -----------------------------------------------------------------------------------------------
+
+    def run(self, select_auto: bool) -> dict[str, Any]:
+        """Every stage, then the summary."""
+        h = self.h
+        if select_auto:
+            stat = self.config.auto.statistic
+            if stat not in auto.STATISTICS:
+                fail(ConfigError, f"auto.statistic must be one of {auto.STATISTICS}, got {stat!r}")
+            if h.continual_tasks < 2:
+                fail(ConfigError, "Auto Learngene needs at least 2 continual tasks (it measures change between them)")
+        manifest = self.timed("tasks", self.tasks)
+        start = time.perf_counter()
+        anc = self.ancestor(manifest, track=select_auto)
+        self.timings["ancestor"] = round(time.perf_counter() - start, 2)
+        num_blocks = len(anc["model"].widths)
+        picks = {"heur": heur.last_blocks(num_blocks, h.gene_blocks)}
+        results: dict[str, Any] = {"method": "auto" if select_auto else "heur", "manifest": str(
+            self.workdir / "tasks.json"), "split": manifest["split"], "ancestor": anc["tasks"]}
+        if select_auto:
+            stat = self.config.auto.statistic
+            means = {s: np.mean(v, axis=0).tolist() for s, v in anc["scores"].items()}
+            layers = self.config.auto.layers or h.gene_blocks
+            picks["auto"] = auto.select_blocks(means[stat], layers)
+            results["auto"] = {
+                "statistic": stat, "layers": layers, "scores": means, "per_task": anc["scores"],
+                "chosen": list(picks["auto"]), "heur": list(picks["heur"]),
+                "window": {s: list(auto.select_blocks(m, layers)) for s, m in means.items()},
+                "least_changing": {s: list(auto.least_changing(m, layers)) for s, m in means.items()}}
+        gene_list = {}
+        for label, blocks in picks.items():
+            gene_list[label] = self.timed(f"gene/{label}", self.gene, label, anc["model"], anc["variables"], blocks,
+                                          "heur" if label == "heur" else f"auto:{self.config.auto.statistic}")
+        results["genes"] = {label: {"blocks": list(g.meta.blocks), "widths": list(g.meta.widths),
+                                    "params": count_params(g.params["params"]),
+                                    "path": str(self.workdir / "genes" / label)} for label, g in gene_list.items()}
+        scratch_of = {"scratch": "heur"}  # each scratch baseline has the architecture of one gene's descendants
+        if "auto" in gene_list and self.descendant_model(gene_list["auto"]) != self.descendant_model(gene_list["heur"]):
+            scratch_of["scratch_auto"] = "auto"  # another lower stack or gene width: a like-for-like baseline too
+        rows = []
+        for i, task in enumerate(manifest["inheritable"]):
+            row: dict[str, Any] = {"task": task["name"], "classes": task["classes"],
+                                   "train": len(task["train_indices"]), "test": task["test_count"]}
+            for label, gene in gene_list.items():
+                if label == "auto" and picks["auto"] == picks["heur"]:
+                    row[label] = dict(row["heur"], same_as="heur")  # the same gene: not trained twice
+                    continue
+                row[label] = self.timed(f"descendants/{task['name']}/{label}", self.descendant, task, i, label, gene)
+            for label, source in scratch_of.items() if h.scratch else ():
+                row[label] = self.timed(f"descendants/{task['name']}/{label}", self.descendant, task, i, label,
+                                        gene_list[source], inherit=False)
+            rows.append(row)
+        results["descendants"] = rows
+        labels = [k for k in LABELS if k in rows[0]]
+        results["accuracy"] = {k: _mean_std([r[k]["top1"] for r in rows]) for k in labels}
+        results["timings_s"] = self.timings
+        results["total_s"] = round(self.timings["tasks"] + self.timings["ancestor"] + sum(
+            v for k, v in self.timings.items() if k.startswith(("gene/", "descendants/"))), 1)
+        write_summary(self.workdir, results)
+        return results
+
+
+def _init(model: Any, key: jax.Array) -> dict[str, Any]:
+    """Fresh variables of a VGG model (numpy, so they can be edited in place)."""
+    return jax.tree_util.tree_map(np.asarray, init_variables(model, key))
+
+
+def fresh_head(key: jax.Array, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """A Dense layer's params as nn.Dense initialises them (LeCun-normal kernel, zero bias)."""
+    kernel = jax.nn.initializers.lecun_normal()(key, shape, jnp.float32)
+    return {"kernel": np.asarray(kernel), "bias": np.zeros(shape[-1], np.float32)}
+
+
+def _examples(cfg: ml_collections.ConfigDict, limit: int = 0):
+    """(images, labels) batches of a task's training examples (its shots), eval transform, padding dropped."""
+    source = data.make_source(cfg.data, cfg.data.train_split, train=True)
+    loader = data.make_loader(cfg, cfg.data.train_split, train=False, batch_size=cfg.batch_size, source=source)
+    seen = 0
+    for batch in loader.epoch(0):
+        keep = batch["mask"] > 0
+        if limit:
+            keep &= np.arange(len(keep)) < limit - seen
+        if keep.any():
+            yield batch["images"][keep], batch["labels"][keep]
+        seen += int(keep.sum())
+        if limit and seen >= limit:
+            return
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (ddof=1) over tasks."""
+    arr = np.asarray(values, np.float64)
+    return {"mean": round(float(arr.mean()), 4), "std": round(float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, 4),
+            "n": len(arr)}
+
+
+LABELS = {"heur": "Heur gene (last blocks)", "auto": "Auto gene", "scratch": "scratch",
+          "scratch_auto": "scratch (Auto gene's architecture)"}
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """Per-task top-1 of each kind of descendant, then mean ± std over tasks."""
+    rows = results["descendants"]
+    labels = [k for k in LABELS if k in rows[0]]
+    head = ["task", "classes", "train / test"] + [LABELS[k] for k in labels]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([r["task"], ",".join(map(str, r["classes"])), f"{r['train']} / {r['test']}"]
+                                       + [f"{r[k]['top1']:.3f}" for k in labels]) + " |")
+    acc = results["accuracy"]
+    lines.append("| **mean ± std** | | | " + " | ".join(f"**{acc[k]['mean']:.3f} ± {acc[k]['std']:.3f}**"
+                                                     for k in labels) + " |")
+    return "\n".join(lines)
+
+
+def write_summary(workdir: Path, results: dict[str, Any]) -> None:
+    """summary.json and summary.md (accuracy table, genes, Auto scores, ancestor tasks, stage timings)."""
+    (workdir / "summary.json").write_text(json.dumps(results, indent=2))
+    table = summary_table(results)
+    genes = "\n".join(f"- {k}: blocks {v['blocks']} (widths {v['widths']}, {v['params']:,} params) → {v['path']}"
+                      for k, v in results["genes"].items())
+    text = [f"# {'Auto' if results['method'] == 'auto' else 'Heur'} Learngene ({len(results['descendants'])} "
+            f"inheritable tasks)\n", table, "", "Top-1 on all test images of each task's classes; mean ± sample std "
+            "over tasks.\n", "## Genes\n", genes, ""]
+    if "auto" in results:
+        a = results["auto"]
+        text += [f"## Auto selection (statistic: {a['statistic']}, {a['layers']} consecutive blocks)\n",
+                 "| block | " + " | ".join(f"mean {s}" for s in a["scores"]) + " |",
+                 "|---|" + "---|" * len(a["scores"])]
+        for b in range(len(next(iter(a["scores"].values())))):
+            text.append(f"| {b} | " + " | ".join(f"{v[b]:.4g}" for v in a["scores"].values()) + " |")
+        text += ["", f"Chosen: {a['chosen']}; hand-picked Heur: {a['heur']}. Window per statistic: {a['window']}; "
+                     f"individually least-changing: {a['least_changing']}.", ""]
+    text += ["## Ancestor tasks\n", "| task | classes | widths | top-1 | wall (s) |", "|---|---|---|---|---|"]
+    text += [f"| {r['task']} | {r['classes']} | {r['widths']} | {r['top1']:.3f} | {r['wall_s']} |"
+             for r in results["ancestor"]]
+    text += ["", "## Stage times (s)\n", "| stage | wall (s) |", "|---|---|"]
+    text += [f"| {k} | {v} |" for k, v in results["timings_s"].items()]
+    text += ["", f"Total: {results['total_s']:.0f} s.", ""]
+    (workdir / "summary.md").write_text("\n".join(text))
+    print(table, file=sys.stdout, flush=True)
+    print(f"\nsummary written to {workdir}/summary.{{md,json}} (total {results['total_s']:.0f} s)", flush=True)

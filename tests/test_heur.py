@@ -1,0 +1,406 @@
+"""Heur and Auto Learngene: Net2Wider widening, task manifests, the Heur gene, EWC and its Fisher, Auto's layer
+selection, and smoke runs of both pipelines through main."""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import run_module
+
+from learngene_jax import data, genes
+from learngene_jax.config_lib import heur_recipe, with_changes
+from learngene_jax.data.sources import SubsetSource
+from learngene_jax.data.tasks import (
+    build_manifest,
+    load_manifest,
+    resolve_examples,
+    sample_tasks,
+    save_manifest,
+    split_classes,
+)
+from learngene_jax.distill.losses import cross_entropy
+from learngene_jax.errors import ConfigError, GeneError
+from learngene_jax.genes import auto, heur
+from learngene_jax.genes.io import load_gene, save_gene
+from learngene_jax.heur import Pipeline, _examples
+from learngene_jax.models.io import load_model
+from learngene_jax.models.vgg import VGGAncestor, init_variables
+from learngene_jax.models.widen import widen, widen_block
+from learngene_jax.regularizers import ewc_penalty, load_ewc
+
+SMALL = dict(num_classes=3, image_size=16, widths=(4, 4, 6, 6, 8, 8), pool_after=(1, 3), hidden=(16,))
+FOUR = dict(SMALL, widths=(4, 6, 6, 8), pool_after=(1,))  # conv → pool → conv → conv → conv → dense
+
+
+def ancestor(seed=0, **overrides):
+    """A small ancestor with every param and BatchNorm statistic randomised (so copies and divisions show)."""
+    model = VGGAncestor(**{**SMALL, **overrides})
+    variables = jax.tree_util.tree_map(np.asarray, init_variables(model, jax.random.key(seed)))
+    rng = np.random.default_rng(seed)
+    variables["params"] = jax.tree_util.tree_map(
+        lambda a: (a + 0.3 * rng.standard_normal(a.shape)).astype(np.float32), variables["params"])
+    variables["batch_stats"] = jax.tree_util.tree_map(
+        lambda a: (np.abs(a) + rng.uniform(0.2, 1.0, a.shape)).astype(np.float32), variables["batch_stats"])
+    return model, variables
+
+
+def images(n=6, seed=1):
+    return jax.random.normal(jax.random.key(seed), (n, 16, 16, 3))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def apply(model, variables, x, train=False):
+    """Logits (jitted: one compile per architecture instead of one per op)."""
+    if train:
+        return model.apply(variables, x, train=True, mutable=["batch_stats"])[0]
+    return model.apply(variables, x)
+
+
+def _close(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+
+
+# -- Net2Wider --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hidden", [(16,), ()])
+def test_widening_every_block_preserves_the_function(hidden):
+    model, variables = ancestor(**{**FOUR, "hidden": hidden})
+    x = images()
+    before, before_train = apply(model, variables, x), apply(model, variables, x, True)
+    rng = np.random.default_rng(0)
+    for block in range(len(model.widths)):
+        wide, wide_vars, source = widen_block(model, variables, block, model.widths[block] + 5, rng)
+        assert wide.widths[block] == model.widths[block] + 5 and len(source) == wide.widths[block]
+        _close(apply(wide, wide_vars, x), before)  # eval mode: running statistics
+        # train mode too: a replica has the same batch statistics as the channel it copies
+        _close(apply(wide, wide_vars, x, True), before_train)
+
+
+def test_widening_copies_batchnorm_statistics_for_every_new_channel():
+    model, variables = ancestor(**FOUR)
+    wide, wide_vars, source = widen_block(model, variables, 1, 13, np.random.default_rng(3))
+    old_stats, new_stats = variables["batch_stats"]["block1"]["bn"], wide_vars["batch_stats"]["block1"]["bn"]
+    assert len(source) - model.widths[1] == 7 and len(set(source[model.widths[1]:].tolist())) > 1
+    for key in ("mean", "var"):
+        np.testing.assert_array_equal(new_stats[key], old_stats[key][source])  # all 7 new channels, not just one
+    for key in ("scale", "bias"):
+        np.testing.assert_array_equal(wide_vars["params"]["block1"]["bn"][key],
+                                      variables["params"]["block1"]["bn"][key][source])
+    # the next block's incoming weights (after the pool): replicas of a channel share its old weight equally
+    old_next = variables["params"]["block2"]["conv"]["kernel"]
+    new_next = wide_vars["params"]["block2"]["conv"]["kernel"]
+    for i in range(model.widths[1]):
+        copies = new_next[:, :, source == i, :]
+        np.testing.assert_allclose(copies, np.repeat(old_next[:, :, i:i + 1] / copies.shape[2], copies.shape[2], 2),
+                                   rtol=1e-6)
+    assert variables["params"]["block2"]["conv"]["kernel"].shape[2] == 6  # the input is not modified
+
+
+def test_a_widening_schedule_preserves_the_function_and_checks_its_steps():
+    model, variables = ancestor(**FOUR)
+    wide, wide_vars = widen(model, variables, [(0, 3), (3, 4), (1, 2)], np.random.default_rng(1))
+    assert wide.widths == (7, 8, 6, 12)
+    _close(apply(wide, wide_vars, images()), apply(model, variables, images()))
+    with pytest.raises(ConfigError, match="cannot widen block 9"):
+        widen(model, variables, [(9, 1)], np.random.default_rng(0))
+
+
+# -- task manifests ---------------------------------------------------------------------------------------------
+
+CIFAR = dict(sizes=(64, 16, 20), continual_ways=5, continual_tasks=21, continual_shots=300, inheritable_ways=5,
+             inheritable_tasks=10, shots=10)
+
+
+def test_manifest_is_deterministic_and_disjoint_as_specified():
+    m = build_manifest(100, seed=3, **CIFAR)
+    assert m == build_manifest(100, seed=3, **CIFAR)
+    assert m != build_manifest(100, seed=4, **CIFAR)
+    base, open_world, novel = (set(m["split"][k]) for k in ("base", "open_world", "novel"))
+    assert (len(base), len(open_world), len(novel)) == (64, 16, 20)
+    assert not base & open_world and not base & novel and not open_world & novel
+    assert base | open_world | novel == set(range(100))
+    for kind, pool, count, shots in (("continual", base, 21, 300), ("inheritable", novel, 10, 10)):
+        tasks = m[kind]
+        assert len(tasks) == count and len({frozenset(t["classes"]) for t in tasks}) == count  # distinct tasks
+        for t in tasks:
+            assert len(set(t["classes"])) == 5 and set(t["classes"]) <= pool and t["shots"] == shots
+    assert split_classes(10, (6, 0, 4), 0, shuffle=False).novel == (6, 7, 8, 9)
+    with pytest.raises(ConfigError, match="7 distinct 2-way tasks do not exist in a pool of 4 classes"):
+        sample_tasks([6, 7, 8, 9], 2, 7, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="summing to at most the 10 classes"):
+        split_classes(10, (6, 2, 4), 0)
+
+
+def test_manifest_examples_are_the_trainers_and_respect_shots(tmp_path):
+    c = heur_recipe("digits")
+    train, test = (data.make_source(c.data, split) for split in ("train", "test"))
+    kw = dict(sizes=(6, 0, 4), continual_ways=2, continual_tasks=3, continual_shots=0, inheritable_ways=2,
+              inheritable_tasks=6, shots=7, seed=0, shuffle=False)
+    m = resolve_examples(build_manifest(10, **kw), train, test)
+    train_labels, test_labels = train.labels(), test.labels()
+    for task in m["continual"] + m["inheritable"]:
+        picked = np.asarray(task["train_indices"])
+        labels = train_labels[picked]
+        for cls in task["classes"]:
+            expected = task["shots"] or int(np.sum(train_labels == cls))  # K shots, or every training image
+            assert int(np.sum(labels == cls)) == expected
+        assert set(labels.tolist()) == set(task["classes"]) and len(set(picked.tolist())) == len(picked)
+        assert task["test_count"] == int(np.isin(test_labels, task["classes"]).sum())  # all test images
+        # the trainer, given the task's classes/shots/subset_seed, reads exactly these examples
+        cfg = with_changes(c, **{"data.classes": tuple(task["classes"]), "data.shots": task["shots"],
+                                 "data.subset_seed": task["subset_seed"]})
+        trainer_source = data.make_source(cfg.data, "train", train=True)
+        assert isinstance(trainer_source, SubsetSource)
+        np.testing.assert_array_equal(trainer_source.indices, picked)
+        assert len(data.make_source(cfg.data, "test")) == task["test_count"]
+    assert len(m["inheritable"]) == 6  # every pair of the 4 novel digits
+    save_manifest(tmp_path / "tasks.json", m)
+    assert load_manifest(tmp_path / "tasks.json") == m
+    save_manifest(tmp_path / "tasks.json", m)  # the same tasks again: fine
+    other = resolve_examples(build_manifest(10, **{**kw, "seed": 1}), train, test)
+    with pytest.raises(ConfigError, match="holds other tasks"):
+        save_manifest(tmp_path / "tasks.json", other)
+
+
+# -- the Heur gene --------------------------------------------------------------------------------------------
+
+
+def test_gene_is_the_last_blocks_with_statistics_and_round_trips(tmp_path):
+    model, variables = ancestor()
+    meta = heur.meta_from_aux(model)
+    assert meta.blocks == (3, 4, 5) and meta.widths == (6, 8, 8) and meta.in_width == 6
+    gene = heur.extract(variables, meta)
+    for j, b in enumerate(meta.blocks):
+        for coll in ("params", "batch_stats"):
+            for a, x in zip(jax.tree.leaves(gene.params[coll][f"gene{j}"]),
+                            jax.tree.leaves(variables[coll][f"block{b}"]), strict=True):
+                np.testing.assert_array_equal(a, x)
+    save_gene(tmp_path / "g", gene)
+    loaded = load_gene(tmp_path / "g")
+    assert loaded.meta == meta
+    for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(gene.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(GeneError, match="consecutive block indices"):
+        heur.meta_from_aux(model, (1, 3, 4))
+    with pytest.raises(GeneError, match="not expanded by depth"):
+        genes.descendant_model(loaded, 4)
+    # validation on load: arrays that do not fit the stored metadata
+    bad = jax.tree_util.tree_map(lambda a: a, gene.params)
+    bad["params"]["gene0"]["conv"]["kernel"] = np.zeros((3, 3, 5, 6), np.float32)
+    from learngene_jax import checkpointing
+
+    checkpointing.save_artifact(tmp_path / "bad", bad, {"kind": "gene", "gene": meta.to_json()})
+    with pytest.raises(GeneError, match=r"gene0/conv/kernel has shape \(3, 3, 5, 6\), expected \(3, 3, 6, 6\)"):
+        load_gene(tmp_path / "bad")
+
+
+def test_every_descendant_starts_from_the_same_gene():
+    model, variables = ancestor()
+    gene = heur.extract(variables, heur.meta_from_aux(model))
+    des = heur.descendant_model(gene.meta, num_classes=2, lower_widths=(4, 32), lower_pool_after=(0, 1),
+                                hidden=(8,))
+    assert des.lower_widths == (4, 6)  # the last lower block feeds the gene: its width is the gene's input width
+    first = heur.expand(gene, des, rng=jax.random.key(0))
+    second = heur.expand(gene, des, rng=jax.random.key(1))
+    for coll in ("params", "batch_stats"):
+        for j in range(3):
+            for a, b, g in zip(jax.tree.leaves(first[coll][f"gene{j}"]), jax.tree.leaves(second[coll][f"gene{j}"]),
+                               jax.tree.leaves(gene.params[coll][f"gene{j}"]), strict=True):
+                np.testing.assert_array_equal(a, g)
+                np.testing.assert_array_equal(b, g)
+    assert not np.array_equal(first["params"]["lower0"]["conv"]["kernel"], second["params"]["lower0"]["conv"]["kernel"])
+    assert np.isfinite(apply(des, first, images(2))).all()
+
+
+# -- EWC and the Fisher -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def descendant_task(tmp_path_factory):
+    """A smoke-config pipeline, its first inheritable task on digits, and a gene-initialised descendant."""
+    c = heur_recipe("digits", smoke=True)
+    pipe = Pipeline(c, tmp_path_factory.mktemp("heur"))
+    manifest = pipe.tasks()
+    model, variables = ancestor(widths=(4, 4, 8, 8, 8, 8))
+    gene = heur.extract(variables, heur.meta_from_aux(model))
+    des = heur.descendant_model(gene.meta, num_classes=3, lower_widths=(4, 8), lower_pool_after=(0, 1),
+                                hidden=(16,))
+    des_vars = heur.expand(gene, des, rng=jax.random.key(0))
+    task = manifest["inheritable"][0]
+    cfg = pipe.stage_config("t", task, c.heur.descendant)
+    return pipe, gene, des, des_vars, cfg
+
+
+def test_fisher_comes_from_real_examples_of_the_task(descendant_task):
+    pipe, gene, des, des_vars, cfg = descendant_task
+    fisher = pipe.fisher(des, des_vars, gene, cfg)
+    assert set(fisher) == {"gene0", "gene1", "gene2"}  # the inherited params only: nothing elsewhere
+    assert jax.tree.structure(fisher) == jax.tree.structure(gene.params["params"])
+    for leaf in jax.tree.leaves(fisher):
+        assert (np.asarray(leaf) >= 0).all() and np.asarray(leaf).max() > 0  # every inherited tensor gets weight
+    # per example: the mean of squared gradients of log p(y|x) over the task's 15 training images (5 shots × 3)
+    batches = list(_examples(cfg))
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    assert len(y) == 15 and np.bincount(y).tolist() == [5, 5, 5]
+    rest = {k: v for k, v in des_vars["params"].items() if k not in gene.params["params"]}
+
+    def ll(inherited, image, label):
+        logits = des.apply({"params": {**rest, **inherited}, "batch_stats": des_vars["batch_stats"]}, image[None])
+        return -cross_entropy(logits, label[None])[0]
+
+    grad = jax.jit(jax.grad(ll))
+    grads = [grad(gene.params["params"], x[i], y[i]) for i in range(len(y))]
+    manual = jax.tree.map(lambda *g: np.mean(np.square(np.stack(g)), axis=0), *grads)
+    for a, b in zip(jax.tree.leaves(fisher), jax.tree.leaves(manual), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-10)
+    # the squared mean gradient (a per-batch Fisher) is a different, smaller number: this is per example
+    mean_grad = jax.tree.map(lambda *g: np.square(np.mean(np.stack(g), axis=0)), *grads)
+    assert sum(float(np.sum(a)) for a in jax.tree.leaves(mean_grad)) < \
+        sum(float(np.sum(a)) for a in jax.tree.leaves(fisher))
+
+
+def test_ewc_penalty_is_zero_at_the_gene_and_grows_away_from_it(descendant_task, tmp_path):
+    from learngene_jax.regularizers import save_ewc
+
+    pipe, gene, des, des_vars, cfg = descendant_task
+    fisher = pipe.fisher(des, des_vars, gene, cfg)
+    anchor = gene.params["params"]
+    params = des_vars["params"]
+    assert float(ewc_penalty(params, anchor, fisher)) == 0.0
+    penalties = []
+    for eps in (1e-3, 1e-2, 1e-1):
+        moved = jax.tree.map(lambda a: a, params)
+        moved["gene1"] = jax.tree.map(lambda a, e=eps: a + e, params["gene1"])
+        penalties.append(float(ewc_penalty(moved, anchor, fisher)))
+    assert 0 < penalties[0] < penalties[1] < penalties[2]
+    np.testing.assert_allclose(penalties[2] / penalties[1], 100, rtol=1e-3)  # quadratic
+    free = dict(params, lower0=jax.tree.map(lambda a: a + 1.0, params["lower0"]))
+    assert float(ewc_penalty(free, anchor, fisher)) == 0.0  # the random lower stack is not anchored
+    save_ewc(tmp_path / "ewc", anchor, fisher)
+    loaded = load_ewc(tmp_path / "ewc", des_vars["params"])
+    assert set(loaded["anchor"]) == {"gene0", "gene1", "gene2"}
+
+
+# -- Auto Learngene ---------------------------------------------------------------------------------------------
+
+
+def test_relative_change_and_selection_on_known_changes():
+    model, variables = ancestor()
+    start = variables["params"]
+    rates = [0.5, 0.3, 0.02, 0.01, 0.03, 0.4]
+    end = jax.tree.map(lambda a: a, start)
+    for b, r in enumerate(rates):  # K_end = (1 + r)·K_start: relative change exactly r
+        end[f"block{b}"]["conv"]["kernel"] = start[f"block{b}"]["conv"]["kernel"] * (1 + r)
+    np.testing.assert_allclose(auto.relative_change(start, end, 6), rates, rtol=1e-5)
+    assert auto.select_blocks(rates, 3) == (2, 3, 4)
+    assert auto.select_blocks(rates, 2) == (2, 3)
+    scattered = [0.01, 0.5, 0.02, 0.03, 0.6, 0.015]
+    assert auto.least_changing(scattered, 3) == (0, 2, 5)
+    assert auto.select_blocks(scattered, 3) == (0, 1, 2)  # consecutive window: sums 0.53 0.55 0.65 0.645
+    with pytest.raises(ConfigError, match="auto.layers must be in 1..6"):
+        auto.select_blocks(rates, 7)
+
+
+def test_auto_picks_the_blocks_that_learning_did_not_move():
+    """Train a small ancestor with blocks 1, 2 frozen: the weights statistic must pick exactly them."""
+    model, variables = ancestor(**{**FOUR, "num_classes": 2})
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((16, 16, 16, 3)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 2, 16))
+    frozen = {"block1", "block2"}
+
+    @jax.jit
+    def step(params, stats):
+        def loss(p):
+            logits, upd = model.apply({"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"])
+            return jnp.mean(cross_entropy(logits, y)), upd
+        (value, upd), g = jax.value_and_grad(loss, has_aux=True)(params)
+        new = {k: v if k in frozen else jax.tree.map(lambda a, b: a - 0.05 * b, v, g[k]) for k, v in params.items()}
+        return new, upd["batch_stats"], value
+
+    params, stats = variables["params"], variables["batch_stats"]
+    for _ in range(5):
+        params, stats, _ = step(params, stats)
+    scores = auto.relative_change(variables["params"], params, 4)
+    assert (scores[[1, 2]] == 0).all() and (scores[[0, 3]] > 0).all()
+    assert auto.select_blocks(scores, 2) == (1, 2)
+    grads = auto.relative_gradient(model, variables, [(x[:8], y[:8]), (x[8:], y[8:])], 4)
+    assert grads.shape == (4,) and (grads > 0).all()
+
+    @jax.jit
+    def loss(p):  # the gradient statistic is ‖∇K‖/‖K‖ of the mean loss over all the examples
+        total = 0.0
+        for xs, ys in ((x[:8], y[:8]), (x[8:], y[8:])):
+            logits, _ = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, xs, train=True,
+                                    mutable=["batch_stats"])
+            total = total + jnp.sum(cross_entropy(logits, ys))
+        return total / 16
+
+    g = jax.grad(loss)(variables["params"])["block3"]["conv"]["kernel"]
+    expected = np.linalg.norm(g) / np.linalg.norm(variables["params"]["block3"]["conv"]["kernel"])
+    np.testing.assert_allclose(grads[3], expected, rtol=1e-4)
+
+
+# -- end to end through main ------------------------------------------------------------------------------------
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+@pytest.mark.parametrize("method", ["heur", "auto"])
+def test_smoke_run_through_main(tmp_path, method):
+    workdir = tmp_path / method
+    run_module("learngene_jax.main", f"--config=configs/{method}_vgg.py:smoke=True", f"--workdir={workdir}")
+    summary = json.loads((workdir / "summary.json").read_text())
+    labels = ["heur", "scratch"] + (["auto"] if method == "auto" else [])
+    assert set(labels) <= set(summary["accuracy"]) <= {*labels, "scratch_auto"}
+    assert len(summary["descendants"]) == 2
+    assert all(0.0 <= r[k]["top1"] <= 1.0 for r in summary["descendants"] for k in labels)
+    assert summary["timings_s"]["ancestor"] > 0 and "| **mean ± std** |" in (workdir / "summary.md").read_text()
+    manifest = load_manifest(workdir / "tasks.json")
+    assert manifest["split"] == {"base": [0, 1, 2, 3, 4], "open_world": [], "novel": [5, 6, 7, 8, 9]}
+    gene = load_gene(workdir / "genes" / "heur")
+    assert gene.meta.blocks == (3, 4, 5)  # the smoke ancestor has 6 blocks: the last 3
+    final_ancestor, _ = load_model(workdir / "ancestor" / "continual_01" / "model")
+    assert gene.meta.ancestor_widths == final_ancestor.widths == (4, 4, 12, 8, 12, 12)  # widened once
+    for task in manifest["inheritable"]:
+        root = workdir / "descendants" / task["name"]
+        _, init = load_model(root / "init_heur")
+        _, scratch = load_model(root / "init_scratch")
+        for coll in ("params", "batch_stats"):  # the same gene in every descendant, not a previous task's weights
+            assert _same({k: init[coll][k] for k in gene.params[coll]}, gene.params[coll])
+            assert not _same({k: scratch[coll][k] for k in gene.params[coll]}, gene.params[coll])
+        assert _same(init["params"]["lower0"], scratch["params"]["lower0"])  # paired: same random lower stack
+        ewc = load_ewc(root / "ewc_heur", init["params"])
+        assert _same(ewc["anchor"], gene.params["params"])
+        rows = [json.loads(line) for line in (root / "heur" / "metrics.jsonl").read_text().splitlines()]
+        assert any("ewc" in r for r in rows if r["split"] == "train")
+        rows = [json.loads(line) for line in (root / "scratch" / "metrics.jsonl").read_text().splitlines()]
+        assert not any("ewc" in r for r in rows)
+    if method == "auto":
+        root = workdir / "descendants" / manifest["inheritable"][0]["name"]
+        heur_model, auto_model = (load_model(root / f"init_{k}")[0] for k in ("heur", "auto"))
+        # a like-for-like scratch baseline exactly when the Auto gene's descendants have another architecture
+        assert ("scratch_auto" in summary["accuracy"]) == (auto_model != heur_model)
+        if auto_model != heur_model:
+            assert load_model(root / "init_scratch_auto")[0] == auto_model
+        a = summary["auto"]
+        assert set(a["scores"]) == {"weights", "gradients"} and all(len(v) == 6 for v in a["scores"].values())
+        assert tuple(a["chosen"]) == auto.select_blocks(a["scores"]["weights"], 3)
+        assert tuple(load_gene(workdir / "genes" / "auto").meta.blocks) == tuple(a["chosen"])
+
+
+def test_bad_widening_schedule_is_one_clear_line(tmp_path):
+    proc = run_module("learngene_jax.main", "--config=configs/heur_vgg.py:smoke=True", f"--workdir={tmp_path}",
+                      "--config.heur.continual_tasks=3", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: heur.ancestor.widen has 1 widening steps but 3 continual tasks need 2 (one between each pair of "
+        "tasks)")
