@@ -27,6 +27,19 @@ def parse_arg(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def with_changes(config: ml_collections.ConfigDict, **changes: Any) -> ml_collections.ConfigDict:
+    """A copy of `config` with `changes` applied: dotted keys ('optim.lr') reach into sections, dict values
+    become sections."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        target = c
+        for part in parents:
+            target = target[part]
+        target[leaf] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+    return c
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Every key of a training run with its default (a plain supervised run on digits)."""
     c = ml_collections.ConfigDict()

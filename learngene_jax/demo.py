@@ -14,6 +14,7 @@ from typing import Any
 
 import ml_collections
 
+from learngene_jax.config_lib import with_changes
 from learngene_jax.train import train
 
 METHOD_LABELS = {"tleg": "TLEG", "sws": "SWS"}
@@ -21,16 +22,8 @@ METHOD_LABELS = {"tleg": "TLEG", "sws": "SWS"}
 
 def stage_config(config: ml_collections.ConfigDict, name: str, **changes: Any) -> ml_collections.ConfigDict:
     """A training config for one stage: the demo's shared settings with `changes` (dotted keys allowed)."""
-    c = ml_collections.ConfigDict(config.to_dict())
+    c = with_changes(config, task="train", name=name, **changes)
     del c["demo"]
-    c.task, c.name = "train", name
-    for key, value in changes.items():
-        node, *path = key.split(".")
-        target = c
-        for part in [node, *path][:-1]:
-            target = target[part]
-        leaf = [node, *path][-1]
-        target[leaf] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
     c.optim.warmup_epochs = config.demo.warmup_fraction * c.epochs
     return c
 
