@@ -10,6 +10,7 @@ import flax.linen as nn
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.models.aux import SWSAux, TLEGAux
 from learngene_jax.models.cnn import SmallCNN
+from learngene_jax.models.pool import LearngenePool, PoolStudent, StitchedViT
 from learngene_jax.models.vit import ViT
 
 # Widths and heads of the DeiT sizes used throughout the learngene papers.
@@ -63,10 +64,15 @@ for _size in VIT_SIZES:
 register("tleg_aux")(lambda **kw: TLEGAux(**kw))
 register("cnn")(lambda **kw: SmallCNN(**kw))
 register("sws_aux")(lambda **kw: SWSAux(**{"depth": 16, **kw}))
+# Learngene Pool: stage-1 student with its feature projections, the stitched pool, a stitched descendant.
+register("lgpool_student")(lambda **kw: PoolStudent(**kw))
+register("lgpool")(lambda **kw: LearngenePool(**kw))
+register("stitched_vit")(lambda **kw: StitchedViT(**kw))
 
 # Fields that say how to run a model, not what it is; they are not stored with its weights.
 RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate")
-_CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_aux", SmallCNN: "cnn"}
+_CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_aux", SmallCNN: "cnn",
+                                 PoolStudent: "lgpool_student", LearngenePool: "lgpool", StitchedViT: "stitched_vit"}
 
 
 def register_class(cls: type, name: str) -> None:
