@@ -145,9 +145,12 @@ def _stitch(x: Array, stitch: dict[str, Array] | None, layer: Array | int) -> Ar
     return dense(x, {"kernel": stitch["kernel"][layer], "bias": stitch["bias"][layer]})
 
 
-def _masked_blocks(x: Array, layers: dict[str, Any], vit: ViT, first: Array, last: Array) -> Array:
-    """Blocks first..last (traced indices) of a stacked tree: a scan whose body runs a block or skips it, so
-    one compiled body serves every configuration."""
+def _blocks(x: Array, layers: dict[str, Any], vit: ViT, first: int | Array, last: int | Array) -> Array:
+    """Blocks first..last of a stacked layer tree. Static indices run exactly those blocks; traced ones run a
+    scan whose body runs or skips each block, so one compiled body serves every configuration."""
+    if isinstance(first, int) and isinstance(last, int):
+        return encoder(x, jax.tree_util.tree_map(lambda a: a[first:last + 1], layers), num_heads=vit.num_heads,
+                       eps=vit.eps, scan=True, attention_impl=vit.attention_impl)
     depth = jax.tree_util.tree_leaves(layers)[0].shape[0]
 
     def step(x, inputs):
@@ -244,47 +247,20 @@ class LearngenePool(nn.Module):
 
 def pool_forward(pool: LearngenePool, params: dict[str, Any], images: Array, config_id: int | Array) -> Array:
     """Logits of one configuration of `pool` from its param tree (static int, or traced int32 scalar)."""
-    vits = pool.instance_models()
-    configs = pool.configs()
-    stitches = params.get("stitches", {})
+    vits, configs, pairs = pool.instance_models(), pool.configs(), pool.pair_list()
 
-    def stitch_params(front, end):
-        return stitches.get(f"{front}-{end}")
+    def run(front: int, end: int, front_last, end_first, layer) -> Array:
+        p_front, p_end = params["instances"][str(front)], params["instances"][str(end)]
+        x = _blocks(embed_tokens(vits[front], p_front, images), p_front["blocks"], vits[front], 0, front_last)
+        if front != end:
+            x = _stitch(x, params.get("stitches", {}).get(f"{front}-{end}"), layer)
+            x = _blocks(x, p_end["blocks"], vits[end], end_first, pool.depth - 1)
+        return classify(vits[end], p_end, x)
 
     if not isinstance(config_id, jax.Array):
-        cfg = configs[int(config_id)]
-        front, end = vits[cfg.front], vits[cfg.end]
-        p_front, p_end = params["instances"][str(cfg.front)], params["instances"][str(cfg.end)]
-        x = embed_tokens(front, p_front, images)
-        run = lambda x, vit, layers: encoder(x, layers, num_heads=vit.num_heads, eps=vit.eps, scan=True,
-                                             attention_impl=vit.attention_impl)
-        x = run(x, front, jax.tree_util.tree_map(lambda a: a[:cfg.front_last + 1], p_front["blocks"]))
-        if not cfg.alone:
-            x = _stitch(x, stitch_params(cfg.front, cfg.end), cfg.layer)
-            x = run(x, end, jax.tree_util.tree_map(lambda a: a[cfg.end_first:], p_end["blocks"]))
-        return classify(end, p_end, x)
-
-    def alone(k):
-        def branch(i, j, s):
-            del i, j, s
-            vit, p = vits[k], params["instances"][str(k)]
-            x = encoder(embed_tokens(vit, p, images), p["blocks"], num_heads=vit.num_heads, eps=vit.eps, scan=True,
-                        attention_impl=vit.attention_impl)
-            return classify(vit, p, x)
-        return branch
-
-    def stitched(front, end):
-        def branch(i, j, s):
-            p_front, p_end = params["instances"][str(front)], params["instances"][str(end)]
-            x = embed_tokens(vits[front], p_front, images)
-            x = _masked_blocks(x, p_front["blocks"], vits[front], 0, i)
-            x = _stitch(x, stitch_params(front, end), s)
-            x = _masked_blocks(x, p_end["blocks"], vits[end], j, pool.depth - 1)
-            return classify(vits[end], p_end, x)
-        return branch
-
-    pairs = pool.pair_list()
-    branches = [alone(k) for k in range(len(vits))] + [stitched(a, b) for a, b in pairs]
+        return run(*configs[int(config_id)])
+    branches = [lambda i, j, s, k=k: run(k, k, pool.depth - 1, pool.depth, -1) for k in range(len(vits))]
+    branches += [lambda i, j, s, a=a, b=b: run(a, b, i, j, s) for a, b in pairs]
     # config id → (branch, front_last, end_first, stitch layer), looked up on device
     table = jnp.asarray([[c.front if c.alone else len(vits) + pairs.index((c.front, c.end)), c.front_last,
                           c.end_first, max(c.layer, 0)] for c in configs], jnp.int32)
