@@ -21,6 +21,7 @@ from learngene_jax.errors import ConfigError, UserError
 TASKS = {
     "train": "learngene_jax.train:train",
     "demo": "learngene_jax.demo:run",
+    "lgpool": "learngene_jax.lgpool:run",
     "asvit_search": "learngene_jax.asvit.search:run",
     "asvit_grow": "learngene_jax.asvit.grow:run",
 }
