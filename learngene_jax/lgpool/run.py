@@ -212,7 +212,8 @@ def plot_summary(path: Path, results: dict[str, Any]) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault("instances" if r["stitch_layer"] < 0 else f"stitched {r['front']}→{r['end']}", []).append(r)
+        stitched = f"stitched {r['name'].split('[')[0]}→{r['name'].split('→')[-1].split('[')[0]}"
+        groups.setdefault("instances" if r["stitch_layer"] < 0 else stitched, []).append(r)
     for label, members in groups.items():
         marker = "*" if label == "instances" else "o"
         points = ax.scatter([r["params"] / 1e6 for r in members], [r["top1"] for r in members], marker=marker,

@@ -14,7 +14,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from learngene_jax.models.vit import ViT, block, classify, dense, embed_tokens, encoder, trunc_normal_02
+from learngene_jax.models.vit import (
+    LayerParams,
+    ViT,
+    block,
+    classify,
+    dense,
+    embed_tokens,
+    encoder,
+    trunc_normal_02,
+)
 
 Array = jax.Array
 
@@ -55,8 +64,9 @@ class PoolStudent(ViT):
     teacher_depth: int = 12
     points: int = 3
 
-    def layer_params(self):
-        # Declared next to the blocks so that `init` creates them (and the optimizer trains them).
+    def layer_params(self) -> LayerParams:
+        """The plain stacked blocks; declares the projections too, so that `init` creates them (and the
+        optimizer trains them) although the forward pass never reads them."""
         n = len(distill_points(self.depth, self.teacher_depth, self.points))
 
         def init(rng):
@@ -87,6 +97,7 @@ class StitchConfig(NamedTuple):
 
     @property
     def alone(self) -> bool:
+        """True for an instance run on its own (no stitch)."""
         return self.layer < 0
 
 
