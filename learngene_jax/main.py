@@ -24,6 +24,7 @@ TASKS = {
     "baselines": "learngene_jax.comparison:run",
     "heur": "learngene_jax.heur:run",
     "auto": "learngene_jax.heur:run_auto",
+    "lgpool": "learngene_jax.lgpool:run",
     "asvit_search": "learngene_jax.asvit.search:run",
     "asvit_grow": "learngene_jax.asvit.grow:run",
 }

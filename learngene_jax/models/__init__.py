@@ -12,6 +12,7 @@ from learngene_jax.models.aux import SWSAux, TLEGAux
 from learngene_jax.models.cnn import SmallCNN
 from learngene_jax.models.levit import VARIANTS as LEVIT_VARIANTS
 from learngene_jax.models.levit import LeViT
+from learngene_jax.models.pool import LearngenePool, PoolStudent, StitchedViT
 from learngene_jax.models.vgg import VGGAncestor, VGGDescendant
 from learngene_jax.models.vit import ViT
 
@@ -79,10 +80,16 @@ def any_levit(**kwargs: Any) -> LeViT:
 for _name, _cfg in LEVIT_VARIANTS.items():
     register(_name)(lambda _c=_cfg, **kw: LeViT(**{**_c, **kw}))
 
+# Learngene Pool: stage-1 student with its feature projections, the stitched pool, a stitched descendant.
+register("lgpool_student")(lambda **kw: PoolStudent(**kw))
+register("lgpool")(lambda **kw: LearngenePool(**kw))
+register("stitched_vit")(lambda **kw: StitchedViT(**kw))
+
 # Fields that say how to run a model, not what it is; they are not stored with its weights.
 RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate", "distilled_training")
 _CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_aux", SmallCNN: "cnn",
-                                 VGGAncestor: "vgg_ancestor", VGGDescendant: "vgg_descendant"}
+                                 VGGAncestor: "vgg_ancestor", VGGDescendant: "vgg_descendant",
+                                 PoolStudent: "lgpool_student", LearngenePool: "lgpool", StitchedViT: "stitched_vit"}
 
 
 def register_class(cls: type, name: str) -> None:

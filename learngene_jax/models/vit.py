@@ -131,15 +131,18 @@ def drop_path(x: Array, rate: Array | float, rng: Array | None) -> Array:
 
 
 def block(x: Array, p: Mapping[str, Mapping[str, Array]], *, num_heads: int, eps: float,
-          attention_impl: str = "xla", drop_rate: Array | float = 0.0, rng: Array | None = None) -> Array:
-    """One pre-norm Transformer block: x += attn(LN1 x); x += mlp(LN2 x)."""
+          attention_impl: str = "xla", drop_rate: Array | float = 0.0, rng: Array | None = None,
+          capture: bool = False) -> Array | tuple[Array, Array]:
+    """One pre-norm Transformer block: x += attn(LN1 x); x += mlp(LN2 x). With `capture`, also returns the
+    attention sub-layer's output attn(LN1 x) (before the residual add and drop-path)."""
     rng_attn = rng_mlp = None
     if rng is not None:
         rng_attn, rng_mlp = jax.random.split(rng)
-    h = attention(layer_norm(x, p["norm1"], eps), p["qkv"], p["proj"], num_heads, attention_impl)
-    x = x + drop_path(h, drop_rate, rng_attn)
+    attn_out = attention(layer_norm(x, p["norm1"], eps), p["qkv"], p["proj"], num_heads, attention_impl)
+    x = x + drop_path(attn_out, drop_rate, rng_attn)
     h = dense(gelu(dense(layer_norm(x, p["norm2"], eps), p["fc1"])), p["fc2"])
-    return x + drop_path(h, drop_rate, rng_mlp)
+    x = x + drop_path(h, drop_rate, rng_mlp)
+    return (x, attn_out) if capture else x
 
 
 def encoder(
@@ -153,11 +156,14 @@ def encoder(
     scan: bool = False,
     remat: bool = False,
     attention_impl: str = "xla",
-) -> Array:
+    capture: bool = False,
+) -> Array | tuple[Array, dict[str, Array]]:
     """Run `depth` blocks whose params are stacked on axis 0 of every leaf of `layers`.
 
     Drop-path rate of block i is linspace(0, drop_path_rate, depth)[i] (DeiT); it is active only when an
     rng is given. `scan=True` compiles one block body (big models); otherwise the loop is unrolled.
+    `capture=True` also returns {'blocks': every block's output, 'attn': every attention sub-layer's
+    output}, each (depth, batch, tokens, width) — the features that feature distillation matches.
     """
     depth = jax.tree_util.tree_leaves(layers)[0].shape[0]
     rates = jnp.asarray(np.linspace(0.0, drop_path_rate, depth), jnp.float32)
@@ -166,20 +172,26 @@ def encoder(
 
     def body(x, p, rate, key):
         return block(x, p, num_heads=num_heads, eps=eps, attention_impl=attention_impl,
-                     drop_rate=rate, rng=key)
+                     drop_rate=rate, rng=key, capture=capture)
 
     if remat:
         body = jax.checkpoint(body)
     if scan:
         def step(carry, inputs):
             p, rate, key = inputs
-            return body(carry, p, rate, key), None
+            out = body(carry, p, rate, key)
+            return (out[0], out) if capture else (out, None)
 
-        x, _ = jax.lax.scan(step, x, (layers, rates, rngs))
-        return x
+        x, outs = jax.lax.scan(step, x, (layers, rates, rngs))
+        return (x, {"blocks": outs[0], "attn": outs[1]}) if capture else x
+    outs = []
     for i in range(depth):
         p = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], layers)
-        x = body(x, p, rates[i], None if rngs is None else rngs[i])
+        out = body(x, p, rates[i], None if rngs is None else rngs[i])
+        x = out[0] if capture else out
+        outs.append(out)
+    if capture:
+        return x, {"blocks": jnp.stack([o[0] for o in outs]), "attn": jnp.stack([o[1] for o in outs])}
     return x
 
 
@@ -243,8 +255,13 @@ class ViT(nn.Module):
         return self.param("blocks", lambda rng: init_layers(rng, shapes, (self.depth,)))
 
     @nn.compact
-    def __call__(self, images: Array, *, train: bool = False, features: bool = False) -> Array:
-        """images (batch, H, W, C), already normalised → logits (batch, classes), or pooled features."""
+    def __call__(self, images: Array, *, train: bool = False, features: bool = False,
+                 capture: bool = False) -> Array | tuple[Array, dict[str, Array]]:
+        """images (batch, H, W, C), already normalised → logits (batch, classes), or pooled features.
+
+        `capture=True` returns (output, intermediates): {'embed': the tokens entering block 0, 'blocks' and
+        'attn': each block's output and attention sub-layer output, stacked (depth, batch, tokens, width)}.
+        """
         self.check()
         if images.shape[1:3] != (self.image_size, self.image_size):
             raise ValueError(f"model expects {self.image_size}x{self.image_size} images, got "
@@ -261,25 +278,61 @@ class ViT(nn.Module):
             x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.width)), x], 1)
         pos = self.param("pos_embed", trunc_normal_02, (1, x.shape[1], self.width))
         x = x + pos.astype(x.dtype)
+        embedded = x
         rng = self.make_rng("dropout") if train and self.drop_path_rate > 0 else None
         x = encoder(x, self.layer_params(), num_heads=self.num_heads, eps=self.eps,
                     drop_path_rate=self.drop_path_rate, rng=rng, scan=self.scan_layers, remat=self.remat,
-                    attention_impl=self.attention_impl)
+                    attention_impl=self.attention_impl, capture=capture)
+        if capture:
+            x, intermediates = x
+            intermediates = {"embed": embedded, **intermediates}
         x = self.pool_features(x)
-        if features or not self.num_classes:
-            return x
-        return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=trunc_normal_02, name="head")(x)
+        if not (features or not self.num_classes):
+            x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=trunc_normal_02, name="head")(x)
+        return (x, intermediates) if capture else x
 
     def pool_features(self, x: Array) -> Array:
         """Final norm and pooling: (batch, tokens, width) → (batch, width)."""
-        norm = lambda y, name: layer_norm(y, self.param(name, _init_norm, self.width), self.eps)
-        if self.final_norm == "norm":
-            x = norm(x, "norm")
-        prefix = 1 if self.class_token else 0
-        x = x[:, 0] if self.pool == "token" else x[:, prefix:].mean(1)
-        if self.final_norm == "fc_norm":
-            x = norm(x, "fc_norm")
-        return x
+        names = ("norm",) if self.final_norm == "norm" else ("fc_norm",)
+        norms = {name: self.param(name, _init_norm, self.width) for name in names}
+        return pool_tokens(x, norms, pool=self.pool, final_norm=self.final_norm, class_token=self.class_token,
+                           eps=self.eps)
+
+
+def pool_tokens(x: Array, norms: Mapping[str, Mapping[str, Array]], *, pool: str, final_norm: str,
+                class_token: bool, eps: float) -> Array:
+    """A ViT's final norm and pooling, (batch, tokens, width) → (batch, width); `norms` holds the 'norm'
+    (before pooling) or 'fc_norm' (after average pooling) LayerNorm params."""
+    if final_norm == "norm":
+        x = layer_norm(x, norms["norm"], eps)
+    prefix = 1 if class_token else 0
+    x = x[:, 0] if pool == "token" else x[:, prefix:].mean(1)
+    if final_norm == "fc_norm":
+        x = layer_norm(x, norms["fc_norm"], eps)
+    return x
+
+
+def embed_tokens(model: ViT, params: Mapping[str, Any], images: Array) -> Array:
+    """The functional twin of a ViT's stem (patch embedding, class token, pos_embed) on its param tree:
+    images (batch, H, W, C) → tokens (batch, tokens, width) entering block 0. Used to run parts of ViTs
+    (stitched models); `ViT.__call__` keeps flax layers so its init is unchanged."""
+    patch = params["patch_embed"]
+    x = jax.lax.conv_general_dilated(images.astype(model.dtype), patch["kernel"].astype(model.dtype),
+                                     (model.patch_size, model.patch_size), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x = (x + patch["bias"].astype(x.dtype)).reshape(x.shape[0], -1, model.width)
+    if model.class_token:
+        cls = jnp.broadcast_to(params["cls_token"].astype(x.dtype), (x.shape[0], 1, model.width))
+        x = jnp.concatenate([cls, x], 1)
+    return x + params["pos_embed"].astype(x.dtype)
+
+
+def classify(model: ViT, params: Mapping[str, Any], x: Array) -> Array:
+    """The functional twin of a ViT's end (final norm, pooling, head) on its param tree:
+    tokens (batch, tokens, width) leaving the last block → logits (batch, classes)."""
+    x = pool_tokens(x, params, pool=model.pool, final_norm=model.final_norm, class_token=model.class_token,
+                    eps=model.eps)
+    return dense(x, params["head"]) if model.num_classes else x
 
 
 def _init_norm(rng: Array, width: int) -> dict[str, Array]:

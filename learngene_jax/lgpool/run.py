@@ -1,0 +1,228 @@
+"""Learngene Pool end to end, each training stage a run of the one trainer: teacher (or a given model
+directory) → learngene instances distilled from it (`lgpool_distill`) → the pool with least-squares stitch
+layers → pool fine-tuning, one stitch configuration per step (`lgpool_finetune`) → every configuration
+evaluated (top-1, params, FLOPs) → WORKDIR/summary.{json,md,png} and the frontier's descendants exported.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from learngene_jax import data
+from learngene_jax.convert import state_dict, vit
+from learngene_jax.errors import ConfigError, fail
+from learngene_jax.lgpool import objectives  # noqa: F401 - registers the lgpool objectives
+from learngene_jax.lgpool.descendants import assemble_pool, config_cost, describe, export_config
+from learngene_jax.models.io import load_model, save_model
+from learngene_jax.models.pool import DEIT_LAYOUT, LearngenePool, instance_of
+from learngene_jax.models.vit import ViT
+from learngene_jax.pipeline import Pipeline
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Run every stage (each resumes or reuses its own sub-workdir) and write the summary."""
+    workdir = Path(workdir).expanduser().absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    lg = config.lgpool
+    n = len(lg.widths)
+    if not (len(lg.heads) == len(lg.points) == n >= 1):
+        fail(ConfigError, f"lgpool.widths {tuple(lg.widths)}, heads {tuple(lg.heads)} and points "
+                          f"{tuple(lg.points)} need one entry per instance")
+    timings: dict[str, float] = {}
+    stages: dict[str, Any] = {}
+
+    def timed(name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        timings[name] = round(time.perf_counter() - start, 1)
+        return out
+
+    pipe = Pipeline(config, workdir, drop=())
+
+    def stage(name: str, **changes: Any) -> dict[str, Any]:
+        stages[name] = pipe.stage(name, **changes)  # reused when this workdir already finished it
+        timings[name] = stages[name]["wall_s"]
+        return stages[name]
+
+    # Stage 0: the teacher — a given model directory (e.g. converted DeiT-B) or a ViT trained here.
+    teacher_dir = lg.teacher_init
+    if not teacher_dir and lg.teacher_epochs <= 0:
+        fail(ConfigError, "Learngene Pool needs a teacher: pass --config.lgpool.teacher_init=MODEL_DIR (e.g. DeiT-B "
+                          "from `python -m learngene_jax.convert from-timm`) or set lgpool.teacher_epochs to train one")
+    if not teacher_dir:
+        teacher_dir = stage("teacher", model=lg.teacher.to_dict(), epochs=lg.teacher_epochs,
+                            **{"optim.lr": lg.teacher_lr})["model_dir"]
+    teacher, _ = load_model(teacher_dir)
+    if not isinstance(teacher, ViT):
+        fail(ConfigError, f"the Learngene Pool teacher must be a ViT (its block features are distilled); "
+                          f"{teacher_dir} holds a {type(teacher).__name__}")
+    distill = {"type": "soft", "teacher": "", "teacher_init": str(teacher_dir), "alpha": lg.alpha,
+               "temperature": lg.temperature}
+
+    # Stage 1: one student per width, distilled from the teacher's logits and block features.
+    instances = []
+    for k, (width, heads, points) in enumerate(zip(lg.widths, lg.heads, lg.points, strict=True)):
+        model = {"name": "lgpool_student", "width": width, "num_heads": heads, "depth": lg.depth,
+                 "patch_size": teacher.patch_size, "teacher_width": teacher.width, "teacher_depth": teacher.depth,
+                 "points": points, "drop_path_rate": lg.drop_path_rate, "scan_layers": True, **DEIT_LAYOUT}
+        out = stage(f"distill_{k}_w{width}", model=model, objective="lgpool_distill", distill=distill,
+                    epochs=lg.distill_epochs, **{"optim.lr": lg.distill_lr})
+        student, variables = load_model(out["model_dir"])
+        params = {key: value for key, value in variables["params"].items() if key != "projections"}
+        save_model(workdir / "instances" / str(k), instance_of(student), {"params": params}, overwrite=True,
+                   origin=out["model_dir"])
+        instances.append(params)
+
+    # Stage 2: the pool, its stitch layers solved by least squares on one batch of training images.
+    stem = instance_of(student)  # every instance has the same classes, image size and patches
+    pool = LearngenePool(num_classes=stem.num_classes, image_size=stem.image_size, patch_size=stem.patch_size,
+                         in_chans=stem.in_chans, widths=tuple(lg.widths), heads=tuple(lg.heads), depth=lg.depth,
+                         pairs=tuple(lg.pairs), kernel_size=lg.kernel_size, stride=lg.stride,
+                         eval_config=int(np.argmax(lg.widths)), **DEIT_LAYOUT)
+    images = next(iter(data.make_loader(config, config.data.train_split, train=False,
+                                        batch_size=lg.ls_batch).epoch(0)))["images"]
+    pool_params = timed("stitch_init", assemble_pool, pool, instances, jnp.asarray(images))
+    init_dir = save_model(workdir / "pool_init", pool, {"params": pool_params}, overwrite=True)
+    out = stage("finetune", model={"name": "lgpool"}, init=str(init_dir), objective="lgpool_finetune",
+                distill=distill, epochs=lg.finetune_epochs, batch_size=lg.finetune_batch_size or config.batch_size,
+                **{"optim.lr": lg.finetune_lr})
+    pool, finetuned = load_model(out["model_dir"])
+
+    # Every configuration, before and after fine-tuning.
+    loader = data.make_loader(config, config.data.eval_split, train=False,
+                              batch_size=config.eval_batch_size or config.batch_size)
+    before, after = timed("evaluate", lambda: (evaluate_configs(pool, pool_params, loader),
+                                               evaluate_configs(pool, finetuned["params"], loader)))
+    rows = []
+    for cid, cfg in enumerate(pool.configs()):
+        params, flops = config_cost(pool, cfg)
+        rows.append({"id": cid, "name": describe(pool, cfg), "front": cfg.front, "end": cfg.end,
+                     "front_last": cfg.front_last, "end_first": cfg.end_first, "stitch_layer": cfg.layer,
+                     "blocks": cfg.front_last + 1 + (0 if cfg.alone else lg.depth - cfg.end_first),
+                     "params": params, "flops": flops, "top1_init": before[cid], "top1": after[cid]})
+    frontier = pareto_frontier(rows)
+    exported = timed("export", export_descendants, pool, finetuned["params"], sorted(set(frontier) | set(lg.export)),
+                     workdir / "descendants")
+    results = {"rows": rows, "frontier": frontier, "exported": exported, "stages": stages, "timings_s": timings,
+               "total_s": round(sum(timings.values()), 1), "teacher": str(teacher_dir),
+               "pool_dir": out["model_dir"]}
+    write_summary(workdir, results)
+    return results
+
+
+@partial(jax.jit, static_argnums=0)
+def _hits(pool: LearngenePool, params: dict[str, Any], images: jax.Array, labels: jax.Array, mask: jax.Array,
+          config_id: jax.Array) -> jax.Array:
+    logits = pool.apply({"params": params}, images, config_id=config_id)
+    return jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
+
+
+def evaluate_configs(pool: LearngenePool, params: dict[str, Any], loader: data.Loader) -> list[float]:
+    """Top-1 of every configuration over the whole split (on this process's devices): one compiled program
+    serves every configuration, the config id is an argument."""
+    num = len(pool.configs())
+    correct, count = np.zeros(num), 0.0
+    for batch in loader.epoch(0):
+        x, y, m = (jnp.asarray(batch[k]) for k in ("images", "labels", "mask"))
+        correct += np.asarray(jax.device_get([_hits(pool, params, x, y, m, jnp.int32(c)) for c in range(num)]))
+        count += float(batch["mask"].sum())
+    return [round(float(c) / count, 6) for c in correct]
+
+
+def pareto_frontier(rows: list[dict[str, Any]]) -> list[int]:
+    """Ids of the configurations that no smaller (fewer params) configuration matches in top-1."""
+    best, out = -1.0, []
+    for row in sorted(rows, key=lambda r: (r["params"], -r["top1"])):
+        if row["top1"] > best:
+            best = row["top1"]
+            out.append(row["id"])
+    return out
+
+
+def export_descendants(pool: LearngenePool, params: dict[str, Any], config_ids: list[int],
+                       directory: Path) -> dict[str, dict[str, str]]:
+    """Each configuration as a model directory (a plain ViT or a StitchedViT), plus a timm .safetensors when it
+    is a plain ViT."""
+    out = {}
+    for cid in config_ids:
+        if not 0 <= cid < len(pool.configs()):
+            fail(ConfigError, f"lgpool.export names config {cid}, but the pool has {len(pool.configs())} (0.."
+                              f"{len(pool.configs()) - 1})")
+        model, descendant = export_config(pool, params, cid)
+        entry = {"model_dir": str(save_model(directory / f"config_{cid}", model, {"params": descendant},
+                                             overwrite=True, origin=f"lgpool config {cid}"))}
+        if type(model) is ViT:
+            timm_kw = vit.timm_kwargs(model)
+            entry["timm"] = str(state_dict.write_safetensors(directory / f"config_{cid}.safetensors",
+                                                             vit.to_timm(jax.device_get(descendant)),
+                                                             {"timm_kwargs": json.dumps(timm_kw)}))
+        out[str(cid)] = entry
+    return out
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """The markdown table of every configuration (frontier members marked)."""
+    frontier = set(results["frontier"])
+    lines = ["| id | configuration | blocks | params | FLOPs (M) | top-1 LS init | top-1 fine-tuned | frontier |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        lines.append(f"| {r['id']} | {r['name']} | {r['blocks']} | {r['params']:,} | {r['flops'] / 1e6:.2f} | "
+                     f"{r['top1_init']:.3f} | {r['top1']:.3f} | {'★' if r['id'] in frontier else ''} |")
+    return "\n".join(lines)
+
+
+def write_summary(workdir: Path, results: dict[str, Any]) -> None:
+    """summary.json, summary.md (configuration table + stage timings) and summary.png (top-1 vs params)."""
+    (workdir / "summary.json").write_text(json.dumps(results, indent=2))
+    timing = ["| stage | wall time (s) |", "|---|---|"] + [f"| {k} | {v} |" for k, v in results["timings_s"].items()]
+    table = summary_table(results)
+    text = (f"# Learngene Pool: {len(results['rows'])} descendants from one pool\n\nEach row is one configuration "
+            f"(`wA[:i]→wB[j:]`: blocks 0..i-1 of the width-A instance, a stitch layer, blocks j.. and the head of "
+            f"the width-B instance). ★: on the accuracy-vs-params frontier.\n\n{table}\n\n## Stages\n\n"
+            + "\n".join(timing) + f"\n\nTotal: {results['total_s']:.0f} s.\n")
+    (workdir / "summary.md").write_text(text)
+    plot_summary(workdir / "summary.png", results)
+    print(table, flush=True)
+    print(f"\nsummary written to {workdir}/summary.{{md,json,png}} (total {results['total_s']:.0f} s)",
+          file=sys.stderr, flush=True)
+
+
+def plot_summary(path: Path, results: dict[str, Any]) -> None:
+    """Top-1 against parameters for every configuration, the frontier joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        stitched = f"stitched {r['name'].split('[')[0]}→{r['name'].split('→')[-1].split('[')[0]}"
+        groups.setdefault("instances" if r["stitch_layer"] < 0 else stitched, []).append(r)
+    for label, members in groups.items():
+        marker = "*" if label == "instances" else "o"
+        points = ax.scatter([r["params"] / 1e6 for r in members], [r["top1"] for r in members], marker=marker,
+                            s=90 if marker == "*" else 25, label=label, zorder=3)
+        ax.scatter([r["params"] / 1e6 for r in members], [r["top1_init"] for r in members], marker=marker,
+                   s=20, alpha=0.25, color=points.get_facecolor()[0], zorder=2)
+    by_id = {r["id"]: r for r in rows}
+    front = sorted((by_id[i] for i in results["frontier"]), key=lambda r: r["params"])
+    ax.plot([r["params"] / 1e6 for r in front], [r["top1"] for r in front], "k--", lw=1, label="frontier")
+    ax.set_xlabel("parameters (M)")
+    ax.set_ylabel("top-1 (faded: after least-squares stitch init)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

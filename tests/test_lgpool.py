@@ -1,0 +1,357 @@
+"""Learngene Pool: feature capture, stitch configurations, least-squares init, identity stitching, trained
+projections, exported descendants (and timm), costs, per-step config sampling, and an end-to-end smoke run."""
+
+import importlib.util
+import json
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import REPO, run_module
+
+from learngene_jax.config_lib import base_config
+from learngene_jax.distill.objectives import StepInputs, make_objective
+from learngene_jax.distill.teacher import Teacher
+from learngene_jax.lgpool import objectives  # noqa: F401 - registers the objectives
+from learngene_jax.lgpool.descendants import (
+    assemble_pool,
+    block_inputs,
+    config_cost,
+    export_config,
+    init_stitches,
+    least_squares_stitch,
+)
+from learngene_jax.models import create_model
+from learngene_jax.models.io import load_model, save_model
+from learngene_jax.models.pool import (
+    DEIT_LAYOUT,
+    LearngenePool,
+    PoolStudent,
+    StitchedViT,
+    distill_points,
+    instance_of,
+    paired_stitching,
+    parse_pairs,
+    stitch_configs,
+)
+from learngene_jax.models.vit import ViT, attention, classify, count_params, embed_tokens, layer_norm
+from learngene_jax.train import build_student
+
+SMALL = dict(num_classes=10, image_size=16, patch_size=4, **DEIT_LAYOUT)
+TOL = dict(atol=2e-5, rtol=2e-5)
+
+
+def images(n=4, seed=1):
+    return jax.random.normal(jax.random.key(seed), (n, 16, 16, 3))
+
+
+@partial(jax.jit, static_argnums=0)
+def apply(model, params, x):
+    """Eval-mode logits, one compile per architecture (modules are hashable by their fields)."""
+    return model.apply({"params": params}, x)
+
+
+@partial(jax.jit, static_argnums=0)
+def apply_config(pool, params, x, config_id):
+    """A pool configuration's logits with a traced config id: one compile per pool."""
+    return pool.apply({"params": params}, x, config_id=config_id)
+
+
+def random_params(model, seed=0):
+    """A model's param tree filled with random values straight from its shapes (no compile, no init run):
+    norm scales 1 + 0.1·N(0, 1), everything else 0.1·N(0, 1), so zero biases / unit norms hide nothing."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, s):
+        noise = 0.1 * rng.standard_normal(s.shape).astype(np.float32)
+        return jnp.asarray(noise + (path[-1].key == "scale"))
+
+    return jax.tree_util.tree_map_with_path(leaf, shapes)
+
+
+def random_instances(pool: LearngenePool, seed: int = 0):
+    """Random instance param trees, one per instance of `pool`."""
+    return [random_params(vit, seed + k) for k, vit in enumerate(pool.instance_models())]
+
+
+@pytest.fixture(scope="module")
+def mixed_pool():
+    """Widths 16 and 32 (a linear stitch), depth 3, with least-squares stitches on random instances."""
+    pool = LearngenePool(widths=(16, 32), heads=(2, 2), depth=3, pairs=("0-1",), **SMALL)
+    return pool, assemble_pool(pool, random_instances(pool), images(8, seed=7))
+
+
+# --- configurations ------------------------------------------------------------------------------------------
+
+def test_paired_stitching_counts_and_enumeration():
+    six = paired_stitching(6)
+    assert len(six) == 16 and len(paired_stitching(9)) == 25
+    assert len({s for *_, s in six}) == 5 and len({s for *_, s in paired_stitching(9)}) == 8
+    # SN-Net's order: window [0,1] gives four configs on layer 0, every later window three on its own layer
+    assert six == [(0, 0, 0), (0, 1, 0), (1, 0, 0), (1, 1, 0), (1, 2, 1), (2, 1, 1), (2, 2, 1), (2, 3, 2),
+                   (3, 2, 2), (3, 3, 2), (3, 4, 3), (4, 3, 3), (4, 4, 3), (4, 5, 4), (5, 4, 4), (5, 5, 4)]
+    pool = LearngenePool(widths=(192, 384, 768), heads=(3, 6, 12), depth=9, pairs=("0-1", "1-2"))
+    assert len(pool.configs()) == 3 + 2 * 25 and pool.num_stitch_layers() == 8
+    assert len(stitch_configs(2, [(0, 1)], 6)) == 18  # the official 12-instance pool: Ti, B and 16 stitches
+
+
+def test_bad_pairs_and_points_are_one_line_errors():
+    with pytest.raises(ValueError, match="must name two different instances"):
+        parse_pairs(("0-2",), 2)
+    with pytest.raises(ValueError, match="'FRONT-END'"):
+        parse_pairs(("01",), 2)
+    with pytest.raises(ValueError, match="need a student depth of at least 3"):
+        distill_points(2, 12, 3)
+
+
+def test_official_distillation_points():
+    # criterion of the official code: thirds of the depth, teacher blocks 3, 7, 11 for DeiT-B
+    assert distill_points(9, 12, 3) == ((2, 3), (5, 7), (8, 11))
+    assert distill_points(6, 12, 3) == ((1, 3), (3, 7), (5, 11))
+    assert distill_points(9, 12, 2) == ((5, 7), (8, 11))
+    assert distill_points(6, 12, 1) == ((5, 11),)
+
+
+# --- ViT feature capture and functional twins -----------------------------------------------------------------
+
+def test_capture_returns_block_and_attention_outputs():
+    vit = ViT(width=16, depth=3, num_heads=2, **SMALL)
+    params, x = random_params(vit), images()
+    plain = jax.jit(vit.apply)({"params": params}, x)
+    logits, inter = jax.jit(partial(vit.apply, capture=True))({"params": params}, x)
+    np.testing.assert_allclose(plain, logits, **TOL)
+    assert inter["blocks"].shape == inter["attn"].shape == (3, 4, 17, 16)
+    np.testing.assert_allclose(inter["embed"], embed_tokens(vit, params, x), **TOL)
+    # 'attn' is the attention sub-layer's own output attn(LN1 x), before the residual add
+    first = jax.tree.map(lambda a: a[0], params["blocks"])
+    attn = attention(layer_norm(inter["embed"], first["norm1"], vit.eps), first["qkv"], first["proj"], 2)
+    np.testing.assert_allclose(inter["attn"][0], attn, **TOL)
+    np.testing.assert_allclose(classify(vit, params, inter["blocks"][-1]), logits, **TOL)  # last block → head
+    _, scanned = jax.jit(partial(vit.clone(scan_layers=True).apply, capture=True))({"params": params}, x)
+    for key in ("blocks", "attn"):
+        np.testing.assert_allclose(scanned[key], inter[key], **TOL)
+
+
+# --- stitching ------------------------------------------------------------------------------------------------
+
+def test_least_squares_recovers_a_known_affine_map():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 50, 12)).astype(np.float32)  # (batch, tokens, D_front)
+    w = rng.standard_normal((12, 20)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    kernel, bias = least_squares_stitch(x, x @ w + b)
+    np.testing.assert_allclose(kernel, w, atol=1e-4)
+    np.testing.assert_allclose(bias, b, atol=1e-4)
+
+
+def test_stitch_init_averages_the_configs_that_share_a_layer(mixed_pool):
+    pool, params = mixed_pool
+    instances = [params["instances"][k] for k in ("0", "1")]
+    x = images(8, seed=7)
+    feats = [block_inputs(vit, p, x) for vit, p in zip(pool.instance_models(), instances, strict=True)]
+
+    def pinv_solution(i, j):  # SN-Net's ps_inv formula: [X, 1]⁺ Y
+        a = feats[0][i + 1].reshape(-1, 16).astype(np.float64)
+        y = feats[1][j].reshape(-1, 32).astype(np.float64)
+        sol = np.linalg.pinv(np.concatenate([a, np.ones((len(a), 1))], 1)) @ y
+        return sol[:-1], sol[-1]
+
+    # depth 3: layer 0 serves (0,0), (0,1), (1,0), (1,1); layer 1 serves (1,2), (2,1), (2,2)
+    got = init_stitches(pool, instances, x)["0-1"]
+    for layer, cfgs in ((0, [(0, 0), (0, 1), (1, 0), (1, 1)]), (1, [(1, 2), (2, 1), (2, 2)])):
+        solutions = [pinv_solution(i, j) for i, j in cfgs]
+        np.testing.assert_allclose(got["kernel"][layer], np.mean([s[0] for s in solutions], 0), atol=1e-3)
+        np.testing.assert_allclose(got["bias"][layer], np.mean([s[1] for s in solutions], 0), atol=1e-3)
+
+
+def test_identity_stitch_equals_the_concatenated_instances():
+    pool = LearngenePool(widths=(16, 16), heads=(2, 2), depth=3, pairs=("0-1",), **SMALL)
+    instances = random_instances(pool)
+    params = assemble_pool(pool, instances, images())
+    assert "stitches" not in params  # equal widths: the stitch is the identity and owns no params
+    x = images()
+    for cid in (3, 6, 4):  # (0,1): 1 + 2 blocks, (1,2): 2 + 1 blocks, (1,0): 2 + 3 blocks
+        cfg = pool.configs()[cid]
+        front, end = instances[cfg.front], instances[cfg.end]
+        blocks = jax.tree.map(lambda a, b, c=cfg: jnp.concatenate([a[:c.front_last + 1], b[c.end_first:]]),
+                              front["blocks"], end["blocks"])
+        plain = {"patch_embed": front["patch_embed"], "cls_token": front["cls_token"],
+                 "pos_embed": front["pos_embed"], "blocks": blocks, "norm": end["norm"], "head": end["head"]}
+        depth = cfg.front_last + 1 + 3 - cfg.end_first
+        expected = apply(ViT(width=16, depth=depth, num_heads=2, **SMALL), plain, x)
+        np.testing.assert_allclose(apply_config(pool, params, x, jnp.int32(cid)), expected, **TOL)
+    # a Python int compiles that one configuration alone (the trainer's eval path): same logits
+    static = jax.jit(lambda p, x: pool.apply({"params": p}, x, config_id=4))(params, x)
+    np.testing.assert_allclose(static, expected, **TOL)
+
+
+def test_exported_descendants_give_the_configs_logits(mixed_pool, tmp_path):
+    pool, params = mixed_pool
+    x = images()
+    for cid in (1, 5):  # w32 alone (a plain ViT); (1,1): 2 blocks of w16, a stitch, 2 blocks of w32
+        model, descendant = export_config(pool, params, cid)
+        assert type(model) is (ViT if cid == 1 else StitchedViT)
+        expected = apply_config(pool, params, x, jnp.int32(cid))
+        np.testing.assert_allclose(apply(model, descendant, x), expected, **TOL)
+    # a stitched descendant survives a model-directory round trip
+    save_model(tmp_path / "des", model, {"params": descendant})
+    loaded, variables = load_model(tmp_path / "des")
+    assert loaded == model and loaded.front_depth == 2 and loaded.end_depth == 2
+    np.testing.assert_allclose(apply(loaded, variables["params"], x), expected, **TOL)
+    # its params: the two parts and the one stitch layer of this config, nothing else of the pool
+    assert set(descendant) == {"front", "stitch", "end"} and descendant["stitch"]["kernel"].shape == (16, 32)
+    assert pool.configs()[5].layer == 0  # (1,1) is in the first window
+    np.testing.assert_array_equal(descendant["stitch"]["kernel"], params["stitches"]["0-1"]["kernel"][0])
+    for cid, cfg in enumerate(pool.configs()):
+        assert count_params(export_config(pool, params, cid)[1]) == config_cost(pool, cfg)[0]
+
+
+@pytest.mark.torch
+def test_exported_plain_descendant_runs_in_timm(timm):
+    import torch
+
+    from learngene_jax.convert import vit as convert
+
+    pool = LearngenePool(widths=(16, 16), heads=(2, 2), depth=3, pairs=("0-1",), **SMALL)
+    params = assemble_pool(pool, random_instances(pool, seed=3), images())
+    model, descendant = export_config(pool, params, 6)  # (1,2): 2 + 1 blocks of two different instances
+    assert type(model) is ViT and model.depth == 3
+    kw = convert.timm_kwargs(model)
+    ref = timm.models.vision_transformer.VisionTransformer(**{k: v for k, v in kw.items() if k != "layer_norm_eps"})
+    ref.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in convert.to_timm(descendant).items()})
+    x = np.asarray(images())
+    with torch.no_grad():
+        got = ref.eval()(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    np.testing.assert_allclose(got, apply_config(pool, params, x, jnp.int32(6)), atol=1e-4)
+
+
+def test_costs_match_deit_and_the_exported_trees():
+    for size, flops, params in (("ti", 1.3, 5_717_416), ("s", 4.6, 22_050_664), ("b", 17.6, 86_567_656)):
+        vit = create_model(f"deit_{size}")
+        pool = LearngenePool(widths=(vit.width,), heads=(vit.num_heads,), depth=12, pairs=())
+        p, f = config_cost(pool, pool.configs()[0])
+        assert p == params == count_params(jax.eval_shape(vit.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
+        assert round(f / 1e9, 1) == flops  # DeiT's table (fvcore multiply-adds)
+
+
+# --- training objectives --------------------------------------------------------------------------------------
+
+def _config(objective, **lgpool):
+    c = base_config()
+    c.objective = objective
+    c.distill.update({"type": "soft", "alpha": 0.9, "temperature": 1.0})
+    if lgpool:
+        import ml_collections
+
+        c.lgpool = ml_collections.ConfigDict(lgpool)
+    return c
+
+
+def _batch(seed=0):
+    x = images(4, seed)
+    labels = jnp.arange(4) % 10
+    return StepInputs(x, jax.nn.one_hot(labels, 10), labels, jax.random.key(seed))
+
+
+def test_projections_receive_gradients_and_are_not_exported():
+    teacher_model = ViT(width=32, depth=6, num_heads=2, **SMALL)
+    teacher = Teacher(teacher_model, {"params": random_params(teacher_model, 1)})
+    student = create_model("lgpool_student", width=16, num_heads=2, depth=3, teacher_width=32, teacher_depth=6,
+                           points=3, num_classes=10, image_size=16, patch_size=4)
+    assert isinstance(student, PoolStudent)
+    params = random_params(student)
+    assert params["projections"]["blocks"]["kernel"].shape == (3, 32, 16)  # teacher width → student width
+    objective = make_objective(_config("lgpool_distill"), student, teacher)
+    step = jax.jit(jax.value_and_grad(lambda p: objective(p, {}, {"teacher": teacher.variables}, _batch())[::2],
+                                      has_aux=True))
+    (_, extra), grads = step(params)
+    for kind in ("blocks", "attn"):
+        for leaf in ("kernel", "bias"):
+            per_point = jnp.abs(grads["projections"][kind][leaf]).reshape(3, -1).max(1)
+            assert bool(jnp.all(per_point > 0)), (kind, leaf, per_point)
+    assert float(jnp.abs(grads["blocks"]["qkv"]["kernel"]).max()) > 0
+    assert set(extra) == {"ce", "soft_ce", "feature_mse"}
+    plain = instance_of(student)
+    kept = {k: v for k, v in params.items() if k != "projections"}
+    assert type(plain) is ViT and count_params(kept) == count_params(jax.eval_shape(
+        plain.init, jax.random.key(0), images()))
+
+
+def test_projections_need_a_vit_teacher_of_the_declared_size():
+    from learngene_jax.errors import ConfigError
+
+    student = create_model("lgpool_student", width=16, num_heads=2, depth=3, teacher_width=48, teacher_depth=6,
+                           **{k: v for k, v in SMALL.items() if k not in DEIT_LAYOUT})
+    teacher = Teacher(ViT(width=32, depth=6, num_heads=2, **SMALL), {})
+    with pytest.raises(ConfigError, match="expect a teacher of width 48 and depth 6, but the teacher has width 32"):
+        make_objective(_config("lgpool_distill"), student, teacher)
+
+
+def test_finetune_samples_one_configuration_per_step(mixed_pool):
+    pool, params = mixed_pool
+    teacher = Teacher(pool.instance_models()[1], {"params": params["instances"]["1"]})
+    objective = make_objective(_config("lgpool_finetune", kd_weight=0.5), pool, teacher)
+    grad = jax.jit(jax.grad(lambda p, seed: objective(p, {}, {"teacher": teacher.variables}, _batch(seed))[0]))
+    touched = []
+    for seed in range(12):
+        g = grad(params, seed)
+        stitch = float(jnp.abs(g["stitches"]["0-1"]["kernel"]).max())
+        small = float(jnp.abs(g["instances"]["0"]["blocks"]["fc1"]["kernel"]).max())
+        large = float(jnp.abs(g["instances"]["1"]["head"]["kernel"]).max())
+        touched.append((stitch > 0, small > 0, large > 0))
+    # 9 configs: w16 alone (small only), w32 alone (large only), 7 stitched (all three)
+    assert (False, True, False) in touched and (True, True, True) in touched
+    assert all(t in {(False, True, False), (False, False, True), (True, True, True)} for t in touched)
+
+
+def test_pool_fine_tunes_through_the_trainer_from_a_model_directory(mixed_pool, tmp_path):
+    pool, params = mixed_pool
+    save_model(tmp_path / "pool", pool, {"params": params})
+    c = _config("lgpool_finetune", kd_weight=0.5)
+    c.init = str(tmp_path / "pool")
+    student = build_student(c, 10)
+    assert type(student.model) is LearngenePool and student.model.pairs == ("0-1",)
+    variables = jax.jit(student.init)(jax.random.key(0), student.source)
+    for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves({"params": params}), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# --- configs and the end-to-end run ---------------------------------------------------------------------------
+
+def _load_config(name, arg=None):
+    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.mark.parametrize("arg,configs", [(None, 18), ("depth=9", 27), ("instances=ti+s+b", 3 + 32)])
+def test_deit_config_loads(arg, configs):
+    c = _load_config("lgpool_deit", arg)
+    lg = c.lgpool
+    assert c.task == "lgpool" and c.data.name == "imagenet2012" and c.data.image_size == 224
+    pool = LearngenePool(widths=tuple(lg.widths), heads=tuple(lg.heads), depth=lg.depth, pairs=tuple(lg.pairs))
+    assert len(pool.configs()) == configs
+    assert lg.points[0] == 3 and set(lg.points[1:]) == {1}  # official: tiny '[front,end]', the others '[end]'
+
+
+def test_smoke_run_through_main(tmp_path):
+    workdir = tmp_path / "lgpool"
+    proc = run_module("learngene_jax.main", "--config=configs/lgpool_digits.py:smoke=True", f"--workdir={workdir}")
+    results = json.loads((workdir / "summary.json").read_text())
+    rows = results["rows"]
+    assert len(rows) == 2 + 7  # two instances of depth 3 and 3·3 − 2 stitched configs
+    assert all(0.0 <= r["top1"] <= 1.0 and r["params"] > 0 and r["flops"] > 0 for r in rows)
+    assert set(results["timings_s"]) >= {"teacher", "distill_0_w16", "distill_1_w32", "stitch_init", "finetune"}
+    assert results["frontier"] and rows[results["frontier"][0]]["params"] == min(r["params"] for r in rows)
+    assert (workdir / "summary.md").exists() and (workdir / "summary.png").stat().st_size > 0
+    assert "| id | configuration |" in proc.stdout
+    model, _ = load_model(results["exported"]["0"]["model_dir"])  # config 0 is asked for in the smoke config
+    assert type(model) is ViT and model.width == 16
+    assert Path(results["exported"]["0"]["timm"]).stat().st_size > 0
+    instance, _ = load_model(workdir / "instances" / "1")
+    assert type(instance) is ViT and instance.width == 32
