@@ -62,6 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.layers_source = ""
     c.layout = "official"
     c.init = ""  # a model directory whose weights initialise the student
+    c.retokenize = ()  # ((start_epoch, stride, dilation), ...): progressive re-tokenization of the patch embedding
     c.init_method = "inherit"  # inherit: all of its weights (pre-train then fine-tune); weight_selection: see baselines
 
     c.data = ml_collections.ConfigDict(dict(

@@ -204,9 +204,20 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
                f"{config.epochs} epochs x {steps_per_epoch} steps, batch {config.batch_size}; mesh "
                f"{dict(mesh.shape)} ({strategy})" + (f"; teacher {type(teacher.model).__name__}" if teacher else ""))
 
-    train_step = jax.jit(make_train_step(config, model, tx, schedule, teacher, num_classes, data_shards, step_rng),
-                         in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
-                         out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+    phases = tokenization_phases(config, model)
+    compiled_steps: dict[tuple[int, int] | None, Callable] = {}
+
+    def train_step_for(epoch: int) -> Callable:
+        """The jitted step of the tokenization phase that `epoch` is in (one compile per phase)."""
+        phase = next(((stride, dilation) for start, stride, dilation in reversed(phases) if epoch >= start), None)
+        if phase not in compiled_steps:
+            phase_model = model if phase is None else model.clone(patch_stride=phase[0], patch_dilation=phase[1])
+            compiled_steps[phase] = jax.jit(
+                make_train_step(config, phase_model, tx, schedule, teacher, num_classes, data_shards, step_rng),
+                in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
+                out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+        return compiled_steps[phase]
+
     eval_step = jax.jit(make_eval_step(model), out_shardings=sharding.replicated(mesh))
 
     writer = MetricWriter(workdir, enabled=main)
@@ -251,6 +262,7 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     try:
         with stop:
             for epoch in range(step // steps_per_epoch, num_epochs):
+                train_step = train_step_for(epoch)
                 for batch in train_data.epoch(epoch, start_step=step - epoch * steps_per_epoch):
                     if step >= total_steps:
                         break
@@ -296,6 +308,21 @@ def _first_eval(workdir: Path) -> dict[str, float] | None:
             if row.get("split") == "eval" and row.get("step") == 0:
                 return {k: row[k] for k in ("loss", "top1", "top5")}
     return None
+
+
+def tokenization_phases(config: Any, model: nn.Module) -> list[tuple[int, int, int]]:
+    """config.retokenize as sorted (start_epoch, stride, dilation) phases of the patch embedding (As-ViT's
+    progressive re-tokenization); evaluation always uses the model's own tokenization."""
+    phases = sorted(tuple(int(v) for v in phase) for phase in config.retokenize)
+    if not phases:
+        return []
+    if not {"patch_stride", "patch_dilation"} <= set(getattr(model, "__dataclass_fields__", {})):
+        fail(ConfigError, f"config.retokenize needs a patch-embedding model; {type(model).__name__} has none")
+    for phase in phases:
+        if len(phase) != 3 or phase[0] < 0 or phase[1] < 1 or phase[2] < 1:
+            fail(ConfigError, f"config.retokenize phases are (start_epoch >= 0, stride >= 1, dilation >= 1), "
+                              f"got {phase}")
+    return phases
 
 
 def make_train_step(config: Any, model: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,

@@ -228,3 +228,27 @@ def test_training_with_ewc_stays_near_the_anchor(chain, tmp_path):
     assert drift(end) < 0.1 * drift(start)
     rows = [json.loads(line) for line in (tmp_path / "held" / "metrics.jsonl").read_text().splitlines()]
     assert any("ewc" in r for r in rows if r["split"] == "train")
+
+
+def test_retokenization_keeps_params_and_changes_the_token_count(tmp_path):
+    from learngene_jax.models import create_model
+    from learngene_jax.models.vit import embed_tokens
+
+    model = create_model("vit", width=32, num_heads=2, patch_size=4, image_size=16, depth=2, num_classes=10)
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+    params = model.init(jax.random.key(1), x)["params"]
+    coarse = model.clone(patch_stride=8, patch_dilation=2)  # span 2·3+1 = 7 → (16−7)//8+1 = 2 tokens a side
+    assert jax.tree.map(jnp.shape, coarse.init(jax.random.key(1), x)["params"]) == jax.tree.map(jnp.shape, params)
+    assert (model.token_grid, coarse.token_grid) == (4, 2)
+    assert embed_tokens(model, params, x).shape == (2, 16, 32)
+    assert embed_tokens(coarse, params, x).shape == (2, 4, 32)
+    assert coarse.apply({"params": params}, x).shape == (2, 10)
+    dense = model.clone(patch_stride=2, patch_dilation=1)  # 7 tokens a side, pos_embed resampled
+    assert dense.token_grid == 7 and embed_tokens(dense, params, x).shape == (2, 49, 32)
+    cfg = tiny_train_config(**{"epochs": 2, "retokenize": ((0, 8, 2), (1, 4, 1)), "max_steps": 30})
+    out = train(cfg, tmp_path / "retok")
+    assert out["steps"] == 30 and np.isfinite(out["loss"])
+    _, variables = load_model(out["model_dir"])
+    assert jax.tree.map(jnp.shape, variables["params"]) == jax.tree.map(jnp.shape, params)
+    with pytest.raises(ConfigError, match="needs a patch-embedding model"):
+        train(tiny_train_config(**{"retokenize": ((0, 2, 1),), "model": {"name": "cnn"}}), tmp_path / "cnn")

@@ -86,7 +86,8 @@ register("lgpool")(lambda **kw: LearngenePool(**kw))
 register("stitched_vit")(lambda **kw: StitchedViT(**kw))
 
 # Fields that say how to run a model, not what it is; they are not stored with its weights.
-RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate", "distilled_training")
+RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate", "distilled_training",
+                  "patch_stride", "patch_dilation")
 _CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_aux", SmallCNN: "cnn",
                                  VGGAncestor: "vgg_ancestor", VGGDescendant: "vgg_descendant",
                                  PoolStudent: "lgpool_student", LearngenePool: "lgpool", StitchedViT: "stitched_vit"}

@@ -221,14 +221,29 @@ class ViT(nn.Module):
     scan_layers: bool = False
     remat: bool = False
     attention_impl: str = "xla"
+    # Progressive re-tokenization (As-ViT): the patch embedding's stride (0: patch_size) and dilation; other
+    # token grids see the pos_embed resampled, so params keep their shapes.
+    patch_stride: int = 0
+    patch_dilation: int = 1
 
     @property
     def hidden_dim(self) -> int:
         return self.mlp_dim or 4 * self.width
 
     @property
+    def grid(self) -> int:
+        """Tokens per side of the default tokenization (stride = patch size)."""
+        return self.image_size // self.patch_size
+
+    @property
     def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
+        return self.grid**2
+
+    @property
+    def token_grid(self) -> int:
+        """Tokens per side with the current patch stride and dilation."""
+        span = self.patch_dilation * (self.patch_size - 1) + 1
+        return (self.image_size - span) // (self.patch_stride or self.patch_size) + 1
 
     def check(self) -> None:
         """Raise ValueError for an inconsistent architecture."""
@@ -266,18 +281,13 @@ class ViT(nn.Module):
         if images.shape[1:3] != (self.image_size, self.image_size):
             raise ValueError(f"model expects {self.image_size}x{self.image_size} images, got "
                              f"{images.shape[1]}x{images.shape[2]}")
-        fan_in = self.patch_size * self.patch_size * self.in_chans
-        torch_default = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-        x = nn.Conv(self.width, (self.patch_size, self.patch_size), strides=self.patch_size, padding="VALID",
-                    dtype=self.dtype, kernel_init=torch_default,
-                    bias_init=lambda k, s, d: jax.random.uniform(k, s, d, -1, 1) / math.sqrt(fan_in),
-                    name="patch_embed")(images.astype(self.dtype))
-        x = x.reshape(x.shape[0], -1, self.width)  # (batch, tokens, width), row-major as timm
+        stem = {"patch_embed": self.param("patch_embed", _init_patch_embed, self.patch_size, self.in_chans,
+                                          self.width)}
         if self.class_token:
-            cls = self.param("cls_token", trunc_normal_02, (1, 1, self.width))
-            x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.width)), x], 1)
-        pos = self.param("pos_embed", trunc_normal_02, (1, x.shape[1], self.width))
-        x = x + pos.astype(x.dtype)
+            stem["cls_token"] = self.param("cls_token", trunc_normal_02, (1, 1, self.width))
+        stem["pos_embed"] = self.param("pos_embed", trunc_normal_02,
+                                       (1, self.num_patches + int(self.class_token), self.width))
+        x = embed_tokens(self, stem, images)
         embedded = x
         rng = self.make_rng("dropout") if train and self.drop_path_rate > 0 else None
         x = encoder(x, self.layer_params(), num_heads=self.num_heads, eps=self.eps,
@@ -313,18 +323,26 @@ def pool_tokens(x: Array, norms: Mapping[str, Mapping[str, Array]], *, pool: str
 
 
 def embed_tokens(model: ViT, params: Mapping[str, Any], images: Array) -> Array:
-    """The functional twin of a ViT's stem (patch embedding, class token, pos_embed) on its param tree:
-    images (batch, H, W, C) → tokens (batch, tokens, width) entering block 0. Used to run parts of ViTs
-    (stitched models); `ViT.__call__` keeps flax layers so its init is unchanged."""
+    """A ViT's stem (patch embedding, class token, pos_embed) on its param tree: images (batch, H, W, C) →
+    tokens (batch, tokens, width) entering block 0. With a re-tokenization stride/dilation the pos_embed grid
+    is resampled bilinearly to the new token grid."""
     patch = params["patch_embed"]
+    stride = model.patch_stride or model.patch_size
     x = jax.lax.conv_general_dilated(images.astype(model.dtype), patch["kernel"].astype(model.dtype),
-                                     (model.patch_size, model.patch_size), "VALID",
+                                     (stride, stride), "VALID", rhs_dilation=(model.patch_dilation,) * 2,
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    x = (x + patch["bias"].astype(x.dtype)).reshape(x.shape[0], -1, model.width)
+    grid = x.shape[1]
+    x = (x + patch["bias"].astype(x.dtype)).reshape(x.shape[0], -1, model.width)  # row-major, as timm
+    pos = params["pos_embed"]
+    if grid != model.grid:
+        prefix = pos[:, : int(model.class_token)]
+        tokens = pos[:, int(model.class_token):].reshape(1, model.grid, model.grid, model.width)
+        tokens = jax.image.resize(tokens, (1, grid, grid, model.width), "bilinear").reshape(1, -1, model.width)
+        pos = jnp.concatenate([prefix, tokens], 1)
     if model.class_token:
         cls = jnp.broadcast_to(params["cls_token"].astype(x.dtype), (x.shape[0], 1, model.width))
         x = jnp.concatenate([cls, x], 1)
-    return x + params["pos_embed"].astype(x.dtype)
+    return x + pos.astype(x.dtype)
 
 
 def classify(model: ViT, params: Mapping[str, Any], x: Array) -> Array:
@@ -333,6 +351,14 @@ def classify(model: ViT, params: Mapping[str, Any], x: Array) -> Array:
     x = pool_tokens(x, params, pool=model.pool, final_norm=model.final_norm, class_token=model.class_token,
                     eps=model.eps)
     return dense(x, params["head"]) if model.num_classes else x
+
+
+def _init_patch_embed(rng: Array, patch: int, in_chans: int, width: int) -> dict[str, Array]:
+    """PyTorch's default Conv2d init (kaiming-uniform a=√5: U(±1/√fan_in) for kernel and bias), as timm keeps."""
+    bound = 1.0 / math.sqrt(patch * patch * in_chans)
+    rk, rb = jax.random.split(rng)
+    return {"kernel": jax.random.uniform(rk, (patch, patch, in_chans, width), jnp.float32, -bound, bound),
+            "bias": jax.random.uniform(rb, (width,), jnp.float32, -bound, bound)}
 
 
 def _init_norm(rng: Array, width: int) -> dict[str, Array]:
