@@ -286,6 +286,38 @@ def _train_step(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _expand(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Gene → descendant param tree: `genes.expand` (jitted; results ready) vs the official PyTorch rule
+    (`gene_tranfer`: i/L·θ_A + θ_B per layer and sub-layer tensor)."""
+    from learngene_jax import genes
+    from learngene_jax.genes import tleg
+    from learngene_jax.models.vit import count_params
+
+    aux = create_model(f"tleg_aux_{args.size}")
+    meta = tleg.meta_from_aux(aux)
+    params = jax.jit(aux.init)(jax.random.key(0), np.zeros((1, 224, 224, 3), np.float32))["params"]
+    gene = genes.extract_gene(params, meta)
+    jax.block_until_ready(gene.params)
+    steps: dict[str, Callable[[], None]] = {"jax": lambda: jax.block_until_ready(genes.expand(gene, args.depth))}
+    if not args.skip_torch:
+        import torch
+
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        pairs = [(torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b)))
+                 for a, b in zip(jax.tree.leaves(gene.params["blocks"]["theta_a"]),
+                                 jax.tree.leaves(gene.params["blocks"]["theta_b"]), strict=True)]
+
+        def torch_expand() -> None:
+            [i / args.depth * a + b for i in range(args.depth) for a, b in pairs]
+
+        steps["torch"] = torch_expand
+    times = time_interleaved(steps, args.steps, args.warmup)
+    size = count_params(genes.expand(gene, args.depth))
+    return [dict(framework=f, device="cpu", model=f"tleg_aux_{args.size}->L{args.depth}", batch=1, img=224,
+                 images_per_s=0.0, step_ms=round(1000 * statistics.median(t), 2),
+                 step_ms_min=round(1000 * min(t), 2), descendant_params=size) for f, t in times.items()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line: one subcommand per thing timed."""
     p = argparse.ArgumentParser(prog="python -m learngene_jax.bench", description=__doc__)
@@ -320,14 +352,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=2, help="untimed rounds after compilation")
     t.add_argument("--skip-torch", action="store_true", help="time JAX alone (no torch needed)")
     t.set_defaults(func=_train_step)
+
+    e = sub.add_parser("expand", help="time expanding a TLEG gene into a descendant param tree (vs PyTorch)")
+    e.add_argument("--size", default="b", choices=["ti", "s", "b"])
+    e.add_argument("--depth", type=int, default=12)
+    e.add_argument("--steps", type=int, default=10)
+    e.add_argument("--warmup", type=int, default=2)
+    e.add_argument("--skip-torch", action="store_true")
+    e.set_defaults(func=_expand)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse, time, report."""
     args = build_parser().parse_args(argv)
-    for name in ("batch", "img", "steps"):
-        if getattr(args, name) < 1:
+    for name in ("batch", "img", "steps", "depth"):
+        if getattr(args, name, 1) < 1:
             fail(UserError, f"--{name} must be >= 1")
     report(args.func(args))
 
