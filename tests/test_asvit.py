@@ -309,7 +309,8 @@ def test_configs_reject_unknown_variants():
     assert _config("asvit_grow", None).arch == gt.SEED
 
 
-def test_search_runs_end_to_end(tmp_path):
+def test_search_runs_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(proxies, "MAX_COMPILED", 2)  # also run the cache clearing that long searches need
     result = search.run(_config("asvit_search", "tiny"), str(tmp_path))
     steps = [json.loads(line) for line in (tmp_path / search.STEPS_FILE).read_text().splitlines()]
     assert [s["step"] for s in steps] == [0, 1, 2] and steps[0]["reward"] == 0.0

@@ -106,10 +106,10 @@ def parse_genotype(text: str) -> Genotype:
 
 def validate(g: Genotype, text: str | None = None) -> Genotype:
     """Check that `g` lies in the search space (any L ≥ 1, D wide enough for its heads); return it."""
-    where = f"genotype {text or format_genotype(g, full=True)!r}"
     for field in ("kernels", "splits", "expansions", "depths"):
         if len(getattr(g, field)) != NUM_STAGES:
-            fail(ConfigError, f"{where}: {field} needs {NUM_STAGES} entries, got {getattr(g, field)}")
+            fail(ConfigError, f"As-ViT {field} needs {NUM_STAGES} entries (one per stage), got {getattr(g, field)}")
+    where = f"genotype {text or format_genotype(g, full=True)!r}"
     values = dict(zip(("K", "S", "E"), (g.kernels, g.splits, g.expansions), strict=True))
     for name, choices in SEARCH_SPACE:
         value = g.heads if name == "h" else values[name[0]][int(name[1]) - 1]

@@ -95,7 +95,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if budget and time.perf_counter() - start >= budget:
                 stopped = "time_budget"
                 break
-            step_start = time.perf_counter()
+            step_start, step_cpu = time.perf_counter(), time.process_time()
             scored: list[tuple[Genotype, dict[str, Any], ProxyScores]] = []
             dropped = []
             for i, (cand_depths, cand_width) in enumerate(grow_candidates(depths, width, tuple(config.width_ratios))):
@@ -118,7 +118,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             real, record, scores = scored[best]
             depths, width = real.depths, real.width // config.width_scale
             entry = {"step": step, **record, "seconds": time.perf_counter() - step_start,
-                     "elapsed": time.perf_counter() - start}
+                     "cpu_seconds": time.process_time() - step_cpu, "elapsed": time.perf_counter() - start}
             series.append(entry)
             log.write(json.dumps({**entry, "candidates": [r for _, r, _ in scored], "dropped": dropped}) + "\n")
             log.flush()

@@ -24,6 +24,9 @@ from learngene_jax.models.asvit import NORM_NAMES, AsViT, from_genotype, mac_cou
 
 Array = jax.Array
 Params = dict[str, Any]
+# Compiled proxy programs kept before the jit caches are cleared: each holds ~1,500 memory maps of XLA's
+# JIT code and Linux allows 65,530 per process (a 224² search died at its 44th architecture without this).
+MAX_COMPILED = 16
 # Leaves the NTK differentiates: the official keeps parameters named `weight` (conv/Linear kernels and
 # LayerNorm scales), not biases.
 NTK_LEAVES = ("kernel", "scale")
@@ -162,6 +165,7 @@ class ProxyEvaluator:
         self.curves, self.tangents = jax.vmap(lambda k: unit_circle(k, int(proxy.curve_points), shape))(curve_keys)
         options = {"xla_backend_optimization_level": 0} if proxy.fast_compile else None
         self._values = jax.jit(_proxy_values, static_argnames=("model", "chunk"), compiler_options=options)
+        self._compiled: set[AsViT] = set()
 
     def model(self, genotype: Genotype) -> AsViT:
         """The proxy network of a genotype (features only, so no classes)."""
@@ -169,9 +173,13 @@ class ProxyEvaluator:
 
     def __call__(self, genotype: Genotype, key: Array) -> ProxyScores:
         """κ and length distortion of `genotype`, each the mean over `repeats` inits drawn from `key`."""
+        model = self.model(genotype)
+        if model not in self._compiled and len(self._compiled) >= MAX_COMPILED:
+            self._values.clear_cache()  # drops every jit cache; the executables go with them
+            self._compiled.clear()
+        self._compiled.add(model)
         keys = jax.random.split(key, self.curves.shape[0])
-        grams, lengths = self._values(keys, self.images, self.curves, self.tangents, model=self.model(genotype),
-                                       chunk=self.chunk)
+        grams, lengths = self._values(keys, self.images, self.curves, self.tangents, model=model, chunk=self.chunk)
         kappas = tuple(condition_number(g) for g in np.asarray(grams))
         lengths = tuple(float(v) for v in np.asarray(lengths))
         return ProxyScores(ntk=float(np.mean(kappas)), length=float(np.mean(lengths)), ntk_per_init=kappas,

@@ -143,7 +143,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             key_sample, key_init = jax.random.split(jax.random.fold_in(key_steps, step))
             actions = sample_actions(logits, key_sample)
             genotype = from_choices(actions)
-            step_start = time.perf_counter()
+            step_start, step_cpu = time.perf_counter(), time.process_time()
             scores = evaluator(genotype, key_init)
             reward = buffer.push(scores)
             baseline.update(reward)
@@ -151,7 +151,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             logits, opt_state = update(logits, opt_state, jnp.asarray(actions), advantage)
             record = {"step": step, **architecture_record(genotype, scores, config.count_image_size),
                       "reward": reward, "baseline": baseline.value, "entropy": entropy(logits),
-                      "seconds": time.perf_counter() - step_start, "elapsed": time.perf_counter() - start}
+                      "seconds": time.perf_counter() - step_start, "cpu_seconds": time.process_time() - step_cpu,
+                      "elapsed": time.perf_counter() - start}
             log.write(json.dumps(record) + "\n")
             log.flush()
             steps_done = step + 1
