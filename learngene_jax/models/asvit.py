@@ -68,12 +68,6 @@ def unfold(x: Array, kernel: int) -> Array:
     return taps[..., :kernel, :kernel].reshape(batch, out_h, out_w, channels * kernel * kernel)
 
 
-def window_size(side: int, splits: int) -> int:
-    """Window side: grid // S, the whole grid when that is not smaller (official `TransformerBlock`)."""
-    window = side // splits
-    return side if side <= window else window
-
-
 class WindowBlock(nn.Module):
     """Pre-norm block: x += W-MSA(LN x) over non-overlapping windows; x += MLP(LN x)."""
 
@@ -89,8 +83,8 @@ class WindowBlock(nn.Module):
             return x
         return nn.LayerNorm(self.eps, dtype=self.dtype, name=name)(x)
 
-    def _dense(self, features: int, name: str, use_bias: bool = True) -> nn.Dense:
-        return nn.Dense(features, use_bias=use_bias, dtype=self.dtype, kernel_init=trunc_normal_02, name=name)
+    def _dense(self, features: int, name: str) -> nn.Dense:
+        return nn.Dense(features, dtype=self.dtype, kernel_init=trunc_normal_02, name=name)
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -182,7 +176,8 @@ class AsViT(nn.Module):
         common = dict(use_norm=self.use_norm, eps=self.eps, dtype=self.dtype)
         for i in range(NUM_STAGES):
             for j in range(g.depths[i]):
-                x = WindowBlock(g.stage_heads[i], window_size(sides[i], g.splits[i]), g.expansions[i], **common,
+                # Window side = grid // S (the official `resolution // window_sizes[i]`).
+                x = WindowBlock(g.stage_heads[i], sides[i] // g.splits[i], g.expansions[i], **common,
                                 name=f"stage{i}_block{j}")(x)
             if i < NUM_STAGES - 1:
                 # Merging doubles the width up to 1024 (official `min(1024, 2 * dim)`).
@@ -241,7 +236,7 @@ def mac_count(model: AsViT) -> int:
     for i, (side, c) in enumerate(zip(sides, g.stage_widths, strict=True)):
         tokens = side * side
         inner = c // g.stage_heads[i] * g.stage_heads[i]
-        window_tokens = window_size(side, g.splits[i]) ** 2
+        window_tokens = (side // g.splits[i]) ** 2
         block = tokens * c * 3 * inner + 2 * tokens * window_tokens * inner + tokens * inner * c
         block += 2 * tokens * c * int(c * g.expansions[i])
         macs += g.depths[i] * block
