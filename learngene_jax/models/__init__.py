@@ -8,6 +8,7 @@ from typing import Any
 import flax.linen as nn
 
 from learngene_jax.errors import ConfigError, fail
+from learngene_jax.models.asvit import AsViT, from_genotype
 from learngene_jax.models.aux import SWSAux, TLEGAux
 from learngene_jax.models.cnn import SmallCNN
 from learngene_jax.models.levit import VARIANTS as LEVIT_VARIANTS
@@ -85,6 +86,12 @@ register("lgpool_student")(lambda **kw: PoolStudent(**kw))
 register("lgpool")(lambda **kw: LearngenePool(**kw))
 register("stitched_vit")(lambda **kw: StitchedViT(**kw))
 
+
+@register("asvit")
+def asvit(genotype: str | None = None, **kwargs: Any) -> AsViT:
+    """As-ViT from a genotype string (default the searched seed); or give the parsed fields as kwargs."""
+    return from_genotype(genotype, **kwargs) if genotype is not None else AsViT(**kwargs)
+
 # Fields that say how to run a model, not what it is; they are not stored with its weights.
 RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate", "distilled_training",
                   "patch_stride", "patch_dilation")
@@ -96,6 +103,9 @@ _CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_a
 def register_class(cls: type, name: str) -> None:
     """Let `model_spec` name instances of `cls` by the registry entry `name` (which takes all its fields)."""
     _CLASS_NAMES[cls] = name
+
+
+register_class(AsViT, "asvit")
 
 
 def model_spec(module: nn.Module) -> dict[str, Any]:
