@@ -207,18 +207,32 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     phases = tokenization_phases(config, model)
     compiled_steps: dict[tuple[int, int] | None, Callable] = {}
 
+    compiled_evals: dict[tuple[int, int] | None, Callable] = {}
+
+    def phase_of(epoch: int) -> tuple[int, int] | None:
+        return next(((stride, dilation) for start, stride, dilation in reversed(phases) if epoch >= start), None)
+
+    def phase_model(phase: tuple[int, int] | None) -> nn.Module:
+        return model if phase is None else model.clone(patch_stride=phase[0], patch_dilation=phase[1])
+
     def train_step_for(epoch: int) -> Callable:
         """The jitted step of the tokenization phase that `epoch` is in (one compile per phase)."""
-        phase = next(((stride, dilation) for start, stride, dilation in reversed(phases) if epoch >= start), None)
+        phase = phase_of(epoch)
         if phase not in compiled_steps:
-            phase_model = model if phase is None else model.clone(patch_stride=phase[0], patch_dilation=phase[1])
             compiled_steps[phase] = jax.jit(
-                make_train_step(config, phase_model, tx, schedule, teacher, num_classes, data_shards, step_rng),
+                make_train_step(config, phase_model(phase), tx, schedule, teacher, num_classes, data_shards,
+                                step_rng),
                 in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
         return compiled_steps[phase]
 
-    eval_step = jax.jit(make_eval_step(model), out_shardings=sharding.replicated(mesh))
+    def eval_step_for(phase: tuple[int, int] | None) -> Callable:
+        """Evaluation with the tokenization being trained (None: the model as exported)."""
+        if phase not in compiled_evals:
+            compiled_evals[phase] = jax.jit(make_eval_step(phase_model(phase)), out_shardings=sharding.replicated(mesh))
+        return compiled_evals[phase]
+
+    eval_step = eval_step_for(None)
 
     writer = MetricWriter(workdir, enabled=main)
     progress = Progress(total_steps, config.batch_size, enabled=main, label=config.name or "train")
@@ -280,10 +294,16 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
                         save(step)
                 if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == num_epochs:
                     flush()
-                    last_eval = (step, evaluate(eval_step, state, eval_data, mesh))
-                    writer.write(step, "eval", {**last_eval[1], "epoch": epoch + 1})
-                    progress.note(f"epoch {epoch + 1}/{num_epochs}: eval top-1 {last_eval[1]['top1']:.4f} "
-                                  f"top-5 {last_eval[1]['top5']:.4f} loss {last_eval[1]['loss']:.4f}")
+                    # during a re-tokenization phase, evaluate the tokenization being trained; the final
+                    # results below always come from the model as exported
+                    phase = phase_of(epoch)
+                    results = evaluate(eval_step_for(phase), state, eval_data, mesh)
+                    last_eval = (step if phase is None else -1, results)
+                    writer.write(step, "eval", {**results, "epoch": epoch + 1,
+                                                **({"patch_stride_dilation": list(phase)} if phase else {})})
+                    progress.note(f"epoch {epoch + 1}/{num_epochs}: eval top-1 {results['top1']:.4f} "
+                                  f"top-5 {results['top5']:.4f} loss {results['loss']:.4f}"
+                                  + (f" (stride {phase[0]}, dilation {phase[1]})" if phase else ""))
             save(step)
     finally:
         writer.close()

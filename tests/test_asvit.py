@@ -331,3 +331,51 @@ def test_grow_runs_end_to_end(tmp_path):
     assert sum(chosen.depths) == 5 and chosen.width == 40  # one more layer; width round(8·1.2)·4
     assert step["genotype"] in [c["genotype"] for c in step["candidates"]]
     assert result["stopped"] == "max_steps" and result["final"] == step["genotype"]
+
+
+# -------------------------------------------------------------------------------- progressive re-tokenization
+
+def test_asvit_retokenization_keeps_params_and_shrinks_the_grid():
+    model = from_genotype(gt.SEED, image_size=64, num_classes=10)
+    x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+    params = model.init(jax.random.key(1), x)["params"]
+    shapes = jax.tree.map(jnp.shape, params)
+    grids = {}
+    for stride, dilation in ((16, 5), (8, 2), (4, 1)):  # the paper's three phases
+        phase = model.clone(patch_stride=stride, patch_dilation=dilation)
+        assert jax.tree.map(jnp.shape, phase.init(jax.random.key(1), x)["params"]) == shapes
+        logits, state = phase.apply({"params": params}, x, capture_intermediates=True)
+        assert logits.shape == (2, 10) and np.isfinite(np.asarray(logits)).all()
+        grids[stride] = [state["intermediates"][name]["__call__"][0].shape[1]
+                         for name in ("patch_embed", "stage0_merge", "stage1_merge", "stage2_merge")]
+    # 64/stride tokens a side, then halved rounding up (odd grids are padded before merging)
+    assert grids == {16: [4, 2, 1, 1], 8: [8, 4, 2, 1], 4: [16, 8, 4, 2]}
+    np.testing.assert_allclose(model.apply({"params": params}, x),
+                               model.clone(patch_stride=4).apply({"params": params}, x), rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="stride 24 does not divide image size 64"):
+        model.clone(patch_stride=24).apply({"params": params}, x)
+
+
+def test_window_padding_masks_padded_tokens():
+    """A 3x3 grid in 2x2 windows: each window attends over its real tokens only, as if cut out on its own."""
+    from learngene_jax.models.asvit import WindowBlock
+
+    x = jax.random.normal(jax.random.key(0), (2, 3, 3, 16))
+    block = WindowBlock(num_heads=2, splits=2, expansion=2)
+    params = block.init(jax.random.key(1), x)
+    out = block.apply(params, x)
+    whole = WindowBlock(num_heads=2, splits=1, expansion=2)
+    for part in (slice(0, 2), slice(2, 3)):  # the full top-left window and the one-token bottom-right window
+        np.testing.assert_allclose(out[:, part, part], whole.apply(params, x[:, part, part]), rtol=1e-5, atol=1e-6)
+
+
+def test_asvit_trains_with_a_retokenization_schedule(tmp_path):
+    from helpers import tiny_train_config
+
+    from learngene_jax.train import train
+
+    cfg = tiny_train_config(**{"epochs": 2, "max_steps": 8, "retokenize": ((0, 8, 2), (1, 4, 1)),
+                               "data.image_size": 32,
+                               "model": {"name": "asvit", "genotype": "4,2,2|2,1,2|2,1,2|2,1,2|16,8"}})
+    out = train(cfg, tmp_path / "asvit")
+    assert out["steps"] == 8 and np.isfinite(out["loss"])

@@ -23,6 +23,7 @@ from learngene_jax.asvit.genotype import (
     stage_width,
     validate,
 )
+from learngene_jax.errors import ConfigError, fail
 from learngene_jax.models.vit import trunc_normal_02
 
 Array = jax.Array
@@ -38,9 +39,11 @@ def _torch_conv_bias(fan_in: int):
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -1, 1) / math.sqrt(fan_in)
 
 
-def embed_padding(kernel: int) -> tuple[int, int]:
-    """Zero padding (before, after) of the stride-4 patch embedding (official `PatchEmbed.padding`)."""
-    return (kernel - EMBED_STRIDE) // 2, (kernel - EMBED_STRIDE + 1) // 2
+def embed_padding(kernel: int, stride: int = EMBED_STRIDE, dilation: int = 1) -> tuple[int, int]:
+    """Zero padding (before, after) of the patch embedding: the official `PatchEmbed.padding` at stride 4, and
+    in general the span of the dilated kernel minus the stride, so the grid is image_size / stride."""
+    total = max(0, dilation * (kernel - 1) + 1 - stride)
+    return total // 2, (total + 1) // 2
 
 
 def merge_padding(kernel: int) -> tuple[int, int]:
@@ -72,7 +75,7 @@ class WindowBlock(nn.Module):
     """Pre-norm block: x += W-MSA(LN x) over non-overlapping windows; x += MLP(LN x)."""
 
     num_heads: int
-    window: int
+    splits: int  # windows per side: the window side is ceil(grid side / splits)
     expansion: int
     use_norm: bool = True
     eps: float = 1e-5
@@ -92,17 +95,25 @@ class WindowBlock(nn.Module):
         head_dim = channels // self.num_heads
         # The official inner width is head_dim·heads, below C when the heads do not divide C.
         inner = head_dim * self.num_heads
-        n, w = side // self.window, self.window
+        n = self.splits
+        w = -(-side // n)
+        pad = n * w - side  # 0 for the official grids; re-tokenized grids are zero-padded and masked
         y = self._norm(x, "norm1")
+        if pad:
+            y = jnp.pad(y, ((0, 0), (0, pad), (0, pad), (0, 0)))
         y = y.reshape(batch, n, w, n, w, channels).transpose(0, 1, 3, 2, 4, 5).reshape(batch, n * n, w * w, channels)
         qkv = self._dense(3 * inner, "qkv")(y).reshape(batch, n * n, w * w, 3, self.num_heads, head_dim)
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # (batch, windows, tokens, heads, dim)
-        logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q * head_dim**-0.5, k)
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(y.dtype)
+        logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q * head_dim**-0.5, k).astype(jnp.float32)
+        if pad:
+            inside = jnp.arange(n * w) < side
+            inside = (inside[:, None] & inside[None, :]).reshape(n, w, n, w).transpose(0, 2, 1, 3)
+            logits = jnp.where(inside.reshape(1, n * n, 1, 1, w * w), logits, -jnp.inf)
+        weights = jax.nn.softmax(logits, axis=-1).astype(y.dtype)
         y = jnp.einsum("bnhqk,bnkhd->bnqhd", weights, v).reshape(batch, n * n, w * w, inner)
         y = self._dense(channels, "proj")(y)
-        y = y.reshape(batch, n, n, w, w, channels).transpose(0, 1, 3, 2, 4, 5).reshape(x.shape)
-        x = x + y
+        y = y.reshape(batch, n, n, w, w, channels).transpose(0, 1, 3, 2, 4, 5).reshape(batch, n * w, n * w, channels)
+        x = x + y[:, :side, :side]
         # jax.nn.gelu (erf) rather than vit.gelu: the latter's custom_vjp has no forward mode, which the
         # length-distortion proxy needs.
         y = self._dense(int(channels * self.expansion), "fc1")(self._norm(x, "norm2"))
@@ -121,7 +132,8 @@ class PatchMerging(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         lo, hi = merge_padding(self.kernel)
-        x = unfold(jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0))), self.kernel)
+        odd = x.shape[1] % 2  # only re-tokenized grids are odd: one more zero row/column gives ceil(side / 2)
+        x = unfold(jnp.pad(x, ((0, 0), (lo, hi + odd), (lo, hi + odd), (0, 0))), self.kernel)
         if self.use_norm:
             x = nn.LayerNorm(self.eps, dtype=self.dtype, name="merge_norm")(x)
         return nn.Dense(self.features, use_bias=False, dtype=self.dtype, kernel_init=trunc_normal_02,
@@ -147,6 +159,11 @@ class AsViT(nn.Module):
     use_norm: bool = True
     eps: float = 1e-5
     dtype: Any = jnp.float32
+    # Progressive re-tokenization (paper §4.2): the patch embedding's stride (0: the official 4) and dilation.
+    # Same parameters at every setting; the first grid is image_size / stride, later stages halve it (rounding
+    # up) and windows are padded and masked where a grid does not divide.
+    patch_stride: int = 0
+    patch_dilation: int = 1
 
     @property
     def genotype(self) -> Genotype:
@@ -161,23 +178,26 @@ class AsViT(nn.Module):
         final norm (the official `forward_features(x)[1]`, which both As-ViT proxies read)."""
         del train  # no dropout or stochastic depth: the official search builds with all rates 0
         g = self.genotype
-        sides = check_resolution(g, self.image_size)
+        check_resolution(g, self.image_size)  # the official (stride 4) grids must work at this size
         if images.shape[1:] != (self.image_size, self.image_size, self.in_chans):
             raise ValueError(f"model expects (batch, {self.image_size}, {self.image_size}, {self.in_chans}) "
                              f"images, got {images.shape}")
-        kernel = g.kernels[0]
-        lo, hi = embed_padding(kernel)
+        kernel, stride = g.kernels[0], self.patch_stride or EMBED_STRIDE
+        lo, hi = embed_padding(kernel, stride, self.patch_dilation)
+        if stride != EMBED_STRIDE and self.image_size % stride:
+            fail(ConfigError, f"As-ViT re-tokenization stride {stride} does not divide image size {self.image_size}")
         x = jnp.pad(images.astype(self.dtype), ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-        x = nn.Conv(g.width, (kernel, kernel), strides=EMBED_STRIDE, padding="VALID", dtype=self.dtype,
-                    kernel_init=_torch_conv_kernel, bias_init=_torch_conv_bias(kernel * kernel * self.in_chans),
-                    name="patch_embed")(x)  # (batch, H/4, W/4, D)
+        x = nn.Conv(g.width, (kernel, kernel), strides=stride, padding="VALID", kernel_dilation=self.patch_dilation,
+                    dtype=self.dtype, kernel_init=_torch_conv_kernel,
+                    bias_init=_torch_conv_bias(kernel * kernel * self.in_chans),
+                    name="patch_embed")(x)  # (batch, H/stride, W/stride, D)
         if self.use_norm:
             x = nn.LayerNorm(self.eps, dtype=self.dtype, name="patch_norm")(x)
         common = dict(use_norm=self.use_norm, eps=self.eps, dtype=self.dtype)
         for i in range(NUM_STAGES):
             for j in range(g.depths[i]):
                 # Window side = grid // S (the official `resolution // window_sizes[i]`).
-                x = WindowBlock(g.stage_heads[i], sides[i] // g.splits[i], g.expansions[i], **common,
+                x = WindowBlock(g.stage_heads[i], g.splits[i], g.expansions[i], **common,
                                 name=f"stage{i}_block{j}")(x)
             if i < NUM_STAGES - 1:
                 # Merging doubles the width up to 1024 (official `min(1024, 2 * dim)`).
