@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 from learngene_jax.asvit.genotype import SEARCH_SPACE, from_choices
-from learngene_jax.asvit.proxies import ProxyEvaluator, ProxyScores, architecture_record
+from learngene_jax.asvit.proxies import ProxyEvaluator, ProxyScores, architecture_record, default_proxy_config
 from learngene_jax.errors import ConfigError, fail
 
 Array = jax.Array
@@ -170,3 +170,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
           f"NTK {final_scores.ntk:.2f} | LD {final_scores.length:.4f} | {steps_done} steps in "
           f"{result['wall_seconds']:.0f}s")
     return result
+
+
+def default_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Paper setting by default; `tiny` is a 3-step run on 32² inputs for tests."""
+    config = ml_collections.ConfigDict()
+    config.task = "asvit_search"  # entry point: learngene_jax.asvit.search.run(config, workdir)
+    config.seed = 8  # official default --rand_seed
+    config.steps = 500
+    config.learning_rate = 0.08  # Adam
+    config.ema_momentum = 0.9  # reward baseline
+    config.buffer_size = 20  # window of the range that normalises each proxy change
+    config.time_budget_s = 0.0  # stop before a step once this many seconds have passed (0: no limit)
+    config.count_image_size = 224  # resolution of the logged params/MACs (1000 classes)
+    config.proxy = default_proxy_config()
+    config.data = ml_collections.ConfigDict(dict(name="digits"))  # real images for the NTK proxy
+    if arg == "tiny":
+        config.steps = 3
+        config.proxy.image_size = 32
+        config.proxy.repeats = 2
+        config.proxy.ntk_images = 8
+        config.proxy.fast_compile = True
+    elif arg:
+        fail(ConfigError, f"unknown variant {arg!r} of the As-ViT search config; known: tiny")
+    return config
