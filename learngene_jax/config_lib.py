@@ -150,7 +150,7 @@ def digits_demo(smoke: bool = False) -> ml_collections.ConfigDict:
     c.checkpoint.every_steps = 10_000
     c.demo = ml_collections.ConfigDict(dict(
         width=192, heads=3, patch_size=4, depths=(2, 4, 6, 8), teacher_widths=(32, 64), teacher_epochs=10,
-        tleg_depth=12, sws_stage_sizes=(3, 3, 4, 3, 3), aux_epochs=20, kd_alpha=1.0, kd_temperature=1.0,
+        tleg_depth=12, sws_stage_sizes=(3, 3, 4, 3, 3), aux_epochs=16, kd_alpha=1.0, kd_temperature=1.0,
         finetune_epochs=1, scratch_factor=3, warmup_fraction=0.05, scan_layers=True))
     if smoke:
         c.demo.update(dict(width=32, heads=2, depths=(1, 2), teacher_widths=(8,), teacher_epochs=1, tleg_depth=2,
