@@ -152,15 +152,11 @@ def default_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.max_steps = 100
     config.time_budget_s = 0.0  # stop before a step once this many seconds have passed (0: no limit)
     config.count_image_size = 224  # resolution of the logged MACs (1000 classes)
-    config.proxy = default_proxy_config()
+    config.proxy = default_proxy_config(tiny=arg == "tiny")
     config.data = ml_collections.ConfigDict(dict(name="digits"))  # real images for the NTK proxy
     if arg == "tiny":
         config.max_steps = 1
         config.width_ratios = (0.2,)
-        config.proxy.image_size = 32
-        config.proxy.repeats = 2
-        config.proxy.ntk_images = 8
-        config.proxy.fast_compile = True
     elif arg:
         fail(ConfigError, f"unknown variant {arg!r} of the As-ViT grow config; known: tiny")
     return config

@@ -32,9 +32,10 @@ MAX_COMPILED = 16
 NTK_LEAVES = ("kernel", "scale")
 
 
-def default_proxy_config() -> ml_collections.ConfigDict:
-    """Proxy settings of the paper (224² inputs, 5 inits, 10 curve points, 16 NTK images)."""
-    return ml_collections.ConfigDict(dict(
+def default_proxy_config(tiny: bool = False) -> ml_collections.ConfigDict:
+    """Proxy settings of the paper (224² inputs, 5 inits, 10 curve points, 16 NTK images); `tiny`: 32² inputs,
+    2 inits, 8 NTK images and fast compiles, for seconds-long test runs."""
+    config = ml_collections.ConfigDict(dict(
         image_size=224,  # proxy input resolution
         repeats=5,  # random inits averaged per architecture
         curve_points=10,  # θ ∈ linspace(0, 2π, points)
@@ -44,6 +45,9 @@ def default_proxy_config() -> ml_collections.ConfigDict:
         # anew, so this pays off where compiling dominates (small inputs such as 32²), not at 224².
         fast_compile=False,
     ))
+    if tiny:
+        config.update(dict(image_size=32, repeats=2, ntk_images=8, fast_compile=True))
+    return config
 
 
 def strip_norms(params: Params) -> Params:

@@ -183,14 +183,10 @@ def default_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.buffer_size = 20  # window of the range that normalises each proxy change
     config.time_budget_s = 0.0  # stop before a step once this many seconds have passed (0: no limit)
     config.count_image_size = 224  # resolution of the logged params/MACs (1000 classes)
-    config.proxy = default_proxy_config()
+    config.proxy = default_proxy_config(tiny=arg == "tiny")
     config.data = ml_collections.ConfigDict(dict(name="digits"))  # real images for the NTK proxy
     if arg == "tiny":
         config.steps = 3
-        config.proxy.image_size = 32
-        config.proxy.repeats = 2
-        config.proxy.ntk_images = 8
-        config.proxy.fast_compile = True
     elif arg:
         fail(ConfigError, f"unknown variant {arg!r} of the As-ViT search config; known: tiny")
     return config
