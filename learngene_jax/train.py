@@ -206,7 +206,6 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
 
     phases = tokenization_phases(config, model)
     compiled_steps: dict[tuple[int, int] | None, Callable] = {}
-
     compiled_evals: dict[tuple[int, int] | None, Callable] = {}
 
     def phase_of(epoch: int) -> tuple[int, int] | None:

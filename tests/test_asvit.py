@@ -367,6 +367,15 @@ def test_window_padding_masks_padded_tokens():
     whole = WindowBlock(num_heads=2, splits=1, expansion=2)
     for part in (slice(0, 2), slice(2, 3)):  # the full top-left window and the one-token bottom-right window
         np.testing.assert_allclose(out[:, part, part], whole.apply(params, x[:, part, part]), rtol=1e-5, atol=1e-6)
+    # more splits than tokens a side (a stride-16 phase on a small image): every token is its own window, and
+    # the gradients stay finite
+    tiny = x[:, :2, :2]
+    many = WindowBlock(num_heads=2, splits=8, expansion=2)
+    singles = [whole.apply(params, tiny[:, i:i + 1, j:j + 1]) for i in range(2) for j in range(2)]
+    want = jnp.concatenate(singles, axis=1).reshape(2, 4, 16)
+    np.testing.assert_allclose(many.apply(params, tiny).reshape(2, 4, 16), want, rtol=1e-5, atol=1e-6)
+    grads = jax.grad(lambda p: many.apply(p, tiny).sum())(params)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
 
 
 def test_asvit_trains_with_a_retokenization_schedule(tmp_path):

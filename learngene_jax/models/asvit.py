@@ -95,7 +95,7 @@ class WindowBlock(nn.Module):
         head_dim = channels // self.num_heads
         # The official inner width is head_dim·heads, below C when the heads do not divide C.
         inner = head_dim * self.num_heads
-        n = self.splits
+        n = min(self.splits, side)  # a grid smaller than the splits: one token per window, no empty windows
         w = -(-side // n)
         pad = n * w - side  # 0 for the official grids; re-tokenized grids are zero-padded and masked
         y = self._norm(x, "norm1")
