@@ -77,7 +77,7 @@ def layer_norm(x: Array, p: Mapping[str, Array], eps: float) -> Array:
 
 def dense(x: Array, p: Mapping[str, Array]) -> Array:
     """x @ kernel (+ bias) in x's dtype."""
-    y = x @ p["kernel"].astype(x.dtype)
+    y = (x.reshape(-1, x.shape[-1]) @ p["kernel"].astype(x.dtype)).reshape(*x.shape[:-1], -1)
     if "bias" in p:
         y = y + p["bias"].astype(x.dtype)
     return y
@@ -115,9 +115,10 @@ def attention(x: Array, qkv: Mapping[str, Array], proj: Mapping[str, Array], num
     if impl == "cudnn":
         out = jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
     else:
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q * head_dim**-0.5, k)
+        qh, kh, vh = (t.transpose(0, 2, 1, 3) for t in (q * head_dim**-0.5, k, v))
+        logits = jnp.einsum("bhqd,bhkd->bhqk", qh, kh)
         weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        out = jnp.einsum("bhqk,bhkd->bhqd", weights, vh).transpose(0, 2, 1, 3)
     return dense(out.reshape(batch, tokens, width), proj)
 
 
