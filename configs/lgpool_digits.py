@@ -17,20 +17,14 @@ between the w48 and w96 instances. `configs/lgpool_digits.py:smoke=True` is a se
 
 import ml_collections
 
-from learngene_jax.config_lib import base_config, parse_arg
+from learngene_jax.config_lib import digits_base, parse_arg
 
 
 def get_config(arg=None):
     """`arg`: smoke=True for a tiny version (tests)."""
     args = parse_arg(arg, {"smoke": False})
-    c = base_config()
-    c.task, c.name = "lgpool", "lgpool_digits"
-    # Digits 8×8 upsampled to 16×16, patch 4 (16 tokens + class token); no augmentation (random shifts hurt ViTs
-    # on this data, shared/reference/digits-calibration.md); AdamW unscaled, batch 32, cosine.
-    c.data.image_size = 16
-    c.batch_size = 32
-    c.eval_batch_size = 150
-    c.log_every_steps = 50
+    # Digits 8×8 upsampled to 16×16, patch 4 (16 tokens + class token), no augmentation; AdamW unscaled, cosine.
+    c = digits_base("lgpool", "lgpool_digits")
     c.optim.update({"scale_lr": False, "lr": 1e-3, "min_lr": 1e-5, "weight_decay": 0.05, "warmup_epochs": 0.5})
     c.checkpoint.every_steps = 10_000
     c.lgpool = ml_collections.ConfigDict(dict(

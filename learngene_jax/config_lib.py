@@ -136,16 +136,22 @@ def learngene_imagenet(method: str, size: str, stage: str, depth: int, gene: str
     return c
 
 
-def digits_demo(smoke: bool = False) -> ml_collections.ConfigDict:
-    """The offline demo's shared settings (configs/demo.py, configs/baselines.py): digits at 16×16, patch 4
-    (16 tokens), no augmentation (random shifts hurt ViTs on this data, see
-    shared/reference/digits-calibration.md), AdamW 5e-4 unscaled, batch 32, cosine with 5% warmup."""
+def digits_base(task: str, name: str) -> ml_collections.ConfigDict:
+    """Bundled digits upsampled to 16×16, batch 32, eval batch 150, no augmentation (random shifts hurt ViTs on
+    this data, see shared/reference/digits-calibration.md): the common ground of the offline ViT recipes."""
     c = base_config()
-    c.task, c.name = "demo", "demo"
+    c.task, c.name = task, name
     c.data.image_size = 16
     c.batch_size = 32
     c.eval_batch_size = 150
     c.log_every_steps = 50
+    return c
+
+
+def digits_demo(smoke: bool = False) -> ml_collections.ConfigDict:
+    """The offline demo's shared settings (configs/demo.py, configs/baselines.py): `digits_base` with patch 4
+    (16 tokens), AdamW 5e-4 unscaled, cosine with 5% warmup."""
+    c = digits_base("demo", "demo")
     c.optim.update({"scale_lr": False, "lr": 5e-4, "min_lr": 1e-5, "weight_decay": 0.05})
     c.checkpoint.every_steps = 10_000
     c.demo = ml_collections.ConfigDict(dict(
