@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from learngene_jax import cli
+from learngene_jax import cli, hostmem
 from learngene_jax.errors import UserError, fail
 from learngene_jax.models import create_model
 from learngene_jax.models.levit import VARIANTS as LEVIT_VARIANTS
@@ -328,7 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line: one subcommand per thing timed."""
     p = argparse.ArgumentParser(prog="python -m learngene_jax.bench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("forward", help="eval-mode forward pass (jitted JAX vs timm under torch.inference_mode)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--system-malloc", action="store_true", help="run without the transparent huge pages "
+                        "that learngene_jax.hostmem gives malloc's big blocks (both frameworks)")
+    f = sub.add_parser("forward", parents=[common],
+                       help="eval-mode forward pass (jitted JAX vs timm under torch.inference_mode)")
     f.add_argument("--model", required=True, help=f"one of {', '.join(TIMM_NAMES)}")
     f.add_argument("--batch", type=int, default=32)
     f.add_argument("--img", type=int, default=224)
@@ -338,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--skip-timm", action="store_true", help="time JAX alone (no torch needed)")
     f.set_defaults(func=_forward)
 
-    t = sub.add_parser("train-step", help="one training step: the trainer's jitted step vs PyTorch (timm, AdamW)")
+    t = sub.add_parser("train-step", parents=[common],
+                       help="one training step: the trainer's jitted step vs PyTorch (timm, AdamW)")
     t.add_argument("--model", default="vit_ti", help="student size: vit_ti, vit_s or vit_b")
     t.add_argument("--stage", default="descendant", choices=["descendant", "aux"],
                    help="descendant: a plain ViT fine-tune step; aux: TLEG aux + frozen teacher + soft KD")
@@ -359,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--skip-torch", action="store_true", help="time JAX alone (no torch needed)")
     t.set_defaults(func=_train_step)
 
-    e = sub.add_parser("expand", help="time expanding a TLEG gene into a descendant param tree (vs PyTorch)")
+    e = sub.add_parser("expand", parents=[common],
+                       help="time expanding a TLEG gene into a descendant param tree (vs PyTorch)")
     e.add_argument("--size", default="b", choices=["ti", "s", "b"])
     e.add_argument("--depth", type=int, default=12)
     e.add_argument("--steps", type=int, default=10)
@@ -372,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Parse, time, report."""
     args = build_parser().parse_args(argv)
+    if args.system_malloc:
+        os.environ[hostmem.ENV] = "system"
+    if argv is None:  # the command line (a call from Python keeps its process)
+        hostmem.reexec_with_huge_pages()  # both frameworks run under it alike
     for name in ("batch", "img", "steps", "depth"):
         if getattr(args, name, 1) < 1:
             fail(UserError, f"--{name} must be >= 1")

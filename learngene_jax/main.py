@@ -14,7 +14,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from learngene_jax import distributed
+from learngene_jax import distributed, hostmem
 from learngene_jax.errors import ConfigError, UserError
 
 # config.task → "module:function" taking (config, workdir).
@@ -114,6 +114,7 @@ def _exit(message: str) -> None:
 
 def run() -> None:
     """Entry point."""
+    hostmem.reexec_with_huge_pages()  # malloc tunables are read at process start only
     app.run(main, flags_parser=parse_flags)
 
 

@@ -1,0 +1,59 @@
+"""Host memory for XLA's CPU backend: run the entry points with transparent huge pages for malloc's big blocks.
+
+XLA's CPU client allocates each step's temporaries anew (589 MB for a ViT-Ti step at batch 64, 32², depth 6;
+2.3 GB at 224², depth 12). glibc maps such a block with mmap and unmaps it after the step, so every step
+faults it in again: 160,000 4-KiB page faults (~250 ms of system time) at 32². With
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1, glibc (≥ 2.35) advises transparent huge pages for these blocks: 2-MiB
+faults, 512× fewer. Measured on 2 cores: train step 558 → 463 ms at 32², 2030 → 1703 ms at 224², ViT-B gene
+expansion 86 → 46 ms. The tunable is read only at process start, so an entry point re-executes itself once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+TUNABLE = "glibc.malloc.hugetlb=1"
+ENV = "LEARNGENE_MALLOC"  # "system": leave malloc as it is (no re-exec)
+_THP_SWITCH = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def huge_pages_active() -> bool:
+    """Whether this process runs with the huge-page tunable."""
+    return TUNABLE in os.environ.get("GLIBC_TUNABLES", "").split(":")
+
+
+def can_use_huge_pages() -> bool:
+    """Linux with glibc ≥ 2.35 and transparent huge pages not switched off, and the user did not opt out."""
+    if not sys.platform.startswith("linux") or os.environ.get(ENV, "") == "system":
+        return False
+    libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else None
+    if not libc or not libc.startswith("glibc "):
+        return False
+    try:
+        if tuple(int(v) for v in libc.split()[1].split(".")[:2]) < (2, 35):
+            return False
+        return "[never]" not in _THP_SWITCH.read_text()
+    except (OSError, ValueError):
+        return False
+
+
+def environment_with_huge_pages(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the tunable appended to GLIBC_TUNABLES (kept as is when the user already sets it)."""
+    current = env.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" in current:
+        return dict(env)
+    return {**env, "GLIBC_TUNABLES": f"{current}:{TUNABLE}" if current else TUNABLE}
+
+
+def reexec_with_huge_pages() -> None:
+    """Replace this process by the same command with the tunable set, once; returns when there is nothing to do
+    (already set, opted out with LEARNGENE_MALLOC=system, or not Linux/glibc ≥ 2.35 with THP)."""
+    if huge_pages_active() or "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    if not can_use_huge_pages():
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, environment_with_huge_pages(dict(os.environ)))
