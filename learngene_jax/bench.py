@@ -385,7 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("batch", "img", "steps", "depth"):
         if getattr(args, name, 1) < 1:
             fail(UserError, f"--{name} must be >= 1")
-    report(args.func(args))
+    rows = args.func(args)
+    malloc = "glibc, huge pages" if hostmem.huge_pages_active() else "as started"
+    report([{**row, "malloc": malloc} for row in rows])
 
 
 if __name__ == "__main__":
