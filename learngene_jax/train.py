@@ -208,8 +208,12 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     compiled_steps: dict[tuple[int, int] | None, Callable] = {}
     compiled_evals: dict[tuple[int, int] | None, Callable] = {}
 
+    native = (model.token_stride, model.patch_dilation) if phases else None
+
     def phase_of(epoch: int) -> tuple[int, int] | None:
-        return next(((stride, dilation) for start, stride, dilation in reversed(phases) if epoch >= start), None)
+        """The (stride, dilation) trained in `epoch`; None for the model's own tokenization (the exported one)."""
+        phase = next(((stride, dilation) for start, stride, dilation in reversed(phases) if epoch >= start), None)
+        return None if phase == native else phase
 
     def phase_model(phase: tuple[int, int] | None) -> nn.Module:
         return model if phase is None else model.clone(patch_stride=phase[0], patch_dilation=phase[1])

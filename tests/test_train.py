@@ -248,6 +248,12 @@ def test_retokenization_keeps_params_and_changes_the_token_count(tmp_path):
     cfg = tiny_train_config(**{"epochs": 2, "retokenize": ((0, 8, 2), (1, 4, 1)), "max_steps": 30})
     out = train(cfg, tmp_path / "retok")
     assert out["steps"] == 30 and np.isfinite(out["loss"])
+    evals = [r for r in map(json.loads, (tmp_path / "retok" / "metrics.jsonl").read_text().splitlines())
+             if r["split"] == "eval"]
+    # epoch 1 evaluates the coarse phase; epoch 2 trains on the model's own stride 4, so its evaluation is the
+    # exported model's and is the final result, not evaluated a second time
+    assert [r.get("patch_stride_dilation") for r in evals] == [[8, 2], None]
+    assert out["top1"] == evals[-1]["top1"] and out["loss"] == evals[-1]["loss"]
     _, variables = load_model(out["model_dir"])
     assert jax.tree.map(jnp.shape, variables["params"]) == jax.tree.map(jnp.shape, params)
     with pytest.raises(ConfigError, match="needs a patch-embedding model"):

@@ -166,6 +166,11 @@ class AsViT(nn.Module):
     patch_dilation: int = 1
 
     @property
+    def token_stride(self) -> int:
+        """The patch embedding's stride in effect (patch_stride, or the official 4 when it is 0)."""
+        return self.patch_stride or EMBED_STRIDE
+
+    @property
     def genotype(self) -> Genotype:
         """The validated genotype of this network."""
         return validate(Genotype(kernels=tuple(self.kernels), splits=tuple(self.splits),
@@ -182,7 +187,7 @@ class AsViT(nn.Module):
         if images.shape[1:] != (self.image_size, self.image_size, self.in_chans):
             raise ValueError(f"model expects (batch, {self.image_size}, {self.image_size}, {self.in_chans}) "
                              f"images, got {images.shape}")
-        kernel, stride = g.kernels[0], self.patch_stride or EMBED_STRIDE
+        kernel, stride = g.kernels[0], self.token_stride
         lo, hi = embed_padding(kernel, stride, self.patch_dilation)
         if stride != EMBED_STRIDE and self.image_size % stride:
             fail(ConfigError, f"As-ViT re-tokenization stride {stride} does not divide image size {self.image_size}")

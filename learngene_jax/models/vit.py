@@ -241,10 +241,15 @@ class ViT(nn.Module):
         return self.grid**2
 
     @property
+    def token_stride(self) -> int:
+        """The patch embedding's stride in effect (patch_stride, or the patch size when it is 0)."""
+        return self.patch_stride or self.patch_size
+
+    @property
     def token_grid(self) -> int:
         """Tokens per side with the current patch stride and dilation."""
         span = self.patch_dilation * (self.patch_size - 1) + 1
-        return (self.image_size - span) // (self.patch_stride or self.patch_size) + 1
+        return (self.image_size - span) // self.token_stride + 1
 
     def check(self) -> None:
         """Raise ValueError for an inconsistent architecture."""
@@ -328,7 +333,7 @@ def embed_tokens(model: ViT, params: Mapping[str, Any], images: Array) -> Array:
     tokens (batch, tokens, width) entering block 0. With a re-tokenization stride/dilation the pos_embed grid
     is resampled bilinearly to the new token grid."""
     patch = params["patch_embed"]
-    stride = model.patch_stride or model.patch_size
+    stride = model.token_stride
     x = jax.lax.conv_general_dilated(images.astype(model.dtype), patch["kernel"].astype(model.dtype),
                                      (stride, stride), "VALID", rhs_dilation=(model.patch_dilation,) * 2,
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
