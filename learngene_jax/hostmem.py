@@ -28,14 +28,12 @@ def can_use_huge_pages() -> bool:
     """Linux with glibc ≥ 2.35 and transparent huge pages not switched off, and the user did not opt out."""
     if not sys.platform.startswith("linux") or os.environ.get(ENV, "") == "system":
         return False
-    libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else None
-    if not libc or not libc.startswith("glibc "):
-        return False
     try:
-        if tuple(int(v) for v in libc.split()[1].split(".")[:2]) < (2, 35):
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36"; other C libraries have no such name
+        if not libc.startswith("glibc ") or tuple(int(v) for v in libc.split()[1].split(".")[:2]) < (2, 35):
             return False
         return "[never]" not in _THP_SWITCH.read_text()
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError):
         return False
 
 
