@@ -103,14 +103,15 @@ class WindowBlock(nn.Module):
             y = jnp.pad(y, ((0, 0), (0, pad), (0, pad), (0, 0)))
         y = y.reshape(batch, n, w, n, w, channels).transpose(0, 1, 3, 2, 4, 5).reshape(batch, n * n, w * w, channels)
         qkv = self._dense(3 * inner, "qkv")(y).reshape(batch, n * n, w * w, 3, self.num_heads, head_dim)
-        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # (batch, windows, tokens, heads, dim)
-        logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q * head_dim**-0.5, k).astype(jnp.float32)
+        # heads ahead of tokens, so both products are plain batched matmuls (as in levit.attend)
+        q, k, v = (qkv[..., i, :, :].transpose(0, 1, 3, 2, 4) for i in range(3))  # (batch, windows, heads, tokens, dim)
+        logits = jnp.einsum("bnhqd,bnhkd->bnhqk", q * head_dim**-0.5, k).astype(jnp.float32)
         if pad:
             inside = jnp.arange(n * w) < side
             inside = (inside[:, None] & inside[None, :]).reshape(n, w, n, w).transpose(0, 2, 1, 3)
             logits = jnp.where(inside.reshape(1, n * n, 1, 1, w * w), logits, -jnp.inf)
         weights = jax.nn.softmax(logits, axis=-1).astype(y.dtype)
-        y = jnp.einsum("bnhqk,bnkhd->bnqhd", weights, v).reshape(batch, n * n, w * w, inner)
+        y = jnp.einsum("bnhqk,bnhkd->bnhqd", weights, v).transpose(0, 1, 3, 2, 4).reshape(batch, n * n, w * w, inner)
         y = self._dense(channels, "proj")(y)
         y = y.reshape(batch, n, n, w, w, channels).transpose(0, 1, 3, 2, 4, 5).reshape(batch, n * w, n * w, channels)
         x = x + y[:, :side, :side]
