@@ -49,12 +49,13 @@ def environment_with_huge_pages(env: dict[str, str]) -> dict[str, str]:
 def reexec_with_huge_pages() -> None:
     """Replace this process by the same command with the tunable set, once; returns when there is nothing to do
     (already set, opted out with LEARNGENE_MALLOC=system, or not Linux/glibc ≥ 2.35 with THP)."""
-    if ("glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", "") or not sys.executable
-            or not can_use_huge_pages()):
+    current = dict(os.environ)
+    env = environment_with_huge_pages(current)
+    if env == current or not sys.executable or not can_use_huge_pages():  # set already, or by the user
         return
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execve(sys.executable, sys.orig_argv, environment_with_huge_pages(dict(os.environ)))
+        os.execve(sys.executable, sys.orig_argv, env)
     except OSError:  # cannot start the interpreter again (sandboxes): carry on with malloc as it is
         return
