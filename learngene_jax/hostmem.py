@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from learngene_jax.errors import UserError, fail
+
 TUNABLE = "glibc.malloc.hugetlb=1"
 ENV = "LEARNGENE_MALLOC"  # "system": leave malloc as it is (no re-exec)
 _THP_SWITCH = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -25,9 +27,17 @@ def huge_pages_active() -> bool:
     return TUNABLE in os.environ.get("GLIBC_TUNABLES", "").split(":")
 
 
+def opted_out() -> bool:
+    """Whether LEARNGENE_MALLOC=system asks to leave malloc alone (any other value is a mistake)."""
+    value = os.environ.get(ENV, "")
+    if value not in ("", "system"):
+        fail(UserError, f"{ENV}={value!r} is not a setting: use {ENV}=system to keep malloc as it is, or unset it")
+    return value == "system"
+
+
 def can_use_huge_pages() -> bool:
     """Linux with glibc ≥ 2.35 and transparent huge pages not switched off, and the user did not opt out."""
-    if not sys.platform.startswith("linux") or os.environ.get(ENV, "") == "system":
+    if not sys.platform.startswith("linux") or opted_out():
         return False
     try:
         libc = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36"; other C libraries have no such name

@@ -114,7 +114,10 @@ def _exit(message: str) -> None:
 
 def run() -> None:
     """Entry point."""
-    hostmem.reexec_with_huge_pages()  # malloc tunables are read at process start only
+    try:
+        hostmem.reexec_with_huge_pages()  # malloc tunables are read at process start only
+    except UserError as e:
+        _exit(str(e))
     app.run(main, flags_parser=parse_flags)
 
 

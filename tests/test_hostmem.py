@@ -60,3 +60,13 @@ def test_opt_out_and_a_python_caller_keep_the_process(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(pid_file)], cwd=REPO, check=True, timeout=300, capture_output=True,
                    env={**{k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}, "PYTHONPATH": str(REPO)})
     assert len(pid_file.read_text().split()) == 1  # bench.main(argv) called from Python never re-executes
+
+
+@pytest.mark.parametrize("command", [["learngene_jax.main", "--help"],
+                                     ["learngene_jax.bench", "expand", "--size", "ti", "--skip-torch"]])
+def test_a_misspelt_opt_out_is_a_one_line_error(command):
+    proc = subprocess.run([sys.executable, "-m", *command], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), hostmem.ENV: "sytem"})
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: LEARNGENE_MALLOC='sytem' is not a setting: use LEARNGENE_MALLOC=system to keep malloc as it is, "
+        "or unset it"], proc.stderr
