@@ -37,7 +37,7 @@ def opted_out() -> bool:
 
 def can_use_huge_pages() -> bool:
     """Linux with glibc ≥ 2.35 and transparent huge pages not switched off, and the user did not opt out."""
-    if not sys.platform.startswith("linux") or opted_out():
+    if opted_out() or not sys.platform.startswith("linux"):  # a misspelt opt-out is an error on any platform
         return False
     try:
         libc = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36"; other C libraries have no such name
@@ -59,9 +59,11 @@ def environment_with_huge_pages(env: dict[str, str]) -> dict[str, str]:
 def reexec_with_huge_pages() -> None:
     """Replace this process by the same command with the tunable set, once; returns when there is nothing to do
     (already set, opted out with LEARNGENE_MALLOC=system, or not Linux/glibc ≥ 2.35 with THP)."""
+    if not can_use_huge_pages():  # first: it also rejects a misspelt LEARNGENE_MALLOC
+        return
     current = dict(os.environ)
     env = environment_with_huge_pages(current)
-    if env == current or not sys.executable or not can_use_huge_pages():  # set already, or by the user
+    if env == current or not sys.executable:  # set already, or by the user
         return
     sys.stdout.flush()
     sys.stderr.flush()

@@ -64,9 +64,10 @@ def test_opt_out_and_a_python_caller_keep_the_process(tmp_path):
 
 @pytest.mark.parametrize("command", [["learngene_jax.main", "--help"],
                                      ["learngene_jax.bench", "expand", "--size", "ti", "--skip-torch"]])
-def test_a_misspelt_opt_out_is_a_one_line_error(command):
+@pytest.mark.parametrize("tunables", [{}, {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}])  # also with the user's own
+def test_a_misspelt_opt_out_is_a_one_line_error(command, tunables):
     proc = subprocess.run([sys.executable, "-m", *command], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), hostmem.ENV: "sytem"})
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), hostmem.ENV: "sytem", **tunables})
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: LEARNGENE_MALLOC='sytem' is not a setting: use LEARNGENE_MALLOC=system to keep malloc as it is, "
         "or unset it"], proc.stderr
