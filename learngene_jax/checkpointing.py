@@ -1,4 +1,5 @@
-"""Every Orbax call of the toolkit: one-off artifacts (genes, converted models) and training checkpoints.
+"""Every Orbax call of the toolkit: one-off artifacts (genes, converted models) and training checkpoints
+(asynchronous, with the input pipeline's state and preemption handling).
 
 An artifact is a directory with two items: `params` (a pytree of arrays) and `meta` (JSON). Orbax is
 imported nowhere else, so a change of its API is a change of this file.
@@ -6,8 +7,11 @@ imported nowhere else, so a change of its API is a change of this file.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from learngene_jax.distributed import preemption_service_running
 from learngene_jax.errors import UserError, fail
 
 # Orbax logs every save/restore at INFO through absl; keep the console for the toolkit's own messages.
@@ -101,25 +106,42 @@ def load_params(path: str | Path, target: Any, what: str = "checkpoint") -> Any:
 
 
 class TrainCheckpoints:
-    """Periodic training checkpoints in `directory` (items: `state` arrays, `meta` JSON), written by all
-    processes together; the latest `keep` are kept."""
+    """Periodic training checkpoints in `directory`, written by all processes together and asynchronously (a
+    save copies the arrays to host memory and returns; files are written in the background); the latest `keep`
+    are kept. Items: `state` (arrays), `meta` (JSON) and `data` (each process's grain iterator state).
+
+    Preemption: `reached_preemption(step)` is Orbax's answer where `jax.distributed` runs JAX's preemption
+    service (every process answers True at the same step after any of them got SIGTERM, so all save the same
+    step); a single process without it answers from its own SIGTERM handler (`watch_preemption`).
+    """
 
     def __init__(self, directory: str | Path, keep: int = 2):
+        import grain
+
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
+                           "data": grain.checkpoint.CheckpointHandler()})
+        self._grain = grain.checkpoint
+        self._sigterm = False
+        self._started: int | None = None  # the step of the newest save started by this process
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-        """Write the checkpoint of `step` (a no-op if it exists)."""
-        if step in self._manager.all_steps():
+    def save(self, step: int, state: Any, meta: dict[str, Any], data_iterator: Any = None) -> None:
+        """Start writing the checkpoint of `step` (a no-op if it exists); returns once the arrays are on the host,
+        so the caller may donate or overwrite `state` at once."""
+        if step == self._started or step in self._manager.all_steps():
             return
-        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                         meta=ocp.args.JsonSave(meta)), force=True)
-        self._manager.wait_until_finished()
+        self._started = step
+        items = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        if data_iterator is not None:
+            items["data"] = self._grain.CheckpointSave(data_iterator)
+        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
         """(state, meta) of `step`, placed as `target`'s ShapeDtypeStructs (with shardings) say; the mesh may
@@ -131,6 +153,50 @@ class TrainCheckpoints:
             fail(UserError, f"training checkpoint {step} in {self.directory} cannot be restored (corrupt, or saved "
                             f"for another model/optimizer; use a new --workdir): {_one_line(e)}")
         return out["state"], out["meta"]
+
+    def restore_data(self, step: int, positioned: Any, fallback: Any) -> Any:
+        """The input iterator of `step`: `positioned(state)` with the grain state saved beside it, or
+        `fallback()` where the checkpoint has none (older checkpoints) or it does not fit this pipeline (e.g.
+        another `data.workers`); the stream is a function of the step, so both give the same batches."""
+        path = self.directory / str(step) / "data" / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        if not path.is_file():
+            return fallback()
+        iterator = None
+        try:
+            iterator = positioned(json.loads(path.read_text()))
+            return iterator
+        except Exception as e:  # noqa: BLE001 - a state of another pipeline shape
+            if iterator is not None and hasattr(iterator, "close"):
+                iterator.close()
+            logging.getLogger(__name__).warning("input state of step %d does not fit this pipeline (%s); "
+                                                "restarting the stream at that step", step, _one_line(e))
+            return fallback()
+
+    @contextlib.contextmanager
+    def watch_preemption(self):
+        """Within `with`: a single process without JAX's preemption service turns SIGTERM into a preemption
+        notice instead of dying (multi-process runs leave SIGTERM to JAX, which tells every process)."""
+        previous = None
+        if not preemption_service_running():
+            try:
+                previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            except ValueError:  # not the main thread: leave signals alone
+                previous = None
+        try:
+            yield self
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        del signum, frame
+        self._sigterm = True
+
+    def reached_preemption(self, step: int) -> bool:
+        """Whether to save `step` and stop: the same answer on every process (see the class docstring)."""
+        if preemption_service_running():
+            return bool(self._manager.reached_preemption(step))
+        return self._sigterm
 
     def close(self) -> None:
         """Finish pending writes."""

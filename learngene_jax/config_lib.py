@@ -67,7 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict(dict(
         name="digits", data_dir="", path="", train_split="train", eval_split="test", image_size=16, channels=3,
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0, workers=4,
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0,
+        workers=0,  # grain worker processes that decode and transform (0: in this process, for small data/debugging)
         image_key="image", label_key="label",
         classes=(), shots=0, subset_seed=0))  # a task: only these classes (relabelled), `shots` train examples each
     c.aug = ml_collections.ConfigDict(dict(

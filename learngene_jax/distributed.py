@@ -63,3 +63,14 @@ def _cluster_has_several_processes() -> bool:
 def is_main_process() -> bool:
     """Process 0 writes logs, summaries and plots."""
     return jax.process_index() == 0
+
+
+def preemption_service_running() -> bool:
+    """Whether JAX's preemption service (started by `jax.distributed.initialize`) handles SIGTERM in this process
+    and agrees a stop step with the others (Orbax's `reached_preemption` asks it)."""
+    try:
+        from jax._src import distributed as jax_distributed  # no public query exists; kept to this one module
+
+        return getattr(jax_distributed.global_state, "preemption_sync_manager", None) is not None
+    except ImportError:
+        return jax.process_count() > 1

@@ -21,6 +21,7 @@ import numpy as np
 
 from learngene_jax import data
 from learngene_jax.config_lib import with_changes
+from learngene_jax.data.device import normalize
 from learngene_jax.data.tasks import build_manifest, resolve_examples, save_manifest
 from learngene_jax.distill.losses import cross_entropy
 from learngene_jax.errors import ConfigError, fail
@@ -263,7 +264,8 @@ def fresh_head(key: jax.Array, shape: tuple[int, int]) -> dict[str, np.ndarray]:
 
 
 def _examples(cfg: ml_collections.ConfigDict, limit: int = 0):
-    """(images, labels) batches of a task's training examples (its shots), eval transform, padding dropped."""
+    """(images, labels) batches of a task's training examples (its shots), eval transform, normalised, padding
+    dropped."""
     source = data.make_source(cfg.data, cfg.data.train_split, train=True)
     loader = data.make_loader(cfg, cfg.data.train_split, train=False, batch_size=cfg.batch_size, source=source)
     seen = 0
@@ -272,7 +274,7 @@ def _examples(cfg: ml_collections.ConfigDict, limit: int = 0):
         if limit:
             keep &= np.arange(len(keep)) < limit - seen
         if keep.any():
-            yield batch["images"][keep], batch["labels"][keep]
+            yield normalize(batch["images"][keep], loader.mean, loader.std), batch["labels"][keep]
         seen += int(keep.sum())
         if limit and seen >= limit:
             return

@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -27,7 +26,9 @@ import optax
 
 from learngene_jax import checkpointing, data, genes, sharding
 from learngene_jax.baselines import weight_selection
+from learngene_jax.data.device import normalize, prepare_batch
 from learngene_jax.data.mix import mix_batch
+from learngene_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from learngene_jax.distill.losses import cross_entropy, topk_correct
 from learngene_jax.distill.objectives import BATCH_STATS, StepInputs, make_objective
 from learngene_jax.distill.teacher import Teacher, load_teacher
@@ -45,7 +46,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class Preempted(UserError):
-    """SIGTERM arrived: the state was saved; running the same command again resumes."""
+    """A preemption notice (SIGTERM) arrived: every process saved the same step; rerunning the command resumes."""
 
 
 class Diverged(UserError):
@@ -145,9 +146,10 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
         if size % data_shards:
             fail(ConfigError, f"{what} {size} is not divisible by the {data_shards} devices that split the batch")
 
-    # Data: each process loads its own share of every global batch.
+    # Data: each process loads its own share of every global batch (uint8; normalised inside the steps).
     proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    train_data = data.make_loader(config, config.data.train_split, train=True, batch_size=config.batch_size, **proc)
+    train_data = data.make_loader(config, config.data.train_split, train=True, batch_size=config.batch_size,
+                                  device_shards=data_shards, **proc)
     eval_data = data.make_loader(config, config.data.eval_split, train=False, batch_size=eval_batch, **proc)
     num_classes = train_data.source.num_classes
     steps_per_epoch = train_data.steps_per_epoch
@@ -188,16 +190,19 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
         frozen["ewc"] = load_ewc(config.ewc.path, abstract["params"])
     frozen = jax.device_put(frozen, sharding.tree_shardings(frozen, mesh, strategy, rules))
 
-    # Resume from the latest checkpoint, or initialise.
+    # Resume from the latest checkpoint (model state and the input pipeline's position), or initialise.
     ckpts = checkpointing.TrainCheckpoints(workdir / "checkpoints", keep=config.checkpoint.keep)
     latest = ckpts.latest_step()
     if latest is not None:
         target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                         abstract, state_shardings)
         state, _ = ckpts.restore(latest, target)
+        batches = ckpts.restore_data(latest, lambda state: train_data.steps(total_steps, state=state),
+                                     lambda: train_data.steps(total_steps, start=latest))
         _log(main, f"resumed from step {latest} in {ckpts.directory}")
     else:
         state = jax.jit(init_state, out_shardings=state_shardings)(init_rng, student.source)
+        batches = train_data.steps(total_steps)
     num_params = count_params(abstract["params"])
     _log(main, f"[{config.name or 'train'}] {type(model).__name__} {num_params:,} params ({student.origin}); "
                f"{len(train_data.source)} train / {len(eval_data.source)} eval examples, {num_classes} classes; "
@@ -224,7 +229,7 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
         if phase not in compiled_steps:
             compiled_steps[phase] = jax.jit(
                 make_train_step(config, phase_model(phase), tx, schedule, teacher, num_classes, data_shards,
-                                step_rng),
+                                step_rng, mean=train_data.mean, std=train_data.std),
                 in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
         return compiled_steps[phase]
@@ -232,14 +237,14 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     def eval_step_for(phase: tuple[int, int] | None) -> Callable:
         """Evaluation with the tokenization being trained (None: the model as exported)."""
         if phase not in compiled_evals:
-            compiled_evals[phase] = jax.jit(make_eval_step(phase_model(phase)), out_shardings=sharding.replicated(mesh))
+            compiled_evals[phase] = jax.jit(make_eval_step(phase_model(phase), eval_data.mean, eval_data.std),
+                                            out_shardings=sharding.replicated(mesh))
         return compiled_evals[phase]
 
     eval_step = eval_step_for(None)
 
     writer = MetricWriter(workdir, enabled=main)
     progress = Progress(total_steps, config.batch_size, enabled=main, label=config.name or "train")
-    stop = _StopSignal()
     step = int(jax.device_get(state["step"]))
     good_step = step  # the newest step whose losses were all finite
     pending: list[dict[str, jax.Array]] = []
@@ -267,7 +272,7 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
 
     def save(step: int) -> None:
         flush()
-        ckpts.save(step, state, {"step": step, "epoch": step / steps_per_epoch})
+        ckpts.save(step, state, {"step": step, "epoch": step / steps_per_epoch}, batches)
 
     init_results = None
     last_eval: tuple[int, dict[str, float]] = (-1, {})
@@ -277,24 +282,27 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
             writer.write(0, "eval", {**init_results, "epoch": 0})
             progress.note(f"at init: eval top-1 {init_results['top1']:.4f} loss {init_results['loss']:.4f}")
     try:
-        with stop:
-            for epoch in range(step // steps_per_epoch, num_epochs):
-                train_step = train_step_for(epoch)
-                for batch in train_data.epoch(epoch, start_step=step - epoch * steps_per_epoch):
-                    if step >= total_steps:
-                        break
-                    if stop.requested:
-                        save(step)
-                        fail(Preempted, f"stopped by SIGTERM at step {step}; the state is saved in {ckpts.directory}; "
-                                        f"run the same command to resume")
-                    state, metrics = train_step(state, sharding.global_batch(mesh, batch), frozen)
-                    step += 1
-                    images_seen += config.batch_size
-                    pending.append(metrics)
-                    if step % config.log_every_steps == 0 or step == total_steps:
-                        flush()
-                    if step % config.checkpoint.every_steps == 0:
-                        save(step)
+        with ckpts.watch_preemption():
+            while step < total_steps:
+                if ckpts.reached_preemption(step):  # every process answers alike, so all save this same step
+                    save(step)
+                    fail(Preempted, f"stopped by a preemption notice (SIGTERM) at step {step}; the state is saved in "
+                                    f"{ckpts.directory}; run the same command to resume")
+                epoch = step // steps_per_epoch
+                batch = next(batches)
+                if (position := int(batch.pop("step"))) != step:  # a restored iterator state that does not fit
+                    fail(UserError, f"the input pipeline resumed at step {position} instead of {step}; rerun with "
+                                    f"the data settings (data.workers included) of the interrupted run")
+                state, metrics = train_step_for(epoch)(state, sharding.global_batch(mesh, batch), frozen)
+                step += 1
+                images_seen += config.batch_size
+                pending.append(metrics)
+                if step % config.log_every_steps == 0 or step == total_steps:
+                    flush()
+                if step % config.checkpoint.every_steps == 0:
+                    save(step)
+                if step % steps_per_epoch and step < total_steps:
+                    continue
                 if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == num_epochs:
                     flush()
                     # during a re-tokenization phase, evaluate the tokenization being trained; the final
@@ -309,6 +317,7 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
                                   + (f" (stride {phase[0]}, dilation {phase[1]})" if phase else ""))
             save(step)
     finally:
+        train_data.close()
         writer.close()
         ckpts.close()
     train_time = time.perf_counter() - start_time
@@ -349,18 +358,23 @@ def tokenization_phases(config: Any, model: nn.Module) -> list[tuple[int, int, i
 
 
 def make_train_step(config: Any, model: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    teacher: Teacher | None, num_classes: int, groups: int, rng: jax.Array) -> Callable:
-    """(state, batch, frozen) → (state, metrics): mixup/cutmix, the configured objective (teacher on the same
-    mixed images), an optional EWC penalty, gradients, optimizer update. `frozen` holds arrays that are inputs
-    of the step but never trained or checkpointed (teacher variables, EWC anchor)."""
+                    teacher: Teacher | None, num_classes: int, groups: int, rng: jax.Array, *,
+                    mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> Callable:
+    """(state, batch, frozen) → (state, metrics): uint8 images normalised with `mean`/`std` (float images are
+    taken as normalised) and randomly erased where the batch has boxes, mixup/cutmix, the configured objective
+    (teacher on the same mixed images), an optional EWC penalty, gradients, optimizer update. `frozen` holds
+    arrays that are inputs of the step but never trained or checkpointed (teacher variables, EWC anchor)."""
     aug = config.aug
     objective = make_objective(config, model, teacher)
     ewc_weight = float(config.ewc.weight)
 
     def step_fn(state, batch, frozen):
-        r_mix, r_drop = jax.random.split(jax.random.fold_in(rng, state["step"]))
+        step_key = jax.random.fold_in(rng, state["step"])
+        r_mix, r_drop = jax.random.split(step_key)
+        r_erase = jax.random.fold_in(step_key, 0xE2A5E)  # its own stream: mixup and dropout draws stay as they were
+        images = prepare_batch(batch, mean, std, r_erase)
         images, targets = mix_batch(
-            r_mix, batch["images"], batch["labels"], num_classes, mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix,
+            r_mix, images, batch["labels"], num_classes, mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix,
             switch_prob=aug.mixup_switch_prob, prob=aug.mixup_prob, smoothing=aug.label_smoothing, groups=groups)
         inputs = StepInputs(images, targets, batch["labels"], r_drop)
         collections = {k: v for k, v in state.items() if k not in ("step", "params", "opt_state")}
@@ -383,11 +397,12 @@ def make_train_step(config: Any, model: nn.Module, tx: optax.GradientTransformat
     return step_fn
 
 
-def make_eval_step(model: nn.Module) -> Callable:
-    """(variables, batch) → summed loss, top-1 and top-5 hits, and example count over the unmasked examples."""
+def make_eval_step(model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
+    """(variables, batch) → summed loss, top-1 and top-5 hits, and example count over the unmasked examples
+    (uint8 images normalised with `mean`/`std`)."""
 
     def eval_fn(variables, batch):
-        logits = model.apply(variables, batch["images"], train=False)
+        logits = model.apply(variables, normalize(batch["images"], mean, std), train=False)
         mask = batch["mask"]
         return {"loss": jnp.sum(cross_entropy(logits, batch["labels"]) * mask),
                 "top1": jnp.sum(topk_correct(logits, batch["labels"], 1) * mask),
@@ -401,6 +416,7 @@ def evaluate(eval_step: Callable, state: dict[str, Any], loader: data.Loader, me
     sums = None
     variables = model_variables(state)
     for batch in loader.epoch(0):
+        batch.pop("step")
         out = eval_step(variables, sharding.global_batch(mesh, batch))
         sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
     sums = jax.device_get(sums)
@@ -416,7 +432,7 @@ def evaluate_model(config: Any, model: nn.Module, variables: dict[str, Any], spl
     mesh = sharding.make_mesh(1, 1, devices)
     loader = data.make_loader(config, split or config.data.eval_split, train=False,
                               batch_size=config.eval_batch_size or config.batch_size)
-    return evaluate(jax.jit(make_eval_step(model)), dict(variables), loader, mesh)
+    return evaluate(jax.jit(make_eval_step(model, loader.mean, loader.std)), dict(variables), loader, mesh)
 
 
 def model_variables(state: dict[str, Any]) -> dict[str, Any]:
@@ -458,26 +474,3 @@ def _log(main: bool, text: str) -> None:
     if main:
         print(text, file=sys.stderr, flush=True)
 
-
-class _StopSignal:
-    """Within `with`: SIGTERM sets `requested` (the loop saves and stops at the next step) instead of killing."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        del signum, frame
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-        return False

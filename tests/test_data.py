@@ -9,7 +9,7 @@ from learngene_jax import data
 from learngene_jax.config_lib import base_config
 from learngene_jax.data import transforms
 from learngene_jax.data.digits import digits_split
-from learngene_jax.data.pipeline import Loader, epoch_order
+from learngene_jax.data.pipeline import Loader, batch_positions, epoch_order
 from learngene_jax.data.sources import ArraySource, FolderSource, npz_source
 from learngene_jax.errors import DataError
 
@@ -39,45 +39,172 @@ def test_digits_through_tfds():
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    records = train._data.__getitems__([0, 5, 7])  # the `index` feature points back into load_digits()
+    records = train._open().__getitems__([0, 5, 7])  # the `index` feature points back into load_digits()
     origin = [int(r["index"]) for r in records]
     assert set(origin) <= set(digits_split()["train"])
     np.testing.assert_array_equal(labels, d.target[origin])
     np.testing.assert_array_equal(images[1][..., 0], np.round(d.images[origin[1]] * 255 / 16).astype(np.uint8))
 
 
+PLAIN = transforms.TransformConfig(image_size=2, channels=1, mean=(0.0,), std=(1.0,), crop_pct=1.0,
+                                   random_resized_crop=False, flip=False, randaugment=False, random_erasing=0.0)
+
+
 def _loader(source, batch, train, **kw):
-    return Loader(source, lambda image, epoch, index: image.astype(np.float32) + index, batch, seed=3, train=train,
-                  workers=2, **kw)
+    return Loader(source, PLAIN, batch, seed=3, train=train, **kw)
+
+
+def _ids(batch):
+    return batch["images"][:, 0, 0, 0].astype(int)
 
 
 def test_batches_are_deterministic_and_split_over_processes():
-    source = ArraySource(np.zeros((50, 2, 2, 1), np.uint8), np.arange(50) % 7, 7)
-    whole = [b["labels"] for b in _loader(source, 8, True).epoch(1)]
-    again = [b["labels"] for b in _loader(source, 8, True).epoch(1)]
-    assert len(whole) == 6
+    source = ArraySource(np.arange(50, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 1), np.uint8),
+                         np.arange(50) % 7, 7)
+    whole = list(_loader(source, 8, True).epoch(1))
+    again = list(_loader(source, 8, True).epoch(1))
+    assert len(whole) == 6 and whole[0]["images"].dtype == np.uint8
     for a, b in zip(whole, again, strict=True):
-        np.testing.assert_array_equal(a, b)
-    parts = [[b["images"][:, 0, 0, 0] for b in _loader(source, 8, True, process_index=p, process_count=2).epoch(1)]
-             for p in range(2)]
+        np.testing.assert_array_equal(a["images"], b["images"])
+    parts = [[_ids(b) for b in _loader(source, 8, True, process_index=p, process_count=2).epoch(1)] for p in range(2)]
     ids = [np.concatenate([a, b]) for a, b in zip(*parts, strict=True)]
     order = epoch_order(50, 3, 1, True)
     for step, got in enumerate(ids):
         np.testing.assert_array_equal(got, order[step * 8:(step + 1) * 8])
-    other_epoch = [b["labels"] for b in _loader(source, 8, True).epoch(2)]
-    assert any((a != b).any() for a, b in zip(whole, other_epoch, strict=True))
-    resumed = [b["labels"] for b in _loader(source, 8, True).epoch(1, start_step=4)]
-    np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate(whole[4:]))
+    other_epoch = [_ids(b) for b in _loader(source, 8, True).epoch(2)]
+    assert any((a != _ids(b)).any() for a, b in zip(other_epoch, whole, strict=True))
+    resumed = [_ids(b) for b in _loader(source, 8, True).epoch(1, start_step=4)]
+    np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate([_ids(b) for b in whole[4:]]))
+    # the training stream is one sequence of global steps: step k of it is batch k % 6 of epoch k // 6
+    loader = _loader(source, 8, True)
+    steps = loader.steps(12, start=6)
+    for b in whole:
+        np.testing.assert_array_equal(next(steps)["images"], b["images"])
+    loader.close()
+
+
+def test_repeated_copies_are_dealt_to_different_devices():
+    source = ArraySource(np.arange(48, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 1), np.uint8),
+                         np.zeros(48), 1)
+    loader = _loader(source, 12, True, repeats=3, device_shards=4)
+    order = epoch_order(48, 3, 0, True, repeats=3)
+    for step, batch in enumerate(loader.epoch(0)):
+        rows = _ids(batch).reshape(4, 3)  # (device, row on the device)
+        np.testing.assert_array_equal(rows.reshape(-1), order[batch_positions(step, 12, 4, True)])
+        for device in rows:  # DeiT's RASampler: each device gets one copy of 3 different examples
+            assert len(set(device.tolist())) == 3
+    np.testing.assert_array_equal(batch_positions(0, 6, 3, True), [0, 3, 1, 4, 2, 5])
+    np.testing.assert_array_equal(batch_positions(1, 6, 3, False), np.arange(6, 12))
 
 
 def test_eval_batches_cover_everything_once_with_a_padding_mask():
-    source = ArraySource(np.zeros((21, 2, 2, 1), np.uint8), np.arange(21) % 3, 3)
+    source = ArraySource(np.arange(21, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 1), np.uint8),
+                         np.arange(21) % 3, 3)
     batches = list(_loader(source, 8, False).epoch(0))
     assert len(batches) == 3
     masks = np.concatenate([b["mask"] for b in batches])
-    ids = np.concatenate([b["images"][:, 0, 0, 0] for b in batches])
+    ids = np.concatenate([_ids(b) for b in batches])
     assert masks.sum() == 21 and (masks[21:] == 0).all()
     np.testing.assert_array_equal(ids[:21], np.arange(21))
+
+
+DEIT_LIKE = dict(image_size=16, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), interpolation="bicubic",
+                 random_resized_crop=True, flip=True, randaugment=True, random_erasing=0.5)
+
+
+def _augmenting_config(**data):
+    c = base_config()
+    c.data.update(dict(mean=DEIT_LIKE["mean"], std=DEIT_LIKE["std"], interpolation="bicubic", **data))
+    c.aug.update(dict(random_resized_crop=True, flip=True, randaugment=True, random_erasing=0.5, repeated_aug=3))
+    return c
+
+
+def test_same_batches_with_0_1_and_2_worker_processes():
+    runs = {}
+    for workers in (0, 1, 2):
+        loader = data.make_loader(_augmenting_config(workers=workers), "train", train=True, batch_size=16,
+                                  device_shards=2)
+        steps = loader.steps(loader.steps_per_epoch + 2, start=loader.steps_per_epoch - 1)  # across an epoch end
+        runs[workers] = [next(steps) for _ in range(3)]
+        loader.close()
+    first = runs[0][0]
+    assert first["images"].dtype == np.uint8 and first["images"].shape == (16, 16, 16, 3)
+    assert first["erase"].shape == (16, 4) and (first["erase"][:, 2] > 0).any()  # some boxes at p = 0.5
+    for workers in (1, 2):
+        for a, b in zip(runs[0], runs[workers], strict=True):
+            assert a.keys() == b.keys()
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_repeated_copies_share_the_example_but_not_the_augmentation():
+    rng = np.random.default_rng(0)
+    source = ArraySource(rng.integers(0, 255, (30, 20, 20, 3), dtype=np.uint8), np.arange(30), 30)
+    cfg = transforms.TransformConfig(**DEIT_LIKE)
+    loader = Loader(source, cfg, 30, seed=0, train=True, repeats=3)
+    batch = next(loader.epoch(0))
+    labels = batch["labels"]
+    assert sorted(np.bincount(labels)[np.bincount(labels) > 0]) == [3] * 10  # 10 examples, 3 copies each
+    for label in set(labels.tolist()):
+        copies = batch["images"][labels == label]
+        assert all((copies[i] != copies[j]).any() for i, j in ((0, 1), (0, 2), (1, 2)))
+
+
+def test_device_normalisation_matches_the_float32_host_transform():
+    import jax.numpy as jnp
+
+    from learngene_jax.data import device
+
+    rng = np.random.default_rng(0)
+    cfg = transforms.TransformConfig(**{**DEIT_LIKE, "image_size": 24, "random_erasing": 1.0})
+    for k in range(6):
+        image = rng.integers(0, 255, (30 + k, 40, 3), dtype=np.uint8)
+        host = transforms.train_transform(image, np.random.default_rng(k), cfg)
+        pixels, box = transforms.augment(image, np.random.default_rng(k), cfg)
+        assert pixels.dtype == np.uint8
+        normalised = np.asarray(device.normalize(jnp.asarray(pixels[None]), cfg.mean, cfg.std))[0]
+        top, left, h, w = box
+        inside = np.zeros(host.shape[:2], bool)
+        inside[top:top + h, left:left + w] = True
+        assert h and w and not inside.all()
+        # same crop, flip, RandAugment and erasing decisions: identical normalised pixels outside the box
+        np.testing.assert_allclose(normalised[~inside], host[~inside], rtol=0, atol=1e-6)
+        erased = np.asarray(device.prepare_batch({"images": jnp.asarray(pixels[None]),
+                                                  "erase": jnp.asarray(np.asarray([box], np.int32))},
+                                                 cfg.mean, cfg.std, jax_key(k)))[0]
+        np.testing.assert_array_equal(erased[~inside], normalised[~inside])
+        assert (erased[inside] != normalised[inside]).all() and abs(erased[inside].std() - 1) < 0.35
+        ev = transforms.eval_transform(image, cfg)
+        ev_device = np.asarray(device.normalize(jnp.asarray(transforms.eval_image(image, cfg)[None]), cfg.mean,
+                                                cfg.std))[0]
+        np.testing.assert_allclose(ev_device, ev, rtol=0, atol=1e-6)
+
+
+def jax_key(seed):
+    import jax
+
+    return jax.random.key(seed)
+
+
+def test_every_source_kind_through_the_pipeline(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", train_images=rng.integers(0, 255, (12, 6, 6, 3), dtype=np.uint8),
+             train_labels=np.arange(12) % 4)
+    for cls in ("ant", "cat"):
+        (tmp_path / "f" / "train" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (9, 11, 3), dtype=np.uint8)).save(
+                tmp_path / "f" / "train" / cls / f"{i}.jpg")
+    kinds = {"digits": {}, "npz": {"path": str(tmp_path / "d.npz")}, "folder": {"path": str(tmp_path / "f")},
+             "digits_task": {"classes": (7, 2), "shots": 3}}
+    for kind, extra in kinds.items():
+        c = base_config()
+        c.data.update(dict(name="digits" if kind == "digits_task" else kind, image_size=8, workers=1, **extra))
+        loader = data.make_loader(c, "train", train=True, batch_size=4)
+        batch = next(loader.epoch(0))
+        loader.close()
+        assert batch["images"].shape == (4, 8, 8, 3) and batch["images"].dtype == np.uint8, kind
+        assert batch["labels"].dtype == np.int32 and batch["labels"].max() < loader.source.num_classes, kind
 
 
 def test_repeated_augmentation_order():
@@ -163,8 +290,8 @@ def test_loader_from_config_applies_the_digits_transform():
     c = base_config()
     loader = data.make_loader(c, "test", train=False, batch_size=150)
     batch = next(loader.epoch(0))
-    assert batch["images"].shape == (150, 16, 16, 3)
-    assert -1.0 <= batch["images"].min() and batch["images"].max() <= 1.0  # (x/255 - 0.5) / 0.5
+    assert batch["images"].shape == (150, 16, 16, 3) and batch["images"].dtype == np.uint8
+    assert batch["images"].nbytes == 150 * 16 * 16 * 3  # one byte per pixel leaves the host
     assert isinstance(c.data, ml_collections.ConfigDict)
 
 

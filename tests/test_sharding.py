@@ -3,9 +3,11 @@ and two processes over loopback with jax.distributed."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -143,3 +145,67 @@ def test_two_processes_over_loopback_agree(tmp_path):
     sums = [next(line for line in err.splitlines() if "params checksum" in line).split()[-1] for _, err in outs]
     assert sums[0] == sums[1]
     assert json.loads((tmp_path / "mp" / "final.json").read_text())["steps"] == 4
+
+
+def _two_processes(workdir, *extra):
+    """Start the two processes of one loopback run of the tiny ViT (1 CPU device each)."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    args = ["--config=configs/digits_vit.py:depth=2,epochs=2", f"--workdir={workdir}", "--config.model.width=32",
+            "--config.model.num_heads=2", "--config.batch_size=32", "--config.log_every_steps=1",
+            "--config.checkpoint.every_steps=1000", "--config.eval_batch_size=90",
+            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", *extra]
+    return [subprocess.Popen([sys.executable, "-m", "learngene_jax.main", *args, f"--process_id={i}"], cwd=REPO,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+
+def _finish(procs, timeout=400):
+    try:
+        return [p.communicate(timeout=timeout)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def _checksum(err):
+    return next(line for line in err.splitlines() if "params checksum" in line).split()[-1]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
+    """JAX's preemption service and Orbax's reached_preemption: SIGTERM to process 1 alone → both processes save
+    the same step (one checkpoint, both grain iterator states) and stop with the one-line message; running the
+    same command again resumes to the params of an uninterrupted run, bit for bit."""
+    straight = _two_processes(tmp_path / "straight")
+    errs = _finish(straight)
+    assert all(p.returncode == 0 for p in straight), errs[0][-2000:] + errs[1][-2000:]
+    want = _checksum(errs[0])
+
+    work = tmp_path / "pre"
+    procs = _two_processes(work)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        metrics = work / "metrics.jsonl"
+        if metrics.exists() and sum('"train"' in line for line in metrics.read_text().splitlines()) >= 8:
+            break
+        assert all(p.poll() is None for p in procs), "a process ended before the signal"
+        time.sleep(0.1)
+    procs[1].send_signal(signal.SIGTERM)
+    errs = _finish(procs)
+    lasts = [err.strip().splitlines()[-1] for err in errs]
+    assert [p.returncode for p in procs] == [2, 2], lasts
+    steps = set()
+    for last in lasts:
+        assert last.startswith("error: stopped by a preemption notice (SIGTERM) at step"), last
+        steps.add(int(last.split(" at step ")[1].split(";")[0]))
+    assert len(steps) == 1
+    step = steps.pop()
+    assert 8 <= step < 84 and (work / "checkpoints" / str(step) / "commit_success.txt").exists()
+    assert sorted(p.name for p in (work / "checkpoints" / str(step) / "data").glob("process_*.json")) == \
+        ["process_0-of-2.json", "process_1-of-2.json"]
+    resumed = _two_processes(work)
+    errs = _finish(resumed)
+    assert all(p.returncode == 0 for p in resumed), errs[0][-2000:]
+    assert f"resumed from step {step}" in errs[0]
+    assert _checksum(errs[0]) == _checksum(errs[1]) == want

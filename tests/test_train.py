@@ -19,7 +19,7 @@ from learngene_jax.distill.teacher import Teacher
 from learngene_jax.errors import ConfigError
 from learngene_jax.genes.io import load_gene
 from learngene_jax.models.io import load_model
-from learngene_jax.train import Diverged, train
+from learngene_jax.train import Diverged, Preempted, train
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 def _main_args(workdir, *extra):
     return ["--config=configs/digits_vit.py:depth=2,epochs=2", f"--workdir={workdir}",
             "--config.model.width=32", "--config.model.num_heads=2", "--config.model.scan_layers=True",
-            "--config.batch_size=32", "--config.log_every_steps=1", "--config.checkpoint.every_steps=7", *extra]
+            "--config.batch_size=32", "--config.log_every_steps=1", "--config.checkpoint.every_steps=7",
+            "--config.data.workers=1", *extra]
 
 
 def _final_params(workdir):
@@ -126,6 +127,8 @@ def _final_params(workdir):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_kill_and_resume_gives_identical_params(tmp_path, sig):
+    """Killed mid-epoch (42 steps an epoch, checkpoints every 7), with a worker process feeding the batches and
+    the grain iterator state restored from the checkpoint: the same final params, to the bit."""
     straight = tmp_path / "straight"
     run_module("learngene_jax.main", *_main_args(straight))
     killed = tmp_path / "killed"
@@ -142,7 +145,11 @@ def test_kill_and_resume_gives_identical_params(tmp_path, sig):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     if sig == signal.SIGTERM:
-        assert proc.returncode == 2 and "stopped by SIGTERM at step" in err and "run the same command" in err
+        last = err.strip().splitlines()[-1]
+        assert proc.returncode == 2 and last.startswith("error: stopped by a preemption notice (SIGTERM) at step")
+        assert "run the same command" in last
+        stopped = int(last.split(" at step ")[1].split(";")[0])
+        assert stopped in checkpointing.TrainCheckpoints(killed / "checkpoints")._manager.all_steps()
     else:
         assert proc.returncode == -signal.SIGKILL
     assert not (killed / "final.json").exists()
@@ -258,3 +265,23 @@ def test_retokenization_keeps_params_and_changes_the_token_count(tmp_path):
     assert jax.tree.map(jnp.shape, variables["params"]) == jax.tree.map(jnp.shape, params)
     with pytest.raises(ConfigError, match="needs a patch-embedding model"):
         train(tiny_train_config(**{"retokenize": ((0, 2, 1),), "model": {"name": "cnn"}}), tmp_path / "cnn")
+
+
+def test_resume_with_another_worker_count_keeps_the_stream(tmp_path, monkeypatch):
+    """A checkpoint whose grain state was written by 1 worker process, resumed in-process (data.workers=0):
+    that state does not fit the other pipeline, so the stream restarts at the checkpoint's step, and the params
+    equal those of a run that never stopped."""
+    train(tiny_train_config(max_steps=14), tmp_path / "straight")
+    work = tmp_path / "two_parts"
+    original = checkpointing.TrainCheckpoints.reached_preemption
+    # a preemption notice right after step 7 (as a SIGTERM there would give)
+    monkeypatch.setattr(checkpointing.TrainCheckpoints, "reached_preemption",
+                        lambda self, step: step == 7 or original(self, step))
+    with pytest.raises(Preempted, match="at step 7;"):
+        train(tiny_train_config(**{"max_steps": 14, "data.workers": 1}), work)
+    monkeypatch.undo()
+    assert (work / "checkpoints" / "7" / "data" / "process_0-of-1.json").is_file()
+    resumed = train(tiny_train_config(**{"max_steps": 14, "data.workers": 0}), work)
+    assert resumed["steps"] == 14
+    for a, b in zip(_final_params(tmp_path / "straight"), _final_params(work), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -1,16 +1,15 @@
-"""Data from config: sources (tfds, bundled digits, .npz, image folders), host transforms, global batches."""
+"""Data from config: sources (tfds, bundled digits, .npz, image folders), host transforms in grain worker
+processes, uint8 global batches (normalised on device by `data.device`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from learngene_jax.data import digits
 from learngene_jax.data.pipeline import Loader
 from learngene_jax.data.sources import FolderSource, Source, SubsetSource, TfdsSource, npz_source
-from learngene_jax.data.transforms import TransformConfig, eval_transform, train_transform
+from learngene_jax.data.transforms import TransformConfig
 from learngene_jax.errors import DataError, fail
 
 DEFAULT_DIGITS_DIR = Path("~/.cache/learngene_jax/tfds")
@@ -58,20 +57,14 @@ def transform_config(config: Any, train: bool) -> TransformConfig:
 
 
 def make_loader(config: Any, split: str, *, train: bool, batch_size: int, process_index: int = 0,
-                process_count: int = 1, source: Source | None = None) -> Loader:
-    """A Loader over `split` with the train or eval transform."""
+                process_count: int = 1, source: Source | None = None, device_shards: int = 1) -> Loader:
+    """A Loader over `split` with the train or eval transform; `device_shards` is the number of devices the
+    global batch is split over (the rows of each device's shard are dealt as DeiT's RASampler deals them)."""
     source = source if source is not None else make_source(config.data, split, train=train)
-    tcfg = transform_config(config, train)
-    seed = int(config.seed)
-    if train:
-        def transform(image, epoch, index):
-            return train_transform(image, np.random.default_rng([seed, epoch, index]), tcfg)
-    else:
-        def transform(image, epoch, index):
-            return eval_transform(image, tcfg)
-    return Loader(source, transform, batch_size, seed=seed, train=train, process_index=process_index,
-                  process_count=process_count, repeats=config.aug.repeated_aug if train else 1,
-                  workers=config.data.workers)
+    return Loader(source, transform_config(config, train), batch_size, seed=int(config.seed), train=train,
+                  process_index=process_index, process_count=process_count,
+                  repeats=config.aug.repeated_aug if train else 1, workers=int(config.data.workers),
+                  device_shards=device_shards)
 
 
 __all__ = ["Loader", "Source", "make_loader", "make_source", "transform_config"]

@@ -1,18 +1,32 @@
-"""Host batches: a deterministic per-epoch order, this process's share of each global batch, per-example
-transforms on a thread pool, and a prefetching background thread."""
+"""Host batches through grain: a deterministic order per epoch, this process's share of every global batch,
+decoding and per-example transforms in worker processes, uint8 images out.
+
+One grain element is one batch: element k of a training iterator is global step k (epoch k // steps_per_epoch),
+so the stream is a pure function of (seed, step) and grain's iterator state — saved with each checkpoint —
+resumes it mid-epoch. Augmentation randomness is keyed by (seed, epoch, position in the epoch), so results do not
+depend on the number of workers, processes or devices, and DeiT's repeated copies of an example are augmented
+independently. Copies are spread over the data-parallel devices as DeiT's RASampler spreads them over GPUs.
+"""
 
 from __future__ import annotations
 
-import concurrent.futures
-import queue
-import threading
-from collections.abc import Callable, Iterator
+import dataclasses
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from learngene_jax.data.sources import Source
+from learngene_jax.data.transforms import TransformConfig, augment, eval_image
+from learngene_jax.errors import ConfigError, fail
 
 Batch = dict[str, np.ndarray]
+# Bounded buffers: a few batches per worker in flight, never an unbounded queue of decoded images.
+WORKER_BUFFER = 2
+READ_THREADS = 2
 
 
 def epoch_order(num_examples: int, seed: int, epoch: int, shuffle: bool, repeats: int = 1) -> np.ndarray:
@@ -27,71 +41,175 @@ def epoch_order(num_examples: int, seed: int, epoch: int, shuffle: bool, repeats
     return np.repeat(distinct, repeats)[:num_examples]
 
 
+def batch_positions(step: int, global_batch: int, device_shards: int, interleave: bool) -> np.ndarray:
+    """Positions in the epoch order of the rows of global batch `step`, rows in device order. Interleaved
+    (training), device d takes every `device_shards`-th position from d, as DeiT's RASampler deals
+    `indices[rank::world_size]`, so the adjacent copies of a repeated example land on different devices."""
+    positions = step * global_batch + np.arange(global_batch)
+    if interleave and device_shards > 1:
+        positions = positions.reshape(-1, device_shards).T.reshape(-1)
+    return positions
+
+
+@dataclasses.dataclass
+class BatchMaker:
+    """Global step → this process's batch (a picklable function, run in grain's worker processes).
+
+    Output: `images` uint8 (b, S, S, C), `labels` int32 (b,), `mask` float32 (b,) (0 on eval padding), `step`
+    int64 () (the global step, for the consumer to check its position), and for training with random erasing
+    `erase` int32 (b, 4) boxes for `data.device.erase`.
+    """
+
+    source: Source
+    transform: TransformConfig
+    seed: int
+    train: bool
+    global_batch: int
+    local_batch: int
+    process_index: int
+    device_shards: int
+    steps_per_epoch: int
+    repeats: int
+    _orders: dict[int, np.ndarray] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_orders": {}}  # workers compute their own orders
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The epoch's order, computed once per epoch and process (the last two are kept)."""
+        orders = self._orders
+        if epoch not in orders:
+            if len(orders) >= 2:
+                orders.pop(min(orders))
+            orders[epoch] = epoch_order(len(self.source), self.seed, epoch, self.train, self.repeats)
+        return orders[epoch]
+
+    def __call__(self, step: int) -> Batch:
+        epoch, within = divmod(int(step), self.steps_per_epoch)
+        positions = batch_positions(within, self.global_batch, self.device_shards, self.train)
+        positions = positions[self.process_index * self.local_batch:(self.process_index + 1) * self.local_batch]
+        order = self.order(epoch)
+        valid = positions < len(order)
+        indices = order[np.where(valid, positions, 0)]
+        images, labels = self.source.get(indices)
+        out: Batch = {"labels": np.asarray(labels, np.int32), "mask": valid.astype(np.float32),
+                      "step": np.asarray(step, np.int64)}
+        if self.train:
+            results = [augment(image, np.random.default_rng([self.seed, epoch, int(p)]), self.transform)
+                       for image, p in zip(images, positions, strict=True)]
+            out["images"] = np.stack([image for image, _ in results])
+            if self.transform.random_erasing > 0:
+                out["erase"] = np.asarray([box for _, box in results], np.int32)
+        else:
+            out["images"] = np.stack([eval_image(image, self.transform) for image in images])
+        return out
+
+
+def _die_with_parent(worker_index: int, worker_count: int) -> None:
+    """In a worker process: be killed when the training process dies, even by SIGKILL (Linux), instead of
+    living on as an orphan that holds a core and the parent's output pipes."""
+    del worker_index, worker_count
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the call
+            os._exit(1)
+
+
+def _parse_absl_flags() -> None:
+    """grain's worker start-up reads absl flags; outside `absl.app.run` (tests, notebooks) mark them parsed."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
 class Loader:
     """Global batches of `global_batch_size` split over `process_count` processes; yields this process's part.
 
-    Training (`train=True`): shuffled, last partial batch dropped. Eval: in order, the last batch padded with
-    copies of example 0 and `mask` = 0 on the padding.
+    Training (`train=True`): shuffled, last partial batch dropped, rows interleaved over `device_shards`.
+    Eval: in order, the last batch padded with copies of example 0 and `mask` = 0 on the padding.
+    `workers` > 0 decodes and transforms in that many grain worker processes; 0 runs in this process.
     """
 
-    def __init__(self, source: Source, transform: Callable[[np.ndarray, int, int], np.ndarray],
-                 global_batch_size: int, *, seed: int, train: bool, process_index: int = 0,
-                 process_count: int = 1, repeats: int = 1, workers: int = 4, prefetch: int = 2):
+    def __init__(self, source: Source, transform: TransformConfig, global_batch_size: int, *, seed: int,
+                 train: bool, process_index: int = 0, process_count: int = 1, repeats: int = 1, workers: int = 0,
+                 device_shards: int = 1):
         if global_batch_size % process_count:
-            raise ValueError(f"batch size {global_batch_size} is not divisible by {process_count} processes")
-        self.source, self.transform = source, transform
+            fail(ConfigError, f"batch size {global_batch_size} is not divisible by {process_count} processes")
+        if workers < 0:
+            fail(ConfigError, f"data.workers must be >= 0 (0: load in this process), got {workers}")
+        if train and global_batch_size % device_shards:
+            fail(ConfigError, f"batch size {global_batch_size} is not divisible by the {device_shards} devices "
+                              f"that split it")
+        self.source, self.transform, self.train, self.workers = source, transform, train, workers
         self.global_batch_size, self.local_batch_size = global_batch_size, global_batch_size // process_count
-        self.seed, self.train, self.repeats = seed, train, repeats
-        self.process_index, self.workers, self.prefetch = process_index, workers, prefetch
         n = len(source)
         self.steps_per_epoch = n // global_batch_size if train else -(-n // global_batch_size)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{source.name} has {n} examples, fewer than one batch of {global_batch_size}")
+            fail(ConfigError, f"{source.name} has {n} examples, fewer than one batch of {global_batch_size}")
+        self.make_batch = BatchMaker(source, transform, seed, train, global_batch_size, self.local_batch_size,
+                                     process_index, device_shards, self.steps_per_epoch, repeats)
+        self._open: list[Any] = []
 
-    def _indices(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-        order = epoch_order(len(self.source), self.seed, epoch, self.train, self.repeats)
-        start = step * self.global_batch_size + self.process_index * self.local_batch_size
-        idx = order[start:start + self.local_batch_size]
-        mask = np.ones(self.local_batch_size, np.float32)
-        if len(idx) < self.local_batch_size:
-            mask[len(idx):] = 0.0
-            idx = np.concatenate([idx, np.zeros(self.local_batch_size - len(idx), idx.dtype)])
-        return idx, mask
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.transform.mean
 
-    def _load(self, pool: concurrent.futures.Executor, epoch: int, step: int) -> Batch:
-        idx, mask = self._indices(epoch, step)
-        images, labels = self.source.get(idx)
-        out = list(pool.map(lambda a: self.transform(a[1], epoch, int(a[0])), zip(idx, images, strict=True)))
-        return {"images": np.stack(out), "labels": labels.astype(np.int32), "mask": mask}
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.transform.std
+
+    def iterator(self, start: int, stop: int):
+        """A grain iterator over global steps [start, stop) (checkpointable: `get_state` / `set_state`)."""
+        import grain
+
+        dataset = grain.MapDataset.range(start, stop).map(self.make_batch)
+        dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=READ_THREADS,
+                                                            prefetch_buffer_size=READ_THREADS))
+        if self.workers:
+            _parse_absl_flags()
+            # Batches come back through pipes, not shared memory: grain 0.2.18 leaves shared-memory blocks
+            # behind when an iterator stops (resource_tracker warnings at exit); a pipe carries a 224² uint8
+            # batch of 64 (9.6 MB) in a few milliseconds.
+            dataset = grain.experimental.WithOptionsIterDataset(
+                dataset, grain.experimental.DatasetOptions(min_shm_size=1 << 62))
+            dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
+                                                                       per_worker_buffer_size=WORKER_BUFFER),
+                                          worker_init_fn=_die_with_parent)
+        it = iter(dataset)
+        self._open.append(it)
+        return it
+
+    def steps(self, stop: int, state: dict[str, Any] | None = None, start: int = 0):
+        """The training iterator over global steps [0, stop), positioned by a saved grain `state`, or at `start`
+        when there is none (a checkpoint written without one)."""
+        it = self.iterator(0 if state is not None else start, stop)
+        if state is not None:
+            it.set_state(state)
+        return it
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        """This process's batches of `epoch` from `start_step` on (prefetched in a background thread)."""
-        results: queue.Queue = queue.Queue(maxsize=self.prefetch)
-        stop = threading.Event()
-
-        def produce():
-            with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
-                try:
-                    for step in range(start_step, self.steps_per_epoch):
-                        if stop.is_set():
-                            return
-                        results.put(self._load(pool, epoch, step))
-                except BaseException as e:  # noqa: BLE001 - re-raised in the consumer thread
-                    results.put(e)
-                    return
-            results.put(None)
-
-        thread = threading.Thread(target=produce, daemon=True)
-        thread.start()
+        """This process's batches of `epoch` from `start_step` on."""
+        base = epoch * self.steps_per_epoch
+        it = self.iterator(base + start_step, base + self.steps_per_epoch)
         try:
-            while (item := results.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            yield from it
         finally:
-            stop.set()
-            while thread.is_alive():
-                try:
-                    results.get_nowait()
-                except queue.Empty:
-                    thread.join(0.01)
+            self.release(it)
+
+    def release(self, it) -> None:
+        """Stop an iterator's worker processes and free its shared memory."""
+        if it in self._open:
+            self._open.remove(it)
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+    def close(self) -> None:
+        """Release every open iterator."""
+        for it in list(self._open):
+            self.release(it)
+

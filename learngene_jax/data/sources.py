@@ -1,8 +1,13 @@
 """Random-access image-classification sources: any prepared tfds dataset, the bundled digits, users'
-`.npz` arrays and image folders. Each gives uint8 (H, W, C) images and integer labels by index."""
+`.npz` arrays and image folders. Each gives uint8 (H, W, C) images and integer labels by index.
+
+Sources are picklable and cheap to send: the input pipeline's worker processes (`data/pipeline.py`) receive
+them, open their files there and decode images there (tfds records are read as raw bytes and decoded with PIL
+in the worker, not in the training process)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -73,25 +78,50 @@ class TfdsSource(Source):
         if "array_record" not in str(builder.info.file_format).lower():
             fail(DataError, f"dataset {name!r} in {data_dir} is in {builder.info.file_format} format; random access "
                             f"needs array_record: rebuild it with {build_hint}")
-        try:
-            self._data = tfds.data_source(name, split=split, data_dir=str(data_dir), download=False)
-        except Exception as e:  # noqa: BLE001
-            splits = sorted(builder.info.splits)
-            fail(DataError, f"cannot open split {split!r} of {name!r} (splits: {splits}): {type(e).__name__}")
         features = builder.info.features
         if image_key not in features or label_key not in features:
             fail(DataError, f"dataset {name!r} has features {sorted(features)}; set data.image_key/data.label_key")
-        self.name, self.split = name, split
+        self.name, self.split, self._data_dir = name, split, str(data_dir)
         self.num_classes = int(features[label_key].num_classes)
         self._image_key, self._label_key = image_key, label_key
+        # Images stay encoded (raw bytes) until `get` decodes them, in whichever process calls it.
+        self._encoded = isinstance(features[image_key], tfds.features.Image)
+        self._data = None
+        try:
+            self._length = len(self._open())
+        except Exception as e:  # noqa: BLE001
+            splits = sorted(builder.info.splits)
+            fail(DataError, f"cannot open split {split!r} of {name!r} (splits: {splits}): {type(e).__name__}")
+
+    def _open(self):
+        if self._data is None:
+            import tensorflow_datasets as tfds
+
+            decoders = {self._image_key: tfds.decode.SkipDecoding()} if self._encoded else None
+            self._data = tfds.data_source(self.name, split=self.split, data_dir=self._data_dir, download=False,
+                                          decoders=decoders)
+        return self._data
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_data": None}  # each process opens its own readers
 
     def __len__(self) -> int:
-        return len(self._data)
+        return self._length
 
     def get(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
-        records = self._data.__getitems__([int(i) for i in indices])
-        return ([_as_hwc(r[self._image_key]) for r in records],
-                np.asarray([r[self._label_key] for r in records], np.int32))
+        records = self._open().__getitems__([int(i) for i in indices])
+        images = [_decode(r[self._image_key]) if self._encoded else _as_hwc(r[self._image_key]) for r in records]
+        return images, np.asarray([r[self._label_key] for r in records], np.int32)
+
+
+def _decode(encoded: bytes) -> np.ndarray:
+    """PNG/JPEG bytes → uint8 (H, W, C) in the image's own channels (1 for grayscale, 3 for colour)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(encoded)) as im:
+        if im.mode not in ("L", "RGB"):
+            im = im.convert("RGB")
+        return _as_hwc(np.asarray(im))
 
 
 class ArraySource(Source):

@@ -2,8 +2,13 @@
 random resized crop, flip, RandAugment (timm's `rand-m9-mstd0.5-inc1`), random erasing, and the eval
 resize + center crop. Mixup/CutMix act on whole batches on device (`data/mix.py`).
 
-Randomness comes from a numpy Generator seeded per (seed, epoch, example index), so an example's
-augmentation does not depend on batch composition, process count or resumption.
+Images leave the host as uint8 (4× fewer bytes than float32): `augment` returns the augmented uint8 image and
+the random-erasing box, and `data/device.py` normalises and fills the box with noise inside the jitted step.
+`train_transform` / `eval_transform` are the same decisions as one float32 host result (the reference the
+device path is tested against, and what single-image tools use).
+
+Randomness comes from a numpy Generator the pipeline seeds per (seed, epoch, position in the epoch), so an
+example's augmentation does not depend on batch composition, worker, process or device count, or resumption.
 """
 
 from __future__ import annotations
@@ -124,12 +129,12 @@ def rand_augment(img: Image.Image, rng: np.random.Generator, num_ops: int = 2, m
     return img
 
 
-def random_erase(x: np.ndarray, rng: np.random.Generator, prob: float, scale=(0.02, 1 / 3),
-                 ratio=(0.3, 1 / 0.3)) -> np.ndarray:
-    """timm RandomErasing(mode='pixel'): one box of normal noise on the normalised image with probability prob."""
+def random_erase_box(height: int, width: int, rng: np.random.Generator, prob: float, scale=(0.02, 1 / 3),
+                     ratio=(0.3, 1 / 0.3)) -> tuple[int, int, int, int]:
+    """timm RandomErasing(mode='pixel', count 1): the (top, left, h, w) box to fill with normal noise on the
+    normalised image, drawn with probability `prob` (10 tries); h = w = 0 when nothing is erased."""
     if rng.random() >= prob:
-        return x
-    height, width, channels = x.shape
+        return 0, 0, 0, 0
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
         target = height * width * rng.uniform(*scale)
@@ -137,23 +142,39 @@ def random_erase(x: np.ndarray, rng: np.random.Generator, prob: float, scale=(0.
         h = int(round(math.sqrt(target * aspect)))
         w = int(round(math.sqrt(target / aspect)))
         if w < width and h < height:
-            top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
-            x = x.copy()
-            x[top:top + h, left:left + w] = rng.standard_normal((h, w, channels)).astype(x.dtype)
-            return x
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    return 0, 0, 0, 0
+
+
+def random_erase(x: np.ndarray, rng: np.random.Generator, prob: float, scale=(0.02, 1 / 3),
+                 ratio=(0.3, 1 / 0.3)) -> np.ndarray:
+    """timm RandomErasing(mode='pixel'): one box of normal noise on the normalised (H, W, C) image."""
+    top, left, h, w = random_erase_box(x.shape[0], x.shape[1], rng, prob, scale, ratio)
+    if not h:
+        return x
+    x = x.copy()
+    x[top:top + h, left:left + w] = rng.standard_normal((h, w, x.shape[2])).astype(x.dtype)
     return x
 
 
-def normalize(img: Image.Image, cfg: TransformConfig) -> np.ndarray:
-    """uint8 PIL image → float32 (H, W, C), (x/255 − mean) / std."""
+def normalize(img: Image.Image | np.ndarray, cfg: TransformConfig) -> np.ndarray:
+    """uint8 image → float32 (H, W, C), (x/255 − mean) / std (the device path, `data/device.py`, computes the
+    same float32 expression)."""
     x = np.asarray(img, np.float32) / 255.0
     if x.ndim == 2:
         x = x[..., None]
     return (x - np.asarray(cfg.mean[: x.shape[-1]], np.float32)) / np.asarray(cfg.std[: x.shape[-1]], np.float32)
 
 
-def train_transform(image: np.ndarray, rng: np.random.Generator, cfg: TransformConfig) -> np.ndarray:
-    """The training transform of one uint8 image."""
+def _as_array(img: Image.Image) -> np.ndarray:
+    x = np.asarray(img, np.uint8)
+    return x[..., None] if x.ndim == 2 else x
+
+
+def augment(image: np.ndarray, rng: np.random.Generator, cfg: TransformConfig
+            ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The training transform of one uint8 image up to normalisation: (uint8 (S, S, C) image, random-erasing
+    box (top, left, h, w), all zero when nothing is erased)."""
     img = _to_pil(image, cfg.channels)
     size = (cfg.image_size, cfg.image_size)
     resample = _RESAMPLE[cfg.interpolation]
@@ -166,14 +187,24 @@ def train_transform(image: np.ndarray, rng: np.random.Generator, cfg: TransformC
         img = ImageOps.mirror(img)
     if cfg.randaugment:
         img = rand_augment(img, rng, cfg.randaugment_ops, cfg.randaugment_magnitude, cfg.randaugment_mstd)
-    x = normalize(img, cfg)
-    if cfg.random_erasing > 0:
-        x = random_erase(x, rng, cfg.random_erasing)
+    box = random_erase_box(cfg.image_size, cfg.image_size, rng, cfg.random_erasing) if cfg.random_erasing > 0 \
+        else (0, 0, 0, 0)
+    return _as_array(img), box
+
+
+def train_transform(image: np.ndarray, rng: np.random.Generator, cfg: TransformConfig) -> np.ndarray:
+    """The training transform of one uint8 image as one float32 (S, S, C) host result: `augment`, normalise,
+    and the erasing box filled with normal noise from `rng`."""
+    x, (top, left, h, w) = augment(image, rng, cfg)
+    x = normalize(x, cfg)
+    if h:
+        x[top:top + h, left:left + w] = rng.standard_normal((h, w, x.shape[2])).astype(x.dtype)
     return x
 
 
-def eval_transform(image: np.ndarray, cfg: TransformConfig) -> np.ndarray:
-    """Resize the shorter side to image_size / crop_pct, then center crop image_size (crop_pct 1: plain resize)."""
+def eval_image(image: np.ndarray, cfg: TransformConfig) -> np.ndarray:
+    """Resize the shorter side to image_size / crop_pct, then center crop image_size (crop_pct 1: plain resize);
+    uint8 (S, S, C)."""
     img = _to_pil(image, cfg.channels)
     resample = _RESAMPLE[cfg.interpolation]
     if cfg.crop_pct >= 1.0:
@@ -186,4 +217,9 @@ def eval_transform(image: np.ndarray, cfg: TransformConfig) -> np.ndarray:
         w, h = img.size
         left, top = (w - cfg.image_size) // 2, (h - cfg.image_size) // 2
         img = img.crop((left, top, left + cfg.image_size, top + cfg.image_size))
-    return normalize(img, cfg)
+    return _as_array(img)
+
+
+def eval_transform(image: np.ndarray, cfg: TransformConfig) -> np.ndarray:
+    """`eval_image`, normalised: float32 (S, S, C)."""
+    return normalize(eval_image(image, cfg), cfg)

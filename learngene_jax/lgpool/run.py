@@ -20,6 +20,7 @@ import numpy as np
 
 from learngene_jax import data
 from learngene_jax.convert import state_dict, vit
+from learngene_jax.data.device import normalize
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.lgpool import objectives  # noqa: F401 - registers the lgpool objectives
 from learngene_jax.lgpool.descendants import assemble_pool, config_cost, describe, export_config
@@ -89,9 +90,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
                          in_chans=stem.in_chans, widths=tuple(lg.widths), heads=tuple(lg.heads), depth=lg.depth,
                          pairs=tuple(lg.pairs), kernel_size=lg.kernel_size, stride=lg.stride,
                          eval_config=int(np.argmax(lg.widths)), **DEIT_LAYOUT)
-    images = next(iter(data.make_loader(config, config.data.train_split, train=False,
-                                        batch_size=lg.ls_batch).epoch(0)))["images"]
-    pool_params = timed("stitch_init", assemble_pool, pool, instances, jnp.asarray(images))
+    ls_data = data.make_loader(config, config.data.train_split, train=False, batch_size=lg.ls_batch)
+    images = normalize(next(iter(ls_data.epoch(0)))["images"], ls_data.mean, ls_data.std)
+    pool_params = timed("stitch_init", assemble_pool, pool, instances, images)
     init_dir = save_model(workdir / "pool_init", pool, {"params": pool_params}, overwrite=True)
     out = stage("finetune", model={"name": "lgpool"}, init=str(init_dir), objective="lgpool_finetune",
                 distill=distill, epochs=lg.finetune_epochs, batch_size=lg.finetune_batch_size or config.batch_size,
@@ -133,7 +134,8 @@ def evaluate_configs(pool: LearngenePool, params: dict[str, Any], loader: data.L
     num = len(pool.configs())
     correct, count = np.zeros(num), 0.0
     for batch in loader.epoch(0):
-        x, y, m = (jnp.asarray(batch[k]) for k in ("images", "labels", "mask"))
+        x = normalize(batch["images"], loader.mean, loader.std)
+        y, m = (jnp.asarray(batch[k]) for k in ("labels", "mask"))
         correct += np.asarray(jax.device_get([_hits(pool, params, x, y, m, jnp.int32(c)) for c in range(num)]))
         count += float(batch["mask"].sum())
     return [round(float(c) / count, 6) for c in correct]
