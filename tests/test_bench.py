@@ -1,22 +1,31 @@
-"""The throughput benchmark runs end to end and prints one JSON object per framework."""
+"""The throughput benchmark: each framework timed in its own processes (A/B/A/B), one JSON object per framework;
+the input benchmark on a folder from make_folder; the GPU benchmark script's CPU smoke run."""
 
+import argparse
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+from conftest import REPO, run_module
 
-from learngene_jax import bench
+from learngene_jax import bench, data
+from learngene_jax.data import make_folder
 from learngene_jax.errors import UserError
 
 
 @pytest.mark.torch
 def test_forward_prints_json_per_framework(timm, capsys):
-    bench.main(["forward", "--model", "levit_128s", "--batch", "2", "--img", "32", "--steps", "2", "--warmup", "0"])
+    bench.main(["forward", "--model", "levit_128s", "--batch", "2", "--img", "32", "--steps", "2", "--warmup", "0",
+                "--rounds", "1"])
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [json.loads(line) for line in lines[-2:]]
     assert [r["framework"] for r in rows] == ["jax", "timm"]
     for r in rows:
-        assert (r["device"], r["model"], r["batch"], r["img"]) == ("cpu", "levit_128s", 2, 32)
+        assert (r["device"], r["model"], r["batch"], r["img"], r["rounds"]) == ("cpu", "levit_128s", 2, 32, 1)
         assert r["step_ms"] > 0 and r["images_per_s"] == pytest.approx(2000 / r["step_ms"], rel=0.01)
+        assert r["step_ms_spread"] == [r["step_ms"], r["step_ms"]]
     assert lines[0].startswith("same weights")
 
 
@@ -26,17 +35,50 @@ def test_forward_rejects_unknown_model():
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("stage,extra", [("descendant", []), ("aux", ["--teacher", "levit_128s"])])
-def test_train_step_prints_json_per_framework(timm, capsys, stage, extra):
+@pytest.mark.parametrize("stage,extra,rounds", [("descendant", [], 2), ("aux", ["--teacher", "levit_128s"], 1)])
+def test_train_step_prints_json_per_framework(timm, capsys, stage, extra, rounds):
     bench.main(["train-step", "--model", "vit_ti", "--stage", stage, "--depth", "2", "--img", "32", "--patch", "8",
-                "--batch", "4", "--classes", "10", "--steps", "2", "--warmup", "0", *extra])
+                "--batch", "4", "--classes", "10", "--steps", "2", "--warmup", "0", "--rounds", str(rounds), *extra])
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [json.loads(line) for line in lines[-2:]]
     assert [r["framework"] for r in rows] == ["jax", "torch"]
     for r in rows:
         assert (r["device"], r["model"], r["stage"], r["batch"], r["img"]) == ("cpu", "vit_ti", stage, 4, 32)
         assert r["images_per_s"] == pytest.approx(4000 / r["step_ms"], rel=0.01) and r["step_gflop"] > 0
-    assert any("jax/torch step-time ratio" in line for line in lines)
+        assert r["rounds"] == len(r["step_ms_rounds"]) == rounds
+        assert r["step_ms_spread"] == [min(r["step_ms_rounds"]), max(r["step_ms_rounds"])]
+    low, high = rows[0]["step_time_ratio_vs_torch_spread"]
+    assert low <= rows[0]["step_time_ratio_vs_torch"] <= high
+    assert any(line.startswith("jax/torch step-time ratio") for line in lines)
+
+
+def test_rounds_alternate_and_ratios_pair_by_pair(monkeypatch):
+    """A/B/A/B, one process each; the ratio is the median of same-round pairs, not the ratio of medians."""
+    step_ms = {"jax": [10.0, 20.0, 30.0], "torch": [20.0, 5.0, 10.0]}
+    calls = []
+
+    def child(argv, framework):
+        calls.append(framework)
+        if framework == "torch_compile":
+            return None, 1, "RuntimeError: out of memory"
+        ms = step_ms[framework][calls.count(framework) - 1]
+        return {"framework": framework, "batch": 4, "images_per_s": 4000 / ms, "step_ms": ms, "step_ms_min": ms}, 0, ""
+
+    monkeypatch.setattr(bench, "_run_child", child)
+    results, failures = bench.run_rounds([], ["jax", "torch", "torch_compile"], 3, bench._describe_step)
+    assert calls == ["jax", "torch", "torch_compile", "jax", "torch", "jax", "torch"]  # a failed one is not rerun
+    assert failures == ["torch_compile failed (exit 1): RuntimeError: out of memory"]
+    jax_row, torch_row = bench.combine(results, "step_ms")
+    assert (jax_row["step_ms"], torch_row["step_ms"]) == (20.0, 10.0)  # medians over rounds
+    assert torch_row["step_ms_spread"] == [5.0, 20.0] and torch_row["images_per_s"] == 400.0
+    assert jax_row["step_time_ratio_vs_torch"] == 3.0  # pairs 0.5, 4, 3 (the medians' ratio would say 2)
+    assert jax_row["step_time_ratio_vs_torch_spread"] == [0.5, 4.0]
+
+
+def test_a_user_error_in_every_child_is_one_line(monkeypatch):
+    monkeypatch.setattr(bench, "_run_child", lambda argv, framework: (None, 2, "JAX sees no gpu device"))
+    with pytest.raises(UserError, match="JAX sees no gpu device"):
+        bench.run_rounds([], ["jax", "torch"], 2, bench._describe_step)
 
 
 def test_train_step_rejects_bad_arguments():
@@ -46,3 +88,79 @@ def test_train_step_rejects_bad_arguments():
         bench.main(["train-step", "--img", "30", "--patch", "8", "--skip-torch"])
     with pytest.raises(UserError, match="bf16 is for GPUs"):
         bench.main(["train-step", "--precision", "bf16", "--skip-torch"])
+    with pytest.raises(UserError, match="--rounds must be >= 1"):
+        bench.main(["train-step", "--rounds", "0", "--skip-torch"])
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A 64-image folder from make_folder (small images: the transform crops them anyway)."""
+    out = tmp_path_factory.mktemp("bench") / "folder"
+    make_folder.main(["--out", str(out), "--count", "64", "--size", "160x120"])
+    return out
+
+
+def test_input_rejects_bad_arguments(folder, tmp_path):
+    with pytest.raises(UserError, match="--data must be folder:DIR"):
+        bench.main(["input", "--data", str(folder)])
+    with pytest.raises(UserError, match="make_folder --out"):
+        bench.main(["input", "--data", f"folder:{tmp_path}"])
+    with pytest.raises(UserError, match="no such file"):
+        bench.main(["input", "--data", f"folder:{folder}", "--config", "configs/nope.py"])
+    with pytest.raises(UserError, match="--workers and --warmup must be >= 0"):
+        bench.main(["input", "--data", f"folder:{folder}", "--workers", "-1"])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("workers", [0, 2])
+def test_input_prints_json_per_framework(timm, folder, workers):
+    out = run_module("learngene_jax.bench", "input", "--data", f"folder:{folder}", "--workers", str(workers),
+                     "--batch", "16", "--steps", "2", "--warmup", "1", "--img", "64", "--rounds", "1").stdout
+    lines = out.strip().splitlines()
+    rows = [json.loads(line) for line in lines[-2:]]
+    assert [r["framework"] for r in rows] == ["learngene_jax", "timm"]
+    for r in rows:
+        assert (r["workers"], r["batch"], r["img"], r["rounds"]) == (workers, 16, 64, 1)
+        assert r["images_per_s"] > 0 and r["cores_busy"] >= 0 and r["peak_rss_mb"] > 0
+        assert "rand-m9-n2-mstd0.5-inc1" in r["transform"]
+    if workers:  # timm's DataLoader workers are this many child processes
+        assert rows[1]["child_processes"] >= workers and rows[1]["peak_worker_rss_mb"] > 0
+    # bytes per image: what one of our batches holds, as the loader yields it; timm: float32 CHW + int64 label
+    args = argparse.Namespace(config=bench.DEFAULT_CONFIG, data=f"folder:{folder}", workers=0, img=64)
+    config = bench.input_config(args)
+    loader = data.make_loader(config, config.data.train_split, train=True, batch_size=16)
+    batch = next(iter(loader.epoch(0)))
+    getattr(loader, "close", lambda: None)()
+    assert rows[0]["bytes_per_image"] == sum(v.nbytes for v in batch.values()) / 16
+    assert rows[1]["bytes_per_image"] == 3 * 64 * 64 * 4 + 8
+    assert any(line.startswith("learngene_jax/timm images/s ratio") for line in lines)
+    assert any(line.startswith("note: timm's RandAugment posterize is patched") for line in lines)
+
+
+def test_gpu_bench_script_dry_run():
+    assert subprocess.run(["bash", "-n", "launch/gpu_bench.sh"], cwd=REPO).returncode == 0
+    proc = subprocess.run(["bash", "launch/gpu_bench.sh"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "DRY_RUN": "1", "PYTHON": "python"})
+    assert proc.returncode == 0, proc.stderr
+    commands = proc.stdout.splitlines()
+    assert ("python -m learngene_jax.bench train-step --device gpu --stage aux --teacher levit_384 --model vit_s "
+            "--img 224 --patch 16 --depth 12 --batch 256 --precision bf16 --compile") in "\n".join(commands)
+    inputs = [c for c in commands if "learngene_jax.bench input " in c]
+    assert [c.split("--workers ")[1].split()[0] for c in inputs] == ["4", "8", "16"]
+
+
+@pytest.mark.torch
+def test_gpu_bench_script_cpu_smoke_run(timm, tmp_path):
+    """DEVICE=cpu runs every step with tiny settings and writes one JSON file (nvidia-smi fails here: recorded)."""
+    env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable}
+    env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "").strip()
+    proc = subprocess.run(["bash", "launch/gpu_bench.sh", str(tmp_path / "bench.json")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "bench.json").read_text())
+    steps = {s["name"]: s for s in result["steps"]}
+    for name in ("jax_info", "make_folder", "train_step_aux", "input_w1"):
+        assert steps[name]["exit"] == 0, steps[name]
+    assert [r["framework"] for r in steps["train_step_aux"]["rows"]] == ["jax", "torch"]
+    assert [r["framework"] for r in steps["input_w1"]["rows"]] == ["learngene_jax", "timm"]
+    assert len(result["rows"]) == 4 and result["info"]["jax"]
