@@ -16,16 +16,24 @@ import numpy as np
 Array = jax.Array
 
 
+def normalization_table(mean: Sequence[float], std: Sequence[float], channels: int) -> np.ndarray:
+    """(channels, 256) float32: every uint8 value's normalised value, computed with the host's float32 operations
+    (`transforms.normalize`), so the device result is bit-identical to the host's."""
+    values = np.arange(256, dtype=np.float32) / 255.0
+    mean = np.asarray(mean[:channels], np.float32)[:, None]
+    std = np.asarray(std[:channels], np.float32)[:, None]
+    return (values[None, :] - mean) / std
+
+
 def normalize(images: Array, mean: Sequence[float], std: Sequence[float], dtype=jnp.float32) -> Array:
-    """uint8 (B, H, W, C) → `dtype` (x/255 − mean) / std, the float32 expression of `transforms.normalize`
-    (equal to it within 1 ulp); float input is taken as already normalised and only cast."""
+    """uint8 (B, H, W, C) → `dtype` (x/255 − mean) / std, bit-identical to `transforms.normalize` (a table lookup:
+    XLA would otherwise fold the divisions into multiplications by reciprocals, 1 ulp off); float input is taken
+    as already normalised and only cast."""
     if not jnp.issubdtype(images.dtype, jnp.integer):
         return images.astype(dtype)
     channels = images.shape[-1]
-    mean = np.asarray(mean[:channels], np.float32)
-    std = np.asarray(std[:channels], np.float32)
-    x = images.astype(jnp.float32) / np.float32(255.0)
-    return ((x - mean) / std).astype(dtype)
+    table = jnp.asarray(normalization_table(mean, std, channels))
+    return table[jnp.arange(channels), images.astype(jnp.int32)].astype(dtype)
 
 
 def erase(rng: Array, images: Array, boxes: Array) -> Array:

@@ -158,8 +158,8 @@ def random_erase(x: np.ndarray, rng: np.random.Generator, prob: float, scale=(0.
 
 
 def normalize(img: Image.Image | np.ndarray, cfg: TransformConfig) -> np.ndarray:
-    """uint8 image → float32 (H, W, C), (x/255 − mean) / std (the device path, `data/device.py`, computes the
-    same float32 expression)."""
+    """uint8 image → float32 (H, W, C), (x/255 − mean) / std (the device path, `data/device.py`, gives the same
+    bits)."""
     x = np.asarray(img, np.float32) / 255.0
     if x.ndim == 2:
         x = x[..., None]
