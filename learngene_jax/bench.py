@@ -698,8 +698,11 @@ def _learngene_batches(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
         flags.FLAGS.mark_as_parsed()
     loader = data.make_loader(config, config.data.train_split, train=True, batch_size=args.batch)
+    # the trainer's stream: one iterator over all steps, its worker processes kept across epochs
+    stream = loader.steps(1 + args.warmup + args.steps)
     try:
-        return time_batches(loader.epoch, lambda batch: sum(v.nbytes for v in batch.values()), args)
+        return time_batches(lambda epoch: stream if epoch == 0 else (), lambda batch: sum(
+            v.nbytes for v in batch.values()), args)
     finally:
         close = getattr(loader, "close", None)
         if close is not None:
