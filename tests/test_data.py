@@ -316,3 +316,18 @@ def test_subset_source_relabels_and_draws_shots():
         SubsetSource(base, [0], shots=11)
     with pytest.raises(DataError, match="must be distinct ids in 0..4"):
         SubsetSource(base, [0, 9])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_undecodable_image_is_one_clear_error_also_from_a_worker_process(tmp_path, workers):
+    for cls in ("a", "b"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((9, 9, 3), 40 * i, np.uint8)).save(tmp_path / "train" / cls / f"{i}.jpg")
+    (tmp_path / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    c = base_config()
+    c.data.update(dict(name="folder", path=str(tmp_path), image_size=8, workers=workers))
+    loader = data.make_loader(c, "train", train=False, batch_size=7)
+    with pytest.raises(DataError, match=r"cannot decode image .*broken\.jpg .*delete or replace the file"):
+        list(loader.epoch(0))
+    loader.close()

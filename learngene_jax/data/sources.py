@@ -109,19 +109,25 @@ class TfdsSource(Source):
         return self._length
 
     def get(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
-        records = self._open().__getitems__([int(i) for i in indices])
-        images = [_decode(r[self._image_key]) if self._encoded else _as_hwc(r[self._image_key]) for r in records]
+        indices = [int(i) for i in indices]
+        records = self._open().__getitems__(indices)
+        images = [_decode(r[self._image_key], f"example {i} of {self.name}:{self.split}") if self._encoded
+                  else _as_hwc(r[self._image_key]) for i, r in zip(indices, records, strict=True)]
         return images, np.asarray([r[self._label_key] for r in records], np.int32)
 
 
-def _decode(encoded: bytes) -> np.ndarray:
+def _decode(encoded: bytes, what: str) -> np.ndarray:
     """PNG/JPEG bytes → uint8 (H, W, C) in the image's own channels (1 for grayscale, 3 for colour)."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(encoded)) as im:
-        if im.mode not in ("L", "RGB"):
-            im = im.convert("RGB")
-        return _as_hwc(np.asarray(im))
+    try:
+        with Image.open(io.BytesIO(encoded)) as im:
+            if im.mode not in ("L", "RGB"):
+                im = im.convert("RGB")
+            return _as_hwc(np.asarray(im))
+    except (OSError, ValueError, SyntaxError) as e:
+        fail(DataError, f"cannot decode {what} ({type(e).__name__}: {str(e)[:120]}); the prepared dataset is "
+                        f"damaged: rebuild it with `tfds build`")
 
 
 class ArraySource(Source):
@@ -196,8 +202,12 @@ class FolderSource(Source):
         images, labels = [], []
         for i in indices:
             path, label = self._files[int(i)]
-            with Image.open(path) as im:
-                images.append(np.asarray(im.convert("RGB")))
+            try:
+                with Image.open(path) as im:
+                    images.append(np.asarray(im.convert("RGB")))
+            except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for unreadable, truncated, bad files
+                fail(DataError, f"cannot decode image {path} ({type(e).__name__}: {str(e)[:120]}); delete or "
+                                f"replace the file")
             labels.append(label)
         return images, np.asarray(labels, np.int32)
 
