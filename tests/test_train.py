@@ -285,3 +285,22 @@ def test_resume_with_another_worker_count_keeps_the_stream(tmp_path, monkeypatch
     assert resumed["steps"] == 14
     for a, b in zip(_final_params(tmp_path / "straight"), _final_params(work), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_async_save_keeps_the_values_of_its_step_when_the_buffers_are_donated(tmp_path):
+    """save() returns before the files are written; the next step donates (reuses) the state's buffers, and the
+    checkpoint still holds the saved step's values."""
+    ckpts = checkpointing.TrainCheckpoints(tmp_path / "c")
+    state = {"w": jnp.ones((1024, 1024), jnp.float32)}
+    ckpts.save(1, state, {"step": 1})
+    bump = jax.jit(lambda s: {"w": s["w"] + 1}, donate_argnums=0)
+    for _ in range(3):
+        state = bump(state)
+    assert float(state["w"][0, 0]) == 4.0
+    ckpts.close()
+    target = {"w": jax.ShapeDtypeStruct((1024, 1024), jnp.float32,
+                                        sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))}
+    reopened = checkpointing.TrainCheckpoints(tmp_path / "c")
+    restored, meta = reopened.restore(1, target)
+    reopened.close()
+    assert meta == {"step": 1} and float(restored["w"].min()) == float(restored["w"].max()) == 1.0
