@@ -1,4 +1,7 @@
-"""TLEG TI on ImageNet-1k with the official recipe (DeiT harness; reference/learngene-methods.md).
+"""TLEG Ti on ImageNet-1k, extrapolated from the official recipe (DeiT harness; reference/learngene-methods.md).
+
+The official TLEG code has no Aux-Ti model or command: the width (192, 3 heads) is DeiT-Ti's, the aux budget
+(150 epochs) and drop-path 0.0 are Aux-S's, and the descendant budget (50 epochs) is the paper's Des-Ti.
 
 Stage 1, distil the aux model from a LeViT-384 teacher (converted from timm weights you already have) and
 save the gene in WORKDIR/gene:

@@ -115,7 +115,9 @@ def learngene_imagenet(method: str, size: str, stage: str, depth: int, gene: str
     c = deit_recipe(base_config())
     c.name = f"{method}_{size}_{stage}" + (f"_L{depth}" if stage != "aux" else "")
     if stage == "aux":
-        c.model = ml_collections.ConfigDict({"name": f"{method}_aux_{size}", "drop_path_rate": 0.1})
+        # TLEG's official aux commands pass --drop-path 0.0 (Aux-S, Aux-B); SWS keeps DeiT's default 0.1
+        c.model = ml_collections.ConfigDict({"name": f"{method}_aux_{size}",
+                                             "drop_path_rate": 0.0 if method == "tleg" else 0.1})
         c.epochs = AUX_EPOCHS[size]
         # LeViT-384 teacher, soft KD only (α = 1, T = 1): the official distillation setting.
         c.distill.update(dict(type="soft", teacher="levit_384", alpha=1.0, temperature=1.0))

@@ -347,6 +347,20 @@ def test_auto_picks_the_blocks_that_learning_did_not_move():
     np.testing.assert_allclose(grads[3], expected, rtol=1e-4)
 
 
+def test_gradient_statistic_runs_with_dropout_as_in_the_cifar_recipe():
+    """The CIFAR-100 ancestor has dropout 0.5 in its classifier: the gradient statistic draws dropout masks (train
+    mode as training sees it), reproducibly from its rng, and they change the gradients."""
+    model, variables = ancestor(**{**FOUR, "num_classes": 2, "hidden": (16,), "dropout": 0.5})
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((8, 16, 16, 3)).astype(np.float32), rng.integers(0, 2, 8)) for _ in range(2)]
+    one = auto.relative_gradient(model, variables, batches, 4)
+    again = auto.relative_gradient(model, variables, batches, 4)
+    other = auto.relative_gradient(model, variables, batches, 4, rng=jax.random.key(1))
+    assert one.shape == (4,) and np.isfinite(one).all() and (one > 0).all()
+    np.testing.assert_array_equal(one, again)
+    assert not np.allclose(one, other)
+
+
 # -- end to end through main ------------------------------------------------------------------------------------
 
 

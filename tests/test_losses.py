@@ -140,3 +140,18 @@ def test_base_config_is_locked_against_typos():
     with pytest.raises(AttributeError):
         c.optim.weight_decy = 0.1
     assert isinstance(c, ml_collections.ConfigDict)
+
+
+@pytest.mark.parametrize("method,size,rate", [("tleg", "s", 0.0), ("tleg", "b", 0.0), ("tleg", "ti", 0.0),
+                                              ("sws", "s", 0.1), ("sws", "b", 0.1)])
+def test_aux_drop_path_follows_the_official_commands(method, size, rate):
+    """TLEG's README commands train Aux-S/Aux-B with --drop-path 0.0; SWS's aux keeps DeiT's default 0.1."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("cfg", REPO / "configs" / f"{method}_{size}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.get_config("stage=aux").model.drop_path_rate == rate
+    assert module.get_config("stage=descendant,depth=6").model.drop_path_rate == 0.1

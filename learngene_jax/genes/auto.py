@@ -47,21 +47,24 @@ def relative_change(start: dict[str, Any], end: dict[str, Any], num_blocks: int)
 
 
 def relative_gradient(model: nn.Module, variables: dict[str, Any], batches: Iterable[tuple[Any, Any]],
-                      num_blocks: int) -> np.ndarray:
+                      num_blocks: int, rng: jax.Array | None = None) -> np.ndarray:
     """G_l = ‖∇_{K_l} L‖_F / ‖K_l‖_F per block, L the mean cross-entropy over `batches` of (images, labels)
-    with BatchNorm in train mode (the gradient of each batch weighted by its size)."""
+    in train mode as training sees it: BatchNorm on batch statistics and dropout on, its masks drawn from `rng`
+    (default key 0; batch i uses fold_in(rng, i)); the gradient of each batch is weighted by its size."""
     rest = {k: v for k, v in variables.items() if k != "params"}
+    rng = jax.random.key(0) if rng is None else rng
 
     @jax.jit
-    def batch_grad(params, images, labels):
+    def batch_grad(params, images, labels, key):
         def loss(p):
-            logits, _ = model.apply({"params": p, **rest}, images, train=True, mutable=["batch_stats"])
+            logits, _ = model.apply({"params": p, **rest}, images, train=True, mutable=["batch_stats"],
+                                    rngs={"dropout": key})
             return jnp.sum(cross_entropy(logits, labels))
         return jax.grad(loss)(params)
 
     total, count = None, 0
-    for images, labels in batches:
-        grads = batch_grad(variables["params"], jnp.asarray(images), jnp.asarray(labels))
+    for i, (images, labels) in enumerate(batches):
+        grads = batch_grad(variables["params"], jnp.asarray(images), jnp.asarray(labels), jax.random.fold_in(rng, i))
         total = grads if total is None else jax.tree_util.tree_map(jnp.add, total, grads)
         count += len(labels)
     if not count:
