@@ -76,7 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
         randaugment_magnitude=9.0, randaugment_mstd=0.5, random_erasing=0.0, mixup=0.0, cutmix=0.0,
         mixup_switch_prob=0.5, mixup_prob=1.0, label_smoothing=0.0, repeated_aug=1))
     c.optim = ml_collections.ConfigDict(dict(
-        name="adamw", lr=5e-4, scale_lr=True, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=0.0, schedule="cosine",
+        name="adamw", lr=5e-4, scale_lr=True, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=0.0,
+        schedule="cosine",  # per step; cosine_epoch: timm's scheduler stepped after each epoch (official); constant
         weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, grad_clip=0.0))
     c.objective = "classification"  # see distill/objectives.py
     c.distill = ml_collections.ConfigDict(dict(type="none", teacher="", teacher_init="", alpha=0.5,
@@ -114,6 +115,7 @@ def learngene_imagenet(method: str, size: str, stage: str, depth: int, gene: str
         fail(ConfigError, f"stage must be aux, descendant or scratch, got {stage!r}")
     c = deit_recipe(base_config())
     c.name = f"{method}_{size}_{stage}" + (f"_L{depth}" if stage != "aux" else "")
+    c.optim.schedule = "cosine_epoch"  # the official main.py steps timm's cosine scheduler after each epoch
     if stage == "aux":
         # TLEG's official aux commands pass --drop-path 0.0 (Aux-S, Aux-B); SWS keeps DeiT's default 0.1
         c.model = ml_collections.ConfigDict({"name": f"{method}_aux_{size}",

@@ -1,11 +1,15 @@
-"""Optax optimizers from config: AdamW with the DeiT no-decay rule, or SGD; lr scaled by batch/512,
-linear warmup then cosine to min_lr, stepped per optimizer step."""
+"""Optax optimizers from config: AdamW with the DeiT no-decay rule, or SGD; lr scaled by batch/512, linear
+warmup then cosine to min_lr, stepped per optimizer step ('cosine') or per epoch as the official DeiT-based code
+steps timm's scheduler ('cosine_epoch')."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from learngene_jax.errors import ConfigError, fail
@@ -35,12 +39,41 @@ def lr_schedule(opt: Any, global_batch_size: int, steps_per_epoch: int, total_st
     warmup = min(int(round(opt.warmup_epochs * steps_per_epoch)), total_steps)
     if opt.schedule == "constant":
         return optax.constant_schedule(peak)
+    if opt.schedule == "cosine_epoch":
+        return epoch_schedule(timm_epoch_lrs(opt, peak, -(-total_steps // steps_per_epoch)), steps_per_epoch)
     if opt.schedule != "cosine":
-        fail(ConfigError, f"optim.schedule must be 'cosine' or 'constant', got {opt.schedule!r}")
+        fail(ConfigError, f"optim.schedule must be 'cosine', 'cosine_epoch' or 'constant', got {opt.schedule!r}")
     cosine = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1), alpha=opt.min_lr / peak if peak else 0)
     if warmup == 0:
         return cosine
     return optax.join_schedules([optax.linear_schedule(opt.warmup_lr, peak, warmup), cosine], [warmup])
+
+
+def timm_epoch_lrs(opt: Any, peak: float, epochs: int) -> np.ndarray:
+    """The lr of each epoch (epochs,) when the official TLEG/SWS `main.py` (DeiT's) drives timm's
+    `CosineLRScheduler(t_initial=epochs, lr_min=min_lr, warmup_lr_init=warmup_lr, warmup_t=warmup_epochs,
+    cycle_limit=1)`: built at warmup_lr (peak without warmup), then `step(epoch)` after each epoch, so epoch e ≥ 1
+    runs at f(e − 1), with f(t) = warmup_lr + t·(peak − warmup_lr)/warmup_t for t < warmup_t, else
+    min_lr + ½(peak − min_lr)(1 + cos(π t / epochs)) — epochs 0 and 1 share the first value and the last epoch
+    never reaches min_lr."""
+    warmup = int(opt.warmup_epochs)
+    if warmup != opt.warmup_epochs:
+        fail(ConfigError, f"optim.schedule='cosine_epoch' steps per epoch: optim.warmup_epochs must be a whole number, "
+                          f"got {opt.warmup_epochs}")
+
+    def f(t: int) -> float:
+        if t < warmup:
+            return opt.warmup_lr + t * (peak - opt.warmup_lr) / warmup
+        return opt.min_lr + 0.5 * (peak - opt.min_lr) * (1 + math.cos(math.pi * t / epochs))
+
+    first = opt.warmup_lr if warmup else peak
+    return np.asarray([first] + [f(e - 1) for e in range(1, epochs)], np.float64)
+
+
+def epoch_schedule(lrs: np.ndarray, steps_per_epoch: int) -> optax.Schedule:
+    """Step → the lr of its epoch (held for the whole epoch; the last value after the last epoch)."""
+    table = jnp.asarray(lrs, jnp.float32)
+    return lambda step: table[jnp.minimum(step // steps_per_epoch, len(lrs) - 1)]
 
 
 def build_optimizer(opt: Any, schedule: optax.Schedule) -> optax.GradientTransformation:

@@ -15,6 +15,7 @@ from learngene_jax.distill.losses import (
     soft_target_cross_entropy,
     topk_correct,
 )
+from learngene_jax.errors import ConfigError
 from learngene_jax.models import create_model
 from learngene_jax.models.vit import abstract_params
 from learngene_jax.optim import decay_mask, lr_schedule, peak_lr
@@ -155,3 +156,45 @@ def test_aux_drop_path_follows_the_official_commands(method, size, rate):
     spec.loader.exec_module(module)
     assert module.get_config("stage=aux").model.drop_path_rate == rate
     assert module.get_config("stage=descendant,depth=6").model.drop_path_rate == 0.1
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("recipe", ["tleg_s:stage=aux", "tleg_b:stage=descendant,depth=6",
+                                    "sws_s:stage=descendant,depth=12"])
+def test_official_per_epoch_schedule_equals_timm_as_main_py_drives_it(timm, recipe):
+    """configs/{tleg,sws}_*.py use 'cosine_epoch': every epoch's lr equals the one timm's CosineLRScheduler gives
+    when the official main.py builds it (create_scheduler: t_initial=epochs, warmup_t, warmup_lr_init, lr_min)
+    and calls step(epoch) after each epoch."""
+    import importlib.util
+
+    import timm.scheduler  # after the fixture's torchvision work-around
+    import torch
+    from conftest import REPO
+
+    name, arg = recipe.split(":")
+    spec = importlib.util.spec_from_file_location("cfg", REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config(arg)
+    assert c.optim.schedule == "cosine_epoch"
+    steps_per_epoch, batch = 7, 1024
+    schedule = lr_schedule(c.optim, batch, steps_per_epoch, c.epochs * steps_per_epoch)
+    peak = c.optim.lr * batch / 512
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    ref = timm.scheduler.CosineLRScheduler(optimizer, t_initial=c.epochs, lr_min=c.optim.min_lr,
+                                           warmup_lr_init=c.optim.warmup_lr, warmup_t=int(c.optim.warmup_epochs),
+                                           cycle_limit=1, t_in_epochs=True)
+    for epoch in range(c.epochs):
+        want = optimizer.param_groups[0]["lr"]
+        for step in (epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch - 1):
+            assert float(schedule(step)) == pytest.approx(want, rel=1e-6), (epoch, step)
+        ref.step(epoch)
+    assert float(schedule(0)) == float(schedule(steps_per_epoch))  # epochs 0 and 1 share the first value
+    assert float(schedule(c.epochs * steps_per_epoch - 1)) > c.optim.min_lr  # never reaches min_lr
+
+
+def test_per_epoch_schedule_needs_whole_warmup_epochs():
+    opt = base_config().optim
+    opt.update({"schedule": "cosine_epoch", "warmup_epochs": 0.5})
+    with pytest.raises(ConfigError, match="warmup_epochs must be a whole number"):
+        lr_schedule(opt, 512, 10, 100)
