@@ -83,32 +83,37 @@ def _sign(rng: np.random.Generator) -> float:
     return -1.0 if rng.random() < 0.5 else 1.0
 
 
-def _affine(img: Image.Image, matrix: tuple[float, ...]) -> Image.Image:
+def _affine(img: Image.Image, matrix: tuple[float, ...], resample: int) -> Image.Image:
     fill = _FILL if img.mode == "RGB" else _FILL[0]
-    return img.transform(img.size, Image.AFFINE, matrix, resample=Image.BILINEAR, fillcolor=fill)
+    return img.transform(img.size, Image.AFFINE, matrix, resample=resample, fillcolor=fill)
 
 
 def _enhance(cls):
-    return lambda img, m, rng: cls(img).enhance(1.0 + _sign(rng) * m / 10 * 0.9)
+    return lambda img, m, rng, resample: cls(img).enhance(1.0 + _sign(rng) * m / 10 * 0.9)
 
 
+# name → op(img, magnitude, rng, resample); the geometric ops resample with the transform's interpolation, as
+# timm's RandAugment does when create_transform is given one (DeiT: bicubic)
 RAND_OPS = {
-    "AutoContrast": lambda img, m, rng: ImageOps.autocontrast(img),
-    "Equalize": lambda img, m, rng: ImageOps.equalize(img),
-    "Invert": lambda img, m, rng: ImageOps.invert(img),
-    "Rotate": lambda img, m, rng: img.rotate(_sign(rng) * m / 10 * 30, resample=Image.BILINEAR,
-                                             fillcolor=_FILL if img.mode == "RGB" else _FILL[0]),
-    "PosterizeIncreasing": lambda img, m, rng: ImageOps.posterize(img, max(1, 4 - int(m / 10 * 4))),
-    "SolarizeIncreasing": lambda img, m, rng: ImageOps.solarize(img, 256 - int(m / 10 * 256)),
-    "SolarizeAdd": lambda img, m, rng: _solarize_add(img, int(m / 10 * 110)),
+    "AutoContrast": lambda img, m, rng, resample: ImageOps.autocontrast(img),
+    "Equalize": lambda img, m, rng, resample: ImageOps.equalize(img),
+    "Invert": lambda img, m, rng, resample: ImageOps.invert(img),
+    "Rotate": lambda img, m, rng, resample: img.rotate(_sign(rng) * m / 10 * 30, resample=resample,
+                                                       fillcolor=_FILL if img.mode == "RGB" else _FILL[0]),
+    # timm asks for 0 bits at m = 10, which Pillow >= 13 rejects; at least 1 bit is kept here
+    "PosterizeIncreasing": lambda img, m, rng, resample: ImageOps.posterize(img, max(1, 4 - int(m / 10 * 4))),
+    "SolarizeIncreasing": lambda img, m, rng, resample: ImageOps.solarize(img, 256 - int(m / 10 * 256)),
+    "SolarizeAdd": lambda img, m, rng, resample: _solarize_add(img, int(m / 10 * 110)),
     "ColorIncreasing": _enhance(ImageEnhance.Color),
     "ContrastIncreasing": _enhance(ImageEnhance.Contrast),
     "BrightnessIncreasing": _enhance(ImageEnhance.Brightness),
     "SharpnessIncreasing": _enhance(ImageEnhance.Sharpness),
-    "ShearX": lambda img, m, rng: _affine(img, (1, _sign(rng) * m / 10 * 0.3, 0, 0, 1, 0)),
-    "ShearY": lambda img, m, rng: _affine(img, (1, 0, 0, _sign(rng) * m / 10 * 0.3, 1, 0)),
-    "TranslateXRel": lambda img, m, rng: _affine(img, (1, 0, _sign(rng) * m / 10 * 0.45 * img.size[0], 0, 1, 0)),
-    "TranslateYRel": lambda img, m, rng: _affine(img, (1, 0, 0, 0, 1, _sign(rng) * m / 10 * 0.45 * img.size[1])),
+    "ShearX": lambda img, m, rng, resample: _affine(img, (1, _sign(rng) * m / 10 * 0.3, 0, 0, 1, 0), resample),
+    "ShearY": lambda img, m, rng, resample: _affine(img, (1, 0, 0, _sign(rng) * m / 10 * 0.3, 1, 0), resample),
+    "TranslateXRel": lambda img, m, rng, resample: _affine(
+        img, (1, 0, _sign(rng) * m / 10 * 0.45 * img.size[0], 0, 1, 0), resample),
+    "TranslateYRel": lambda img, m, rng, resample: _affine(
+        img, (1, 0, 0, 0, 1, _sign(rng) * m / 10 * 0.45 * img.size[1]), resample),
 }
 
 
@@ -118,14 +123,15 @@ def _solarize_add(img: Image.Image, add: int, threshold: int = 128) -> Image.Ima
 
 
 def rand_augment(img: Image.Image, rng: np.random.Generator, num_ops: int = 2, magnitude: float = 9.0,
-                 mstd: float = 0.5, prob: float = 0.5) -> Image.Image:
-    """timm RandAugment: `num_ops` random ops, each applied with probability `prob`, magnitude ~ N(m, mstd)."""
+                 mstd: float = 0.5, prob: float = 0.5, resample: int = Image.BICUBIC) -> Image.Image:
+    """timm RandAugment: `num_ops` random ops, each applied with probability `prob`, magnitude ~ N(m, mstd)
+    clipped to [0, 10]; geometric ops resample with `resample`."""
     names = list(RAND_OPS)
     for name in rng.choice(names, size=num_ops, replace=True):
         if rng.random() > prob:
             continue
         m = float(np.clip(rng.normal(magnitude, mstd), 0, 10)) if mstd > 0 else magnitude
-        img = RAND_OPS[str(name)](img, m, rng)
+        img = RAND_OPS[str(name)](img, m, rng, resample)
     return img
 
 
@@ -186,7 +192,8 @@ def augment(image: np.ndarray, rng: np.random.Generator, cfg: TransformConfig
     if cfg.flip and rng.random() < 0.5:
         img = ImageOps.mirror(img)
     if cfg.randaugment:
-        img = rand_augment(img, rng, cfg.randaugment_ops, cfg.randaugment_magnitude, cfg.randaugment_mstd)
+        img = rand_augment(img, rng, cfg.randaugment_ops, cfg.randaugment_magnitude, cfg.randaugment_mstd,
+                           resample=resample)
     box = random_erase_box(cfg.image_size, cfg.image_size, rng, cfg.random_erasing) if cfg.random_erasing > 0 \
         else (0, 0, 0, 0)
     return _as_array(img), box
