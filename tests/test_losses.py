@@ -126,13 +126,32 @@ def test_cutmix_lambda_is_the_kept_area():
     assert float(lam) == pytest.approx(1 - float(mask.mean()))
 
 
-def test_mixing_stays_inside_device_groups():
+def test_each_device_group_mixes_as_its_own_batch():
+    """As the official harness's one Mixup per GPU: every group mixes inside itself, with its own λ, switch and
+    box; one group draws from the key itself (single-device runs keep their draws)."""
     x = jnp.arange(8, dtype=jnp.float32)[:, None, None, None] * jnp.ones((8, 2, 2, 1))
-    images, _ = mix_batch(jax.random.key(0), x, jnp.arange(8), 8, mixup_alpha=0.8, cutmix_alpha=0.0,
-                          smoothing=0.0, groups=2)
+    key = jax.random.key(0)
+    images, _ = mix_batch(key, x, jnp.arange(8), 8, mixup_alpha=0.8, cutmix_alpha=0.0, smoothing=0.0, groups=2)
     values = np.asarray(images[:, 0, 0, 0])
-    lam = (values[0] - 3) / (0 - 3)  # example 0 mixes with 3 (its group is 0..3)
-    np.testing.assert_allclose(values[4], lam * 4 + (1 - lam) * 7, atol=1e-5)
+    for group, (first, last) in enumerate(((0, 3), (4, 7))):  # example `first` mixes with `last`, its mirror
+        alone, _ = mix_batch(jax.random.split(key, 2)[group], x[first:last + 1], jnp.arange(4), 8, mixup_alpha=0.8,
+                             cutmix_alpha=0.0, smoothing=0.0)
+        np.testing.assert_allclose(values[first:last + 1], np.asarray(alone[:, 0, 0, 0]), atol=1e-6)
+    lams = [(values[0] - 3) / (0 - 3), (values[4] - 7) / (4 - 7)]
+    assert abs(lams[0] - lams[1]) > 1e-3  # two independent draws
+    whole, _ = mix_batch(key, x, jnp.arange(8), 8, mixup_alpha=0.8, cutmix_alpha=0.0, smoothing=0.0)
+    lam = (float(whole[0, 0, 0, 0]) - 7) / (0 - 7)
+    np.testing.assert_allclose(np.asarray(whole[:, 0, 0, 0]), lam * np.arange(8) + (1 - lam) * np.arange(8)[::-1],
+                               atol=1e-5)
+    # over many steps, groups switch between mixup and cutmix independently (switch prob 0.5)
+    y = jnp.zeros((8, 8, 8, 1)).at[jnp.array([3, 7])].set(1.0)
+    disagree = 0
+    for seed in range(20):
+        mixed, _ = mix_batch(jax.random.key(seed), y, jnp.arange(8), 8, mixup_alpha=0.8, cutmix_alpha=1.0,
+                             smoothing=0.0, groups=2)
+        kinds = [bool(np.isin(np.unique(np.asarray(mixed[g])), [0.0, 1.0]).all()) for g in (0, 4)]  # cutmix: 0/1
+        disagree += kinds[0] != kinds[1]
+    assert disagree >= 3
 
 
 def test_base_config_is_locked_against_typos():
