@@ -52,7 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every_epochs = 1
     c.eval_at_start = False  # also evaluate the initial weights (e.g. an untrained gene-initialised descendant)
     c.log_every_steps = 20
-    c.precision = "float32"  # or bfloat16: compute dtype; params and optimizer state stay float32
+    c.precision = "float32"  # or bfloat16, or auto (bfloat16 on GPU/TPU, float32 on CPU): the compute dtype;
+    # params and optimizer state stay float32
 
     c.model = ml_collections.ConfigDict({"name": "vit_ti"})  # registry name; other keys are model fields
 
@@ -116,6 +117,7 @@ def learngene_imagenet(method: str, size: str, stage: str, depth: int, gene: str
     c = deit_recipe(base_config())
     c.name = f"{method}_{size}_{stage}" + (f"_L{depth}" if stage != "aux" else "")
     c.optim.schedule = "cosine_epoch"  # the official main.py steps timm's cosine scheduler after each epoch
+    c.precision = "auto"  # the official runs use AMP: bfloat16 compute on GPU/TPU, float32 on CPU
     if stage == "aux":
         # TLEG's official aux commands pass --drop-path 0.0 (Aux-S, Aux-B); SWS keeps DeiT's default 0.1
         c.model = ml_collections.ConfigDict({"name": f"{method}_aux_{size}",

@@ -45,6 +45,16 @@ from learngene_jax.regularizers import ewc_penalty, load_ewc
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def compute_dtype(precision: str) -> Any:
+    """config.precision → the compute dtype; 'auto' is bfloat16 on GPUs and TPUs (the official runs use AMP) and
+    float32 on CPUs (where XLA emulates bfloat16 slowly)."""
+    if precision == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else jnp.float32
+    if precision not in DTYPES:
+        fail(ConfigError, f"precision must be auto, float32 or bfloat16, got {precision!r}")
+    return DTYPES[precision]
+
+
 class Preempted(UserError):
     """A preemption notice (SIGTERM) arrived: every process saved the same step; rerunning the command resumes."""
 
@@ -71,7 +81,7 @@ def model_kwargs(config: Any) -> dict[str, Any]:
 
 def build_student(config: Any, num_classes: int) -> Student:
     """The student of this run: a gene's descendant, a model directory's weights, or a fresh registry model."""
-    runtime = {"dtype": DTYPES[config.precision]}
+    runtime = {"dtype": compute_dtype(config.precision)}
     kwargs = model_kwargs(config)
     if config.gene:
         gene = load_gene(config.gene)
@@ -161,7 +171,7 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     # Student and frozen teacher.
     student = build_student(config, num_classes)
     model = student.model
-    teacher = load_teacher(config.distill, config.data.image_size, dtype=DTYPES[config.precision])
+    teacher = load_teacher(config.distill, config.data.image_size, dtype=compute_dtype(config.precision))
 
     # Shardings from shapes alone (nothing allocated yet).
     rng = jax.random.key(config.seed)

@@ -217,3 +217,19 @@ def test_per_epoch_schedule_needs_whole_warmup_epochs():
     opt.update({"schedule": "cosine_epoch", "warmup_epochs": 0.5})
     with pytest.raises(ConfigError, match="warmup_epochs must be a whole number"):
         lr_schedule(opt, 512, 10, 100)
+
+
+def test_imagenet_recipes_compute_in_bf16_on_accelerators_and_fp32_on_cpu(monkeypatch):
+    import jax.numpy as jnp
+
+    from learngene_jax import train as trainer
+    from learngene_jax.config_lib import learngene_imagenet
+
+    assert learngene_imagenet("tleg", "s", "aux", 12).precision == "auto"
+    assert trainer.compute_dtype("auto") == jnp.float32  # tests run on CPU
+    for backend in ("gpu", "tpu"):
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        assert trainer.compute_dtype("auto") == jnp.bfloat16
+    assert trainer.compute_dtype("float32") == jnp.float32
+    with pytest.raises(ConfigError, match="precision must be auto, float32 or bfloat16"):
+        trainer.compute_dtype("fp16")
