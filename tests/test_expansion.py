@@ -110,12 +110,26 @@ def test_sws_default_layers_source_rule():
     assert sws.default_layers_source(stages, 12) == (0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4)  # official list
     assert sws.default_layers_source(stages, 16) == (0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 4, 4, 4)  # the aux
     assert sws.default_layers_source(stages, 8) == (0, 0, 1, 1, 2, 2, 3, 4)
-    assert sws.default_layers_source(stages, 2) == (0, 2)
-    for depth in range(1, 40):
+    assert sws.default_layers_source(stages, 2) == (0, 4)  # the head was trained on the last stage's output
+    assert sws.default_layers_source(stages, 1) == (4,)
+
+
+@pytest.mark.parametrize("stages", [(3, 3, 4, 3, 3), (2, 1, 2), (1, 1), (4, 4, 4), (1, 5), (6,)])
+def test_sws_default_layers_source_properties_over_depths_1_to_32(stages):
+    """The last stage is always present, stage order is kept, no stage loses layers as the depth grows, every
+    stage is present once the depth allows it, and the aux depth gives the aux layout."""
+    previous = np.zeros(len(stages), int)
+    for depth in range(1, 33):
         source = sws.default_layers_source(stages, depth)
+        counts = np.bincount(source, minlength=len(stages))
         assert len(source) == depth and list(source) == sorted(source)
+        assert source[-1] == len(stages) - 1
+        assert (counts >= previous).all() and counts.sum() == previous.sum() + 1, (depth, counts, previous)
         if depth >= len(stages):
-            assert set(source) == set(range(len(stages)))
+            assert (counts > 0).all(), (depth, counts)
+        if depth == sum(stages):
+            assert tuple(counts) == stages
+        previous = counts
 
 
 def test_sws_default_expansion_used_without_layers_source():

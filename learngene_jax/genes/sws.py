@@ -55,23 +55,34 @@ def extract(aux_params: dict[str, Any], meta: GeneMeta) -> Gene:
 
 
 def default_layers_source(stage_sizes: Sequence[int], depth: int) -> tuple[int, ...]:
-    """Stage id per descendant layer, in stage order.
+    """Stage id per descendant layer, in stage order, grown one layer at a time from depth 1, so that:
+    the last stage (whose output the copied `fc_norm` and head were trained on) is always present; no stage
+    loses layers when the depth grows; the official list is kept where the SWS code publishes one (3,3,4,3,3 →
+    12 layers: 0,0,0,1,1,1,2,2,3,3,4,4 — not proportional: the 4-layer stage gets two) and the aux depth
+    reproduces the aux layout.
 
-    The official list where the SWS code publishes one (3,3,4,3,3 → 12 layers: 0,0,0,1,1,1,2,2,3,3,4,4,
-    which is not proportional: it gives the 4-layer stage only two layers). Otherwise stage s gets
-    depth·size_s/L layers rounded by largest remainder (ties to the earlier stage), so the aux depth
-    reproduces the aux layout and shallower models keep every stage while depth >= the number of stages.
+    Depth 1 is the last stage. Each next layer goes to a stage that has none yet (earliest first), else to the
+    stage furthest below its share of the next anchor (the official list, then the aux layout: anchor counts ·
+    d / anchor depth, never above the anchor's count; past the aux depth, stage sizes · d / L); ties go to the
+    earlier stage.
     """
     depth = check_depth(depth)
-    stage_sizes = tuple(int(s) for s in stage_sizes)
-    if (stage_sizes, depth) in OFFICIAL_LAYERS_SOURCE:
-        return OFFICIAL_LAYERS_SOURCE[(stage_sizes, depth)]
-    share = np.asarray(stage_sizes, np.float64) * depth / sum(stage_sizes)
-    counts = np.floor(share).astype(int)
-    order = sorted(range(len(stage_sizes)), key=lambda s: (-(share[s] - counts[s]), s))
-    for s in order[: depth - counts.sum()]:
-        counts[s] += 1
-    return tuple(s for s, n in enumerate(counts) for _ in range(n))
+    sizes = np.asarray([int(s) for s in stage_sizes], np.int64)
+    aux_depth = int(sizes.sum())
+    anchors = [(len(source), np.bincount(source, minlength=len(sizes)))
+               for (stages, _), source in OFFICIAL_LAYERS_SOURCE.items() if stages == tuple(sizes)]
+    anchors = sorted(a for a in anchors if a[0] < aux_depth) + [(aux_depth, sizes)]
+    counts = np.zeros(len(sizes), np.int64)
+    counts[-1] = 1
+    for d in range(2, depth + 1):
+        anchor_depth, anchor = next(((n, a) for n, a in anchors if n >= d), (d, None))
+        if anchor is None:  # deeper than the aux: proportional to the stage sizes
+            deficit = sizes * d / aux_depth - counts
+        else:
+            deficit = np.where(counts < anchor, anchor * d / anchor_depth - counts, -np.inf)
+        deficit = np.where((counts == 0) & np.isfinite(deficit), np.inf, deficit)  # every stage before any doubles
+        counts[int(np.argmax(deficit))] += 1  # argmax takes the first (earliest) stage on a tie
+    return tuple(s for s, n in enumerate(counts) for _ in range(int(n)))
 
 
 def resolve_layers_source(meta: GeneMeta, depth: int | None, layers_source: Any) -> tuple[int, ...]:
