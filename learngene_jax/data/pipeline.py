@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,16 +106,18 @@ class BatchMaker:
 
 
 def _die_with_parent(worker_index: int, worker_count: int) -> None:
-    """In a worker process: be killed when the training process dies, even by SIGKILL (Linux), instead of
-    living on as an orphan that holds a core and the parent's output pipes."""
+    """In a worker process: exit when the training process is gone, even after a SIGKILL, instead of living on
+    as an orphan that holds a core and the parent's output pipes (a thread watches the parent's pid; the
+    kernel's PR_SET_PDEATHSIG would fire when the *thread* that started the worker ends, mid-batch)."""
     del worker_index, worker_count
-    if sys.platform.startswith("linux"):
-        import ctypes
+    parent = os.getppid()
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() == 1:  # the parent died before the call
-            os._exit(1)
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="learngene-parent-watch", daemon=True).start()
 
 
 def _parse_absl_flags() -> None:
