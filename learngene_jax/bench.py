@@ -667,7 +667,12 @@ def time_batches(epochs: Callable[[int], Iterable[Any]], nbytes: Callable[[Any],
 
     def endless() -> Iterator[Any]:
         for epoch in itertools.count():
-            yield from epochs(epoch)
+            count = 0
+            for batch in epochs(epoch):
+                count += 1
+                yield batch
+            if not count:  # an epoch without a full batch would loop forever
+                fail(UserError, f"epoch {epoch} gave no batch of {args.batch}: use a smaller --batch or more images")
 
     batches = endless()
     with ProcessSampler() as sampler:
