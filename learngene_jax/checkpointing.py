@@ -161,13 +161,9 @@ class TrainCheckpoints:
         path = self.directory / str(step) / "data" / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
         if not path.is_file():
             return fallback()
-        iterator = None
-        try:
-            iterator = positioned(json.loads(path.read_text()))
-            return iterator
+        try:  # an iterator that `positioned` opened before failing is released with its loader
+            return positioned(json.loads(path.read_text()))
         except Exception as e:  # noqa: BLE001 - a state of another pipeline shape
-            if iterator is not None and hasattr(iterator, "close"):
-                iterator.close()
             logging.getLogger(__name__).warning("input state of step %d does not fit this pipeline (%s); "
                                                 "restarting the stream at that step", step, _one_line(e))
             return fallback()
