@@ -7,9 +7,12 @@ ImageNet, stitched Ti→B (2 + 16 = 18 descendants at depth 6, 2 + 25 = 27 at de
         --config.lgpool.teacher_init=runs/deit_b --config.data.data_dir=TFDS_DIR
 
 Needs ImageNet prepared for tfds (array_record) and accelerators; not run on the project's CPU machines.
-Official recipe (Learngene Pool README): students distilled 100 epochs at lr 5e-4 (DeiT harness), the
-tiny student on three feature points ('[front,end]'), the others on the last one ('[end]'); pool 50 epochs,
-batch 128, lr 5e-4. `instances=ti,s,b` adds a Small instance stitched Ti→S→B (SN-Net's nearest pairs).
+Official recipe (Learngene Pool README and scripts, Yuanmou @f4a544d): students distilled 100 epochs at lr
+5e-4 (DeiT harness), the tiny student on three feature points ('[front,end]'), the others on the last one
+('[end]'); stitch layers from the trained Ti projections (`stitch_init='projections'`); pool 50 epochs,
+batch 128, lr 5e-4, loss 0.5·CE on hard labels + 0.5·KD, no mixup or label smoothing. Learning rates are
+not scaled by batch size here, as there (`optim.scale_lr=False`; DeiT's harness scales). Differences: README
+"Deliberate deviations". `instances=ti+s+b` adds a Small instance stitched Ti→S→B (SN-Net's nearest pairs).
 """
 
 import ml_collections
@@ -28,6 +31,7 @@ def get_config(arg=None):
     c = deit_recipe(base_config())
     c.task, c.name = "lgpool", f"lgpool_deit_L{args['depth']}"
     c.batch_size = 256
+    c.optim.scale_lr = False  # the official scripts pass --lr 5e-4 as the lr itself
     c.lgpool = ml_collections.ConfigDict(dict(
         teacher_init="",  # required: a DeiT-B model directory (python -m learngene_jax.convert from-timm ...)
         teacher=dict(name="deit_b"), teacher_epochs=0, teacher_lr=5e-4,  # no teacher is trained here
@@ -37,8 +41,9 @@ def get_config(arg=None):
         alpha=0.9,  # the toolkit's distillation weight: (1-a)·CE + a·(soft-CE + feature MSEs); paper α = 0.1
         temperature=1.0,
         pairs=tuple(f"{k}-{k + 1}" for k in range(len(sizes) - 1)), kernel_size=2, stride=1,
-        ls_batch=64,
-        finetune_epochs=50, finetune_lr=5e-4, finetune_batch_size=128, kd_weight=0.5,
+        stitch_init="projections", compare_stitch_init=False, ls_batch=64,
+        finetune_epochs=50, finetune_lr=5e-4, finetune_batch_size=128, ce_weight=0.5, kd_weight=0.5,
+        finetune_aug=dict(mixup=0.0, cutmix=0.0, label_smoothing=0.0),  # stage 2 on hard labels
         export=(),
     ))
     return c

@@ -39,9 +39,13 @@ def get_config(arg=None):
         alpha=0.9,  # the toolkit's distillation weight: (1-a)·CE + a·(soft-CE + feature MSEs); paper α=0.1 on CE
         temperature=1.0,
         pairs=("0-1", "1-2"), kernel_size=2, stride=1,  # stitched (front-end) instance pairs; paired stitching
-        ls_batch=128,  # training images whose features initialise the stitch layers by least squares
-        # the pool starts trained: 5e-4 wrecked the widest instance in a trial, 1e-4 improves every config
-        finetune_epochs=3, finetune_lr=1e-4, finetune_batch_size=0, kd_weight=0.5,  # batch 0: batch_size
+        # stitch init: 'projections' (the paper's: from the trained distillation projections) or 'least_squares'
+        # (SN-Net's, on ls_batch training images); compare_stitch_init fine-tunes a pool from the other one too
+        stitch_init="projections", compare_stitch_init=True, ls_batch=128,
+        # the pool starts trained: 5e-4 wrecked the widest instance in a trial, 1e-4 improves every config;
+        # official loss 0.5·CE (hard labels) + 0.5·KD; finetune_aug: aug.* overrides for this stage
+        finetune_epochs=3, finetune_lr=1e-4, finetune_batch_size=0, ce_weight=0.5, kd_weight=0.5,
+        finetune_aug={},  # batch 0: batch_size
         export=(),  # config ids to export besides the accuracy-vs-params frontier
     ))
     if args["smoke"]:

@@ -22,7 +22,9 @@ from learngene_jax.lgpool.descendants import (
     config_cost,
     export_config,
     init_stitches,
+    init_stitches_from_projections,
     least_squares_stitch,
+    projection_stitch,
 )
 from learngene_jax.models import create_model
 from learngene_jax.models.io import load_model, save_model
@@ -168,6 +170,48 @@ def test_stitch_init_averages_the_configs_that_share_a_layer(mixed_pool):
         np.testing.assert_allclose(got["bias"][layer], np.mean([s[1] for s in solutions], 0), atol=1e-3)
 
 
+def test_projection_stitch_carries_front_features_back_through_the_teacher():
+    rng = np.random.default_rng(0)
+    # P_front (teacher 32 → 16) with orthonormal columns, at 3 points that average to it; teacher features that
+    # lie in its span: front = T·P, and the stitch (end at the teacher's width) must give T back exactly.
+    q = np.linalg.qr(rng.standard_normal((32, 16)))[0]
+    noise = rng.standard_normal((3, 32, 16))
+    p_front = q[None] + noise - noise.mean(0)
+    teacher = rng.standard_normal((50, 16)) @ q.T
+    kernel, bias = projection_stitch(p_front, None)
+    assert kernel.shape == (16, 32) and not bias.any()
+    np.testing.assert_allclose((teacher @ q) @ kernel + bias, teacher, atol=1e-5)
+    # an end of another width: composed through the teacher, P̄_frontᵀ·P̄_end (the official Ti→S form)
+    p_end = rng.standard_normal((1, 32, 24))
+    kernel, bias = projection_stitch(p_front, p_end)
+    np.testing.assert_allclose(kernel, q.T @ p_end[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="teachers of widths 32 and 48"):
+        projection_stitch(p_front, rng.standard_normal((1, 48, 24)))
+
+
+def test_pool_from_projections_gives_every_layer_of_a_pair_the_same_map(mixed_pool):
+    pool, _ = mixed_pool  # widths 16 → 32, a teacher of width 32 (the end instance's)
+    rng = np.random.default_rng(1)
+    projections = [{"blocks": {"kernel": rng.standard_normal((n, 32, w)).astype(np.float32)},
+                    "attn": {"kernel": rng.standard_normal((n, 32, w)).astype(np.float32)}}
+                   for n, w in ((3, 16), (1, 32))]
+    instances = random_instances(pool)
+    stitches = assemble_pool(pool, instances, stitch_init="projections", projections=projections)["stitches"]
+    expected = projections[0]["blocks"]["kernel"].mean(0).T  # end = teacher width: P̄_frontᵀ (official Ti→B)
+    assert stitches["0-1"]["kernel"].shape == (2, 16, 32)  # depth 3: two stitch layers
+    for layer in range(2):
+        np.testing.assert_allclose(stitches["0-1"]["kernel"][layer], expected, rtol=1e-5, atol=1e-6)
+        assert not np.asarray(stitches["0-1"]["bias"][layer]).any()
+    np.testing.assert_allclose(init_stitches_from_projections(pool, projections)["0-1"]["kernel"],
+                               stitches["0-1"]["kernel"])
+    with pytest.raises(ValueError, match="needs the stage-1 projections"):
+        assemble_pool(pool, instances, stitch_init="projections")
+    with pytest.raises(ValueError, match="needs a batch of images"):
+        assemble_pool(pool, instances, stitch_init="least_squares")
+    with pytest.raises(ValueError, match="stitch_init must be one of"):
+        assemble_pool(pool, instances, images(), stitch_init="ridge")
+
+
 def test_identity_stitch_equals_the_concatenated_instances():
     pool = LearngenePool(widths=(16, 16), heads=(2, 2), depth=3, pairs=("0-1",), **SMALL)
     instances = random_instances(pool)
@@ -308,6 +352,19 @@ def test_finetune_samples_one_configuration_per_step(mixed_pool):
     assert all(t in {(False, True, False), (False, False, True), (True, True, True)} for t in touched)
 
 
+def test_finetune_weights_ce_and_kd_as_configured(mixed_pool):
+    pool, params = mixed_pool
+    teacher = Teacher(pool.instance_models()[1], {"params": params["instances"]["1"]})
+    frozen = {"teacher": teacher.variables}
+    for ce_weight, kd_weight in ((0.5, 0.5), (1.0, 0.25)):
+        objective = make_objective(_config("lgpool_finetune", ce_weight=ce_weight, kd_weight=kd_weight), pool,
+                                   teacher)
+        loss, _, metrics = objective(params, {}, frozen, _batch(3))
+        assert float(metrics["kd"]) > 0
+        np.testing.assert_allclose(float(loss), ce_weight * float(metrics["ce"]) + kd_weight * float(metrics["kd"]),
+                                   rtol=1e-6)
+
+
 def test_pool_fine_tunes_through_the_trainer_from_a_model_directory(mixed_pool, tmp_path):
     pool, params = mixed_pool
     save_model(tmp_path / "pool", pool, {"params": params})
@@ -337,6 +394,10 @@ def test_deit_config_loads(arg, configs):
     pool = LearngenePool(widths=tuple(lg.widths), heads=tuple(lg.heads), depth=lg.depth, pairs=tuple(lg.pairs))
     assert len(pool.configs()) == configs
     assert lg.points[0] == 3 and set(lg.points[1:]) == {1}  # official: tiny '[front,end]', the others '[end]'
+    # official stage 2: projection stitch init, 0.5·CE on hard labels + 0.5·KD, lr 5e-4 not scaled by batch
+    assert lg.stitch_init == "projections" and (lg.ce_weight, lg.kd_weight) == (0.5, 0.5)
+    assert dict(lg.finetune_aug) == {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0}
+    assert c.optim.scale_lr is False and lg.finetune_lr == lg.distill_lr == 5e-4
 
 
 def test_smoke_run_through_main(tmp_path):
@@ -346,7 +407,16 @@ def test_smoke_run_through_main(tmp_path):
     rows = results["rows"]
     assert len(rows) == 2 + 7  # two instances of depth 3 and 3·3 − 2 stitched configs
     assert all(0.0 <= r["top1"] <= 1.0 and r["params"] > 0 and r["flops"] > 0 for r in rows)
-    assert set(results["timings_s"]) >= {"teacher", "distill_0_w16", "distill_1_w32", "stitch_init", "finetune"}
+    assert set(results["timings_s"]) >= {"teacher", "distill_0_w16", "distill_1_w32", "stitch_init", "finetune",
+                                         "stitch_init_least_squares", "finetune_least_squares"}
+    # the paper's projection init is the pool kept; the least-squares one is fine-tuned next to it, both reported
+    assert results["stitch_init"] == "projections" and set(results["stitch_init_means"]) == {
+        "projections", "least_squares"}
+    stitched = [r for r in rows if r["stitch_layer"] >= 0]
+    assert any(r["top1_init"] != r["top1_init_least_squares"] for r in stitched)
+    alone = [r for r in rows if r["stitch_layer"] < 0]  # unstitched instances do not depend on the stitch init
+    assert all(r["top1_init"] == r["top1_init_least_squares"] for r in alone)
+    assert "top-1 proj. init" in (workdir / "summary.md").read_text() and "fine-tuned from LS init" in proc.stdout
     assert results["frontier"] and rows[results["frontier"][0]]["params"] == min(r["params"] for r in rows)
     assert (workdir / "summary.md").exists() and (workdir / "summary.png").stat().st_size > 0
     assert "| id | configuration |" in proc.stdout

@@ -1,6 +1,6 @@
-"""Learngene Pool, stage 2 as pure functions: a pool's params from distilled instances with least-squares
-stitch initialisation, any configuration exported as a standalone descendant, and each configuration's
-analytic parameter count and FLOPs."""
+"""Learngene Pool, stage 2 as pure functions: a pool's params from distilled instances with its stitch layers
+initialised from the trained distillation projections (the paper's mode) or by least squares (SN-Net's), any
+configuration exported as a standalone descendant, and each configuration's analytic parameter count and FLOPs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from learngene_jax.models.pool import LearngenePool, StitchConfig, StitchedViT
 from learngene_jax.models.vit import ViT
 
 Array = jax.Array
+
+STITCH_INITS = ("projections", "least_squares")
 
 
 def least_squares_stitch(x_front: np.ndarray, x_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,11 +44,11 @@ def block_inputs(vit: ViT, params: dict[str, Any], images: Array) -> np.ndarray:
 
 
 def init_stitches(pool: LearngenePool, instances: Sequence[dict[str, Any]], images: Array) -> dict[str, Any]:
-    """Least-squares init of every linear stitch layer on one batch of real images.
+    """SN-Net's least-squares init of every linear stitch layer on one batch of real images.
 
-    Configuration (i, j) maps the output of front block i onto the input of end block j (the end model's
-    embedding when j = 0: SN-Net's code reads `end_features[j - 1]`, which wraps around to the last block
-    there — not copied). A stitch layer shared by several configurations gets the mean of their solutions.
+    Configuration (i, j) maps the output of front block i onto the input of end block j — for j = 0 the end
+    model's embedding, which is what SN-Net's `end_features[j - 1]` reads (key −1 of its feature dict is the
+    embedding). A stitch layer shared by several configurations gets the mean of their solutions.
     """
     vits = pool.instance_models()
     feats = {k: block_inputs(vits[k], instances[k], images) for k in {k for pair in pool.linear_pairs()
@@ -64,12 +66,63 @@ def init_stitches(pool: LearngenePool, instances: Sequence[dict[str, Any]], imag
     return out
 
 
-def assemble_pool(pool: LearngenePool, instances: Sequence[dict[str, Any]], images: Array) -> dict[str, Any]:
-    """The pool's param tree: the distilled instances (plain ViT param trees, in pool order) and
-    least-squares-initialised stitch layers."""
+def projection_stitch(front: np.ndarray, end: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's stitch init from the stage-1 distillation projections (Yuanmou `learngenepool.py`,
+    `initialize_stitching_weights(mode='ours')`): each student learnt P_k (teacher width D_T → its width D_k, one
+    per matched feature point) with student features ≈ teacher features · P_k, so a front feature is carried back
+    to the teacher's space by P̄_frontᵀ and on to the end's by P̄_end, P̄ the mean over the matched points:
+
+        kernel = P̄_frontᵀ · P̄_end  (D_front, D_end),   bias = 0.
+
+    `front`, `end`: the block-output projection kernels, (points, D_T, D_k) in Flax (in, out) order; `end` None
+    when the end instance has the teacher's width, which the official Ti→B stitch treats as the teacher itself
+    (kernel = P̄_Tiᵀ); the composed form is the official (commented-out) Ti→S init. The official bias keeps
+    torch's random Linear init; here it is zero. Raises ValueError on kernels of different teacher widths."""
+    f = np.asarray(front, np.float64).mean(0)
+    if end is not None and np.shape(end)[-2] != f.shape[0]:
+        raise ValueError(f"projections of front and end come from teachers of widths {f.shape[0]} and "
+                         f"{np.shape(end)[-2]}")
+    kernel = f.T if end is None else f.T @ np.asarray(end, np.float64).mean(0)
+    return kernel.astype(np.float32), np.zeros(kernel.shape[1], np.float32)
+
+
+def init_stitches_from_projections(pool: LearngenePool, projections: Sequence[dict[str, Any]]
+                                   ) -> dict[str, Any]:
+    """Every stitch layer of each stitched pair initialised by `projection_stitch` (all layers of a pair get the
+    same map, as in the official code). `projections[k]`: instance k's stage-1 `projections` params
+    ({'blocks': {'kernel': (points, D_T, D_k), 'bias': …}, 'attn': …}; the attention projections are not used)."""
+    out = {}
+    for front, end in pool.linear_pairs():
+        p_front = np.asarray(projections[front]["blocks"]["kernel"])
+        p_end = np.asarray(projections[end]["blocks"]["kernel"])
+        teacher_width = p_front.shape[-2]
+        kernel, bias = projection_stitch(p_front, None if pool.widths[end] == teacher_width else p_end)
+        layers = sorted({cfg.layer for cfg in pool.configs() if (cfg.front, cfg.end) == (front, end)})
+        out[f"{front}-{end}"] = {"kernel": jnp.asarray(np.stack([kernel] * len(layers))),
+                                 "bias": jnp.asarray(np.stack([bias] * len(layers)))}
+    return out
+
+
+def assemble_pool(pool: LearngenePool, instances: Sequence[dict[str, Any]], images: Array | None = None,
+                  stitch_init: str = "least_squares", projections: Sequence[dict[str, Any]] | None = None
+                  ) -> dict[str, Any]:
+    """The pool's param tree: the distilled instances (plain ViT param trees, in pool order) and the stitch
+    layers, initialised by `stitch_init`: 'projections' (the paper's: from each instance's stage-1 `projections`,
+    see `projection_stitch`) or 'least_squares' (SN-Net's, on the features of `images`, (batch, H, W, C)
+    normalised). Raises ValueError when the init's input is missing or the mode is unknown."""
     params: dict[str, Any] = {"instances": {str(k): p for k, p in enumerate(instances)}}
-    if pool.linear_pairs():
+    if not pool.linear_pairs():
+        return params
+    if stitch_init == "projections":
+        if projections is None or len(projections) != len(instances):
+            raise ValueError("stitch_init='projections' needs the stage-1 projections of every instance")
+        params["stitches"] = init_stitches_from_projections(pool, projections)
+    elif stitch_init == "least_squares":
+        if images is None:
+            raise ValueError("stitch_init='least_squares' needs a batch of images")
         params["stitches"] = init_stitches(pool, instances, images)
+    else:
+        raise ValueError(f"stitch_init must be one of {STITCH_INITS}, got {stitch_init!r}")
     return params
 
 

@@ -78,14 +78,17 @@ def lgpool_distill(config: Any, model: nn.Module, teacher: Teacher | None) -> Ob
 @register("lgpool_finetune")
 def lgpool_finetune(config: Any, model: nn.Module, teacher: Teacher | None) -> ObjectiveFn:
     """Stage 2 of Learngene Pool: each step samples one stitch configuration uniformly (inside the jitted step,
-    so one program serves them all) and minimises CE(config, targets) + w·KD_soft(config, teacher),
-    w = lgpool.kd_weight (0.5 in the paper), KD in DeiT's soft form at distill.temperature."""
+    so one program serves them all) and minimises c·CE(config, targets) + w·KD_soft(config, teacher),
+    c = lgpool.ce_weight and w = lgpool.kd_weight (0.5 and 0.5 in the official code, on hard labels: the
+    recipes switch mixup and label smoothing off for this stage), KD in DeiT's soft form at
+    distill.temperature."""
     if not isinstance(model, LearngenePool):
         fail(ConfigError, f"objective 'lgpool_finetune' trains an 'lgpool' model, not {type(model).__name__}")
     teacher = _require(teacher, "lgpool_finetune")
     if "lgpool" not in config:
         fail(ConfigError, "objective 'lgpool_finetune' reads config.lgpool.kd_weight: use configs/lgpool_*.py")
     weight, temperature = float(config.lgpool.kd_weight), float(config.distill.temperature)
+    ce_weight = float(config.lgpool.get("ce_weight", 1.0))
     num_configs = len(model.configs())
 
     def objective(params, collections, frozen, batch: StepInputs):
@@ -95,6 +98,6 @@ def lgpool_finetune(config: Any, model: nn.Module, teacher: Teacher | None) -> O
         logits = model.apply({"params": params}, batch.images, train=True, config_id=config_id)
         ce = soft_target_cross_entropy(logits, batch.targets)
         kd = kd_soft(logits, t_logits, temperature)
-        return ce + weight * kd, {}, {"ce": ce, "kd": kd}
+        return ce_weight * ce + weight * kd, {}, {"ce": ce, "kd": kd}
 
     return objective

@@ -1,7 +1,9 @@
 """Learngene Pool end to end, each training stage a run of the one trainer: teacher (or a given model
-directory) → learngene instances distilled from it (`lgpool_distill`) → the pool with least-squares stitch
-layers → pool fine-tuning, one stitch configuration per step (`lgpool_finetune`) → every configuration
-evaluated (top-1, params, FLOPs) → WORKDIR/summary.{json,md,png} and the frontier's descendants exported.
+directory) → learngene instances distilled from it (`lgpool_distill`) → the pool, its stitch layers initialised
+from the trained distillation projections (`lgpool.stitch_init='projections'`, the paper's mode) or by least
+squares (`'least_squares'`, SN-Net's) → pool fine-tuning, one stitch configuration per step (`lgpool_finetune`)
+→ every configuration evaluated (top-1, params, FLOPs) → WORKDIR/summary.{json,md,png} and the frontier's
+descendants exported. `lgpool.compare_stitch_init` also fine-tunes and evaluates a pool from the other init.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from learngene_jax.convert import state_dict, vit
 from learngene_jax.data.device import normalize
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.lgpool import objectives  # noqa: F401 - registers the lgpool objectives
-from learngene_jax.lgpool.descendants import assemble_pool, config_cost, describe, export_config
+from learngene_jax.lgpool.descendants import STITCH_INITS, assemble_pool, config_cost, describe, export_config
 from learngene_jax.models.io import load_model, save_model
 from learngene_jax.models.pool import DEIT_LAYOUT, LearngenePool, instance_of
 from learngene_jax.models.vit import ViT
@@ -36,6 +38,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     workdir.mkdir(parents=True, exist_ok=True)
     lg = config.lgpool
     n = len(lg.widths)
+    if lg.stitch_init not in STITCH_INITS:
+        fail(ConfigError, f"lgpool.stitch_init must be one of {STITCH_INITS}, got {lg.stitch_init!r}")
     if not (len(lg.heads) == len(lg.points) == n >= 1):
         fail(ConfigError, f"lgpool.widths {tuple(lg.widths)}, heads {tuple(lg.heads)} and points "
                           f"{tuple(lg.points)} need one entry per instance")
@@ -71,7 +75,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
                "temperature": lg.temperature}
 
     # Stage 1: one student per width, distilled from the teacher's logits and block features.
-    instances = []
+    instances, projections = [], []
     for k, (width, heads, points) in enumerate(zip(lg.widths, lg.heads, lg.points, strict=True)):
         model = {"name": "lgpool_student", "width": width, "num_heads": heads, "depth": lg.depth,
                  "patch_size": teacher.patch_size, "teacher_width": teacher.width, "teacher_depth": teacher.depth,
@@ -83,8 +87,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
         save_model(workdir / "instances" / str(k), instance_of(student), {"params": params}, overwrite=True,
                    origin=out["model_dir"])
         instances.append(params)
+        projections.append(jax.device_get(variables["params"]["projections"]))
 
-    # Stage 2: the pool, its stitch layers solved by least squares on one batch of training images.
+    # Stage 2: the pool, its stitch layers initialised from the projections or by least squares on one batch of
+    # training images; fine-tuned with (ce_weight·CE + kd_weight·KD), one configuration per step.
     stem = instance_of(student)  # every instance has the same classes, image size and patches
     pool = LearngenePool(num_classes=stem.num_classes, image_size=stem.image_size, patch_size=stem.patch_size,
                          in_chans=stem.in_chans, widths=tuple(lg.widths), heads=tuple(lg.heads), depth=lg.depth,
@@ -92,31 +98,40 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
                          eval_config=int(np.argmax(lg.widths)), **DEIT_LAYOUT)
     ls_data = data.make_loader(config, config.data.train_split, train=False, batch_size=lg.ls_batch)
     images = normalize(next(iter(ls_data.epoch(0)))["images"], ls_data.mean, ls_data.std)
-    pool_params = timed("stitch_init", assemble_pool, pool, instances, images)
-    init_dir = save_model(workdir / "pool_init", pool, {"params": pool_params}, overwrite=True)
-    out = stage("finetune", model={"name": "lgpool"}, init=str(init_dir), objective="lgpool_finetune",
-                distill=distill, epochs=lg.finetune_epochs, batch_size=lg.finetune_batch_size or config.batch_size,
-                **{"optim.lr": lg.finetune_lr})
-    pool, finetuned = load_model(out["model_dir"])
-
-    # Every configuration, before and after fine-tuning.
     loader = data.make_loader(config, config.data.eval_split, train=False,
                               batch_size=config.eval_batch_size or config.batch_size)
-    before, after = timed("evaluate", lambda: (evaluate_configs(pool, pool_params, loader),
-                                               evaluate_configs(pool, finetuned["params"], loader)))
+    modes = [lg.stitch_init] + [m for m in STITCH_INITS if m != lg.stitch_init and lg.compare_stitch_init]
+    finetune = {"model": {"name": "lgpool"}, "objective": "lgpool_finetune", "distill": distill,
+                "epochs": lg.finetune_epochs, "batch_size": lg.finetune_batch_size or config.batch_size,
+                "optim.lr": lg.finetune_lr, **{f"aug.{k}": v for k, v in lg.finetune_aug.items()}}
+    evaluated = {}
+    for mode in modes:
+        suffix = "" if mode == lg.stitch_init else f"_{mode}"
+        init_params = timed(f"stitch_init{suffix}", assemble_pool, pool, instances, images, mode, projections)
+        init_dir = save_model(workdir / f"pool_init{suffix}", pool, {"params": init_params}, overwrite=True)
+        out = stage(f"finetune{suffix}", init=str(init_dir), **finetune)
+        pool, finetuned = load_model(out["model_dir"])
+        # Every configuration, before and after fine-tuning.
+        evaluated[mode] = timed(f"evaluate{suffix}", lambda p=init_params, f=finetuned: (
+            evaluate_configs(pool, p, loader), evaluate_configs(pool, f["params"], loader), f, out))
+    before, after, finetuned, out = evaluated[lg.stitch_init]
     rows = []
     for cid, cfg in enumerate(pool.configs()):
         params, flops = config_cost(pool, cfg)
         rows.append({"id": cid, "name": describe(pool, cfg), "front": cfg.front, "end": cfg.end,
                      "front_last": cfg.front_last, "end_first": cfg.end_first, "stitch_layer": cfg.layer,
                      "blocks": cfg.front_last + 1 + (0 if cfg.alone else lg.depth - cfg.end_first),
-                     "params": params, "flops": flops, "top1_init": before[cid], "top1": after[cid]})
+                     "params": params, "flops": flops, "top1_init": before[cid], "top1": after[cid],
+                     **{f"top1_init_{m}": evaluated[m][0][cid] for m in evaluated if m != lg.stitch_init},
+                     **{f"top1_{m}": evaluated[m][1][cid] for m in evaluated if m != lg.stitch_init}})
     frontier = pareto_frontier(rows)
     exported = timed("export", export_descendants, pool, finetuned["params"], sorted(set(frontier) | set(lg.export)),
                      workdir / "descendants")
     results = {"rows": rows, "frontier": frontier, "exported": exported, "stages": stages, "timings_s": timings,
                "total_s": round(sum(timings.values()), 1), "teacher": str(teacher_dir),
-               "pool_dir": out["model_dir"]}
+               "pool_dir": out["model_dir"], "stitch_init": lg.stitch_init,
+               "stitch_init_means": {m: {"init": round(float(np.mean(e[0])), 4), "finetuned": round(float(
+                   np.mean(e[1])), 4)} for m, e in evaluated.items()}}
     write_summary(workdir, results)
     return results
 
@@ -172,14 +187,28 @@ def export_descendants(pool: LearngenePool, params: dict[str, Any], config_ids: 
     return out
 
 
+INIT_NAMES = {"projections": "proj. init", "least_squares": "LS init"}
+
+
 def summary_table(results: dict[str, Any]) -> str:
-    """The markdown table of every configuration (frontier members marked)."""
+    """The markdown table of every configuration (frontier members marked); with a second stitch init
+    compared, its init and fine-tuned top-1 columns too."""
     frontier = set(results["frontier"])
-    lines = ["| id | configuration | blocks | params | FLOPs (M) | top-1 LS init | top-1 fine-tuned | frontier |",
-             "|---|---|---|---|---|---|---|---|"]
+    main = results.get("stitch_init", "least_squares")
+    others = [m for m in INIT_NAMES if m != main and f"top1_{m}" in results["rows"][0]]
+    head = [f"top-1 {INIT_NAMES[main]}", "top-1 fine-tuned"] + [c for m in others for c in (
+        f"top-1 {INIT_NAMES[m]}", f"fine-tuned from {INIT_NAMES[m]}")]
+    lines = ["| id | configuration | blocks | params | FLOPs (M) | " + " | ".join(head) + " | frontier |",
+             "|---|---|---|---|---|" + "---|" * len(head) + "---|"]
     for r in results["rows"]:
+        values = [r["top1_init"], r["top1"]] + [v for m in others for v in (r[f"top1_init_{m}"], r[f"top1_{m}"])]
         lines.append(f"| {r['id']} | {r['name']} | {r['blocks']} | {r['params']:,} | {r['flops'] / 1e6:.2f} | "
-                     f"{r['top1_init']:.3f} | {r['top1']:.3f} | {'★' if r['id'] in frontier else ''} |")
+                     + " | ".join(f"{v:.3f}" for v in values) + f" | {'★' if r['id'] in frontier else ''} |")
+    means = results.get("stitch_init_means")
+    if means and len(means) > 1:
+        lines += ["", "Mean top-1 over the stitched and unstitched configurations, by stitch init: " + "; ".join(
+            f"{INIT_NAMES[m]} {v['init']:.3f} at init → {v['finetuned']:.3f} fine-tuned" for m, v in means.items())
+            + f" (fine-tuned pool kept: {INIT_NAMES[main]})."]
     return "\n".join(lines)
 
 
@@ -222,7 +251,7 @@ def plot_summary(path: Path, results: dict[str, Any]) -> None:
     front = sorted((by_id[i] for i in results["frontier"]), key=lambda r: r["params"])
     ax.plot([r["params"] / 1e6 for r in front], [r["top1"] for r in front], "k--", lw=1, label="frontier")
     ax.set_xlabel("parameters (M)")
-    ax.set_ylabel("top-1 (faded: after least-squares stitch init)")
+    ax.set_ylabel(f"top-1 (faded: after the {INIT_NAMES[results.get('stitch_init', 'least_squares')]})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
