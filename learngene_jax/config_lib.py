@@ -207,7 +207,12 @@ def heur_recipe(dataset: str = "digits", smoke: bool = False) -> ml_collections.
                       epochs=100, batch_size=16, lr=1e-3),
         descendant=dict(lower_widths=(64, 128, 256, 512), lower_pool_after=(0, 1, 2), final_pool=True,
                         hidden=(1024, 1024), dropout=0.0, epochs=30, batch_size=32, lr=5e-3)))
-    c.auto = ml_collections.ConfigDict(dict(statistic="weights", layers=0))  # layers 0: heur.gene_blocks
+    # Auto Learngene: statistic pseudo_descendant (the paper's criterion, genes/auto.py) or the least-change
+    # statistics weights|gradients; layers 0: heur.gene_blocks. The pseudo descendant trains on continual task
+    # `pseudo_task` for `epochs` (SGD lr, momentum 0.9, wd 5e-4), meta step after each step: Adam meta_lr,
+    # inner_steps matching-only trial steps, matching weight beta (L2T-ww: T=2, β=0.5).
+    c.auto = ml_collections.ConfigDict(dict(statistic="pseudo_descendant", layers=0, pseudo_task=-1, epochs=10,
+                                            batch_size=32, lr=0.01, meta_lr=1e-3, inner_steps=2, beta=0.5))
     if dataset == "cifar100":
         c.data.update(dict(name="cifar100", image_size=32, mean=CIFAR100_MEAN, std=CIFAR100_STD, crop_pct=1.0))
         c.aug.flip = True  # official trains with flips and padded crops; eval images are not augmented
@@ -229,6 +234,7 @@ def heur_recipe(dataset: str = "digits", smoke: bool = False) -> ml_collections.
     if smoke:
         c.name = "heur_smoke"
         c.heur.update(dict(continual_tasks=2, inheritable_tasks=2, auto_examples=64))
+        c.auto.update(dict(epochs=1, batch_size=16))
         c.heur.ancestor.update(dict(widths=(4, 4, 8, 8, 8, 8), pool_after=(1, 3), hidden=(16,), epochs=1,
                                     batch_size=32, widen=(((2, 4), (4, 4), (5, 4)),)))
         c.heur.descendant.update(dict(lower_widths=(4, 8), lower_pool_after=(0, 1), hidden=(16,), epochs=2))

@@ -1,6 +1,7 @@
 """Heur Learngene and Auto Learngene end to end, each stage a run of the one trainer:
 task manifest → VGG ancestor trained task after task, Net2Wider-widened between tasks → gene (the last
-`heur.gene_blocks` blocks; Auto: the blocks that changed least) → per inheritable task, a descendant from the
+`heur.gene_blocks` blocks; Auto: the blocks a pseudo descendant chose to resemble, or that changed least)
+→ per inheritable task, a descendant from the
 same gene (with an EWC penalty on the inherited blocks) and a scratch descendant of the same architecture (and
 of the Auto gene's, when that differs) → WORKDIR/summary.{json,md}.
 """
@@ -109,7 +110,7 @@ class Pipeline:
                             in_chans=self.config.data.channels, widths=tuple(a.widths), pool_after=tuple(a.pool_after),
                             hidden=tuple(a.hidden), dropout=a.dropout)
         variables = _init(model, jax.random.key(self.config.seed))
-        rows, scores = [], {s: [] for s in auto.STATISTICS}
+        rows, scores = [], {s: [] for s in auto.LEAST_CHANGE}
         for t, task in enumerate(manifest["continual"]):
             start = time.perf_counter()
             if t:
@@ -136,6 +137,34 @@ class Pipeline:
             rows.append({"task": task["name"], "classes": task["classes"], "widths": list(model.widths),
                          "top1": out["top1"], "params": out["params"], "wall_s": wall})
         return {"model": model, "variables": variables, "tasks": rows, "scores": scores}
+
+    def pseudo_descendant(self, manifest: dict[str, Any], anc: dict[str, Any], blocks: tuple[int, ...]
+                          ) -> dict[str, Any]:
+        """The paper's criterion (genes/auto.py): a fresh model of the descendants' architecture (the gene of
+        `blocks` → random lower stack + gene-shaped blocks + head) trained on a source task (`auto.pseudo_task`
+        of the continual sequence; never an inheritable task) while matching every ancestor block, with the
+        matching weights meta-learned; returns the per-block scores and the pair weights."""
+        a = self.config.auto
+        tasks = manifest["continual"]
+        if not -len(tasks) <= a.pseudo_task < len(tasks):
+            fail(ConfigError, f"auto.pseudo_task must index the {len(tasks)} continual tasks, got {a.pseudo_task}")
+        task = tasks[a.pseudo_task]
+        model, variables = anc["model"], anc["variables"]
+        d = self.h.descendant
+        pseudo = heur.descendant_model(heur.meta_from_aux(model, blocks, selection="heur"),
+                                       num_classes=len(task["classes"]), lower_widths=tuple(d.lower_widths),
+                                       lower_pool_after=tuple(d.lower_pool_after), final_pool=d.final_pool,
+                                       hidden=tuple(d.hidden), dropout=d.dropout)
+        cfg = self.stage_config("pseudo_descendant", task, self.h.descendant)
+        images, labels = (np.concatenate(v) for v in zip(*_examples(cfg), strict=True))
+        names = [f"lower{i}" for i in range(len(pseudo.lower_widths))] + [
+            f"gene{j}" for j in range(len(pseudo.gene_widths))]
+        out = auto.pseudo_descendant_scores(
+            model, variables, [f"block{i}" for i in range(len(model.widths))], pseudo,
+            _init(pseudo, jax.random.key(self.config.seed + 2)), names, images, labels, epochs=a.epochs,
+            batch_size=a.batch_size, lr=a.lr, meta_lr=a.meta_lr, inner_steps=a.inner_steps, beta=a.beta,
+            seed=self.config.seed)
+        return {**out, "task": task["name"], "blocks": names}
 
     def gene(self, label: str, model: VGGAncestor, variables: dict[str, Any], blocks: tuple[int, ...],
              selection: str) -> Gene:
@@ -213,12 +242,22 @@ class Pipeline:
             stat = self.config.auto.statistic
             means = {s: np.mean(v, axis=0).tolist() for s, v in anc["scores"].items()}
             layers = self.config.auto.layers or h.gene_blocks
-            picks["auto"] = auto.select_blocks(means[stat], layers)
+            pseudo = None
+            if stat == "pseudo_descendant":
+                pseudo = self.timed("pseudo_descendant", self.pseudo_descendant, manifest, anc, picks["heur"])
+                means = {"pseudo_descendant": pseudo["scores"].tolist(), **means}
+            window = {s: list(auto.select_most(m, layers) if s not in auto.LEAST_CHANGE else
+                              auto.select_blocks(m, layers)) for s, m in means.items()}
+            picks["auto"] = tuple(window[stat])
             results["auto"] = {
                 "statistic": stat, "layers": layers, "scores": means, "per_task": anc["scores"],
-                "chosen": list(picks["auto"]), "heur": list(picks["heur"]),
-                "window": {s: list(auto.select_blocks(m, layers)) for s, m in means.items()},
-                "least_changing": {s: list(auto.least_changing(m, layers)) for s, m in means.items()}}
+                "chosen": list(picks["auto"]), "heur": list(picks["heur"]), "window": window,
+                "least_changing": {s: list(auto.least_changing(m, layers)) for s, m in means.items()
+                                   if s in auto.LEAST_CHANGE}}
+            if pseudo is not None:
+                results["auto"]["pseudo_descendant"] = {
+                    "task": pseudo["task"], "pair_weights": np.round(pseudo["pair_weights"], 5).tolist(),
+                    "top1": pseudo["top1"], "ce": pseudo["ce"], "blocks": pseudo["blocks"]}
         gene_list = {}
         for label, blocks in picks.items():
             gene_list[label] = self.timed(f"gene/{label}", self.gene, label, anc["model"], anc["variables"], blocks,
@@ -247,7 +286,7 @@ class Pipeline:
         results["accuracy"] = {k: _mean_std([r[k]["top1"] for r in rows]) for k in labels}
         results["timings_s"] = self.timings
         results["total_s"] = round(self.timings["tasks"] + self.timings["ancestor"] + sum(
-            v for k, v in self.timings.items() if k.startswith(("gene/", "descendants/"))), 1)
+            v for k, v in self.timings.items() if k.startswith(("gene/", "descendants/", "pseudo_descendant"))), 1)
         write_summary(self.workdir, results)
         return results
 
