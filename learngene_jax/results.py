@@ -1,8 +1,9 @@
 """python -m learngene_jax.results --workdir runs/demo [--workdir ...] --out docs/results.md
 
 Writes the results page from experiment workdirs: every table is regenerated from the JSON the runs wrote
-(demo summary.json, baselines comparison.json, linearity.json reports, other methods' summary.md), and every
-stage is listed with the command that ran it, its config file and its numbers, so each number can be traced.
+(demo summary.json, baselines comparison.json, seeds.json of `learngene_jax.seeds`, linearity.json reports, other
+methods' summary.md), and every stage (each seed's, in a seeds workdir) is listed with the command that ran it, its
+config file and its numbers, so each number can be traced.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from learngene_jax import cli
 from learngene_jax.errors import UserError, fail
 
-KNOWN_MARKDOWN = {"summary.md", "comparison.md", "linearity.md"}  # regenerated from their JSON instead
+KNOWN_MARKDOWN = {"summary.md", "comparison.md", "linearity.md", "seeds.md"}  # regenerated from their JSON instead
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -30,6 +31,7 @@ def workdir_section(workdir: Path, base: Path) -> str:
     from learngene_jax.analyze import format_table
     from learngene_jax.comparison import comparison_table
     from learngene_jax.demo import summary_table
+    from learngene_jax.seeds import claim_lines, seeds_table, time_line
 
     if not workdir.is_dir():
         fail(UserError, f"no workdir at {workdir}")
@@ -40,12 +42,16 @@ def workdir_section(workdir: Path, base: Path) -> str:
     if (workdir / "summary.json").exists():
         summary = json.loads((workdir / "summary.json").read_text())
         if "descendants" in summary:
-            factor = _scratch_factor(summary)
+            factor = scratch_factor(summary)
             parts.append(f"### Learngene demo (from `summary.json`)\n\n{summary_table(summary, factor)}")
     if (workdir / "comparison.json").exists():
         comparison = json.loads((workdir / "comparison.json").read_text())
         parts.append("### Baselines (from `comparison.json`; cost = epochs × forward GMACs per image)\n\n"
                      + comparison_table(comparison["rows"]))
+    if (workdir / "seeds.json").exists():
+        seeds = json.loads((workdir / "seeds.json").read_text())
+        parts.append(f"### Demo and baselines over seeds {', '.join(map(str, seeds['seeds']))} (from `seeds.json`; "
+                     f"sample std, n − 1)\n\n{seeds_table(seeds)}\n\n{claim_lines(seeds)}\n\n{time_line(seeds)}")
     for report in sorted(workdir.rglob("linearity.json")):
         data = json.loads(report.read_text())
         parts.append(f"### Layer linearity: {data['what']} (from `{_rel(report, base)}`)\n\n"
@@ -60,21 +66,27 @@ def workdir_section(workdir: Path, base: Path) -> str:
     return "\n\n".join(parts)
 
 
-def _scratch_factor(summary: dict[str, Any]) -> int:
+def scratch_factor(summary: dict[str, Any]) -> int:
+    """The largest scratch budget of a demo summary, as a multiple of the fine-tuning epochs (k of scratch_xk)."""
     row = summary["descendants"][0]
     factors = [int(k.split("_x")[1]) for k in row if k.startswith("scratch_x")]
     return max(factors)
 
 
 def stage_rows(workdir: Path, base: Path) -> list[str]:
-    """One table row per stage sub-workdir that finished (has final.json and config.json)."""
+    """One table row per stage sub-workdir that finished (has final.json and config.json), and for a seeds
+    workdir per stage of each seed's workdir (named seed{N}/stage)."""
+    finals = sorted(workdir.glob("*/final.json"))
+    if (workdir / "seeds.json").exists():
+        for name in json.loads((workdir / "seeds.json").read_text())["workdirs"].values():
+            finals += sorted((workdir / name).glob("*/final.json"))
     rows = []
-    for final in sorted(workdir.glob("*/final.json")):
+    for final in finals:
         stage = final.parent
         out = json.loads(final.read_text())
         config = stage / "config.json"
         top1 = f"{out['top1']:.4f}" if isinstance(out.get("top1"), int | float) else "—"
-        rows.append(f"| {stage.name} | {top1} | {out.get('steps', '—')} | {out.get('wall_s', '—')} | "
+        rows.append(f"| {_rel(stage, workdir)} | {top1} | {out.get('steps', '—')} | {out.get('wall_s', '—')} | "
                     f"`{_rel(config, base) if config.exists() else '—'}` |")
     return rows
 
