@@ -262,14 +262,17 @@ def _scores(ntk, length):
     return proxies.ProxyScores(ntk=ntk, length=length, ntk_per_init=(ntk,), length_per_init=(length,))
 
 
-def test_reward_buffer_follows_official_teg():
+def test_reward_buffer_scores_a_bad_kappa_as_the_worst_seen():
+    """TEG's reward, with one deliberate difference (README, Deliberate deviations): a bad κ counts as the worst κ
+    seen, as the official `_update_bad_cases` intends; the official code overwrites its `bad` flag in the
+    length-distortion step, so there a NaN κ scores −1, the best value."""
     buffer = search.RewardBuffer(size=3)
     assert buffer.push(_scores(10.0, 1.0)) == 0.0  # the official dummy reward of the first step
     # κ 10 → 20 (range 10), LD 1 → 3 (range 2): −1 + 1
     assert buffer.push(_scores(20.0, 3.0)) == pytest.approx(-10 / (10 + 1e-6) + 2 / (2 + 1e-6))
     # a bad κ counts as the worst seen (20): no κ change; LD 3 → 2 over the window [1, 3, 2]
     assert buffer.push(_scores(math.inf, 2.0)) == pytest.approx(0.0 - 1 / (2 + 1e-6))
-    # a later, worse κ raises the bad entry too (official _update_bad_cases): no κ change (else it would be −1)
+    # a later, worse κ raises the bad entry too (as `_update_bad_cases` intends): no κ change
     assert buffer.push(_scores(30.0, 2.0)) == pytest.approx(0.0)
 
 

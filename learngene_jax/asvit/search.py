@@ -71,8 +71,10 @@ class RewardBuffer:
     """Proxy history and the reward −Δ̂κ + Δ̂(length distortion) of the latest sample (official `TEG`).
 
     Δ̂ is the change from the previous sample divided by the range over the last `size` samples (+1e-6).
-    A bad κ counts as the worst good κ seen so far (also when a later one is worse: official
-    `_update_bad_cases`); a non-finite length distortion likewise as the smallest good one.
+    A bad κ counts as the worst good κ seen so far (also when a later one is worse, as the official
+    `_update_bad_cases` intends); a non-finite length distortion likewise as the smallest good one. Deliberate
+    difference: the official TEG overwrites its `bad` flag in the length-distortion step, so a NaN κ there is
+    scored as −1, the best value.
     """
 
     def __init__(self, size: int) -> None:

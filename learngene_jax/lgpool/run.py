@@ -112,8 +112,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
         out = stage(f"finetune{suffix}", init=str(init_dir), **finetune)
         pool, finetuned = load_model(out["model_dir"])
         # Every configuration, before and after fine-tuning.
-        evaluated[mode] = timed(f"evaluate{suffix}", lambda p=init_params, f=finetuned: (
-            evaluate_configs(pool, p, loader), evaluate_configs(pool, f["params"], loader), f, out))
+        scores = timed(f"evaluate{suffix}", lambda m, p, f: (evaluate_configs(m, p, loader),
+                                                             evaluate_configs(m, f["params"], loader)),
+                       pool, init_params, finetuned)
+        evaluated[mode] = (*scores, finetuned, out)
     before, after, finetuned, out = evaluated[lg.stitch_init]
     rows = []
     for cid, cfg in enumerate(pool.configs()):
