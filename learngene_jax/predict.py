@@ -18,7 +18,8 @@ from learngene_jax.models.io import load_model
 
 
 def to_nhwc(images: np.ndarray, layout: str, in_chans: int) -> np.ndarray:
-    """(N, C, H, W) or (N, H, W, C) → (N, H, W, C); 'auto' decides by which axis has `in_chans` entries."""
+    """(N, C, H, W) or (N, H, W, C) → (N, H, W, C), dtype kept; 'auto' decides by which axis has `in_chans`
+    entries."""
     if images.ndim != 4:
         fail(UserError, f"images must be a 4-D array (N, C, H, W) or (N, H, W, C), got shape {images.shape}")
     if layout == "auto":
@@ -31,7 +32,23 @@ def to_nhwc(images: np.ndarray, layout: str, in_chans: int) -> np.ndarray:
         images = images.transpose(0, 2, 3, 1)
     if images.shape[-1] != in_chans:
         fail(UserError, f"images have {images.shape[-1]} channels in layout {layout}; the model takes {in_chans}")
-    return np.ascontiguousarray(images, dtype=np.float32)
+    return np.ascontiguousarray(images)
+
+
+def check_normalised(images: np.ndarray, image_size: int, what: str) -> None:
+    """Refuse what would silently give wrong logits: raw pixels (an integer dtype, or values beyond ±10, which
+    (x − mean)/std of 8-bit pixels never reaches for the usual std ≥ 0.1·255), NaNs, and another image size."""
+    if images.shape[1:3] != (image_size, image_size):
+        fail(UserError, f"{what}: images are {images.shape[1]}×{images.shape[2]} but the model takes "
+                        f"{image_size}×{image_size}; resize or crop them first")
+    if not np.issubdtype(images.dtype, np.floating):
+        fail(UserError, f"{what}: images are {images.dtype} pixels; predict takes normalised float32 images — "
+                        f"(x / 255 − mean) / std with the mean and std the model was trained with")
+    if images.size and not np.isfinite(images).all():
+        fail(UserError, f"{what}: images contain NaN or infinite values")
+    if images.size and np.abs(images).max() > 10:
+        fail(UserError, f"{what}: image values reach {np.abs(images).max():.4g}: these look like raw pixels, not "
+                        f"normalised images; pass (x / 255 − mean) / std with the model's training mean and std")
 
 
 def batched_apply(model: nn.Module, variables: dict[str, Any], images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -75,11 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args(argv)
     try:
-        images = np.load(args.images)
-    except (OSError, ValueError) as e:
+        images = np.load(args.images, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
         fail(UserError, f"cannot read images from {args.images}: {e}")
     model, variables = resolve_model(args)
+    if not isinstance(images, np.ndarray):
+        fail(UserError, f"{args.images} holds several arrays (an .npz?); save one array with np.save")
     images = to_nhwc(images, args.layout_images, model.in_chans)
+    check_normalised(images, model.image_size, args.images)
+    images = images.astype(np.float32)
     logits = batched_apply(model, variables, images, args.batch_size)
     np.save(args.out, logits)
     print(f"saved logits {logits.shape} to {args.out}")

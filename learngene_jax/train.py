@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from learngene_jax import checkpointing, data, genes, sharding
 from learngene_jax.baselines import weight_selection
@@ -38,7 +39,7 @@ from learngene_jax.genes.io import load_gene, save_gene
 from learngene_jax.metrics import MetricWriter, Progress
 from learngene_jax.models import RUNTIME_FIELDS, create_model
 from learngene_jax.models.io import load_model, save_model
-from learngene_jax.models.vit import count_params
+from learngene_jax.models.vit import ViT, count_params, resample_pos_embed
 from learngene_jax.optim import build_optimizer, lr_schedule
 from learngene_jax.regularizers import ewc_penalty, load_ewc
 
@@ -114,17 +115,64 @@ def build_student(config: Any, num_classes: int) -> Student:
             fail(ConfigError, f"init_method must be 'inherit' or 'weight_selection', got {config.init_method!r}")
         model, variables = load_model(config.init, **runtime, **{k: v for k, v in kwargs.items()
                                                                  if k in RUNTIME_FIELDS})
+        model, variables = _fit_image_size(config.init, model, variables, config.data.image_size)
         if model.num_classes != num_classes:
+            if not model.num_classes:
+                print(f"init: {config.init} has no head; this run adds a fresh {num_classes}-class head", flush=True)
             model = model.clone(num_classes=num_classes)
 
         def init(rng, loaded):
-            fresh = model.init(rng, _dummy(model), train=False)
-            # keep every loaded array whose shape still fits (all but a head for a new class count)
-            return jax.tree_util.tree_map(lambda new, old: old if old.shape == new.shape else new, fresh, loaded)
+            fresh = flatten_dict(model.init(rng, _dummy(model), train=False))
+            old = flatten_dict(loaded)
+            # keep every loaded array whose shape still fits (all but a head for a new class count, or a head the
+            # loaded model never had)
+            return unflatten_dict({k: old[k] if k in old and old[k].shape == v.shape else v
+                                   for k, v in fresh.items()})
         return Student(model, init, variables, genes.method_of(model), f"init:{config.init}")
     model = _registry_model(config, kwargs, num_classes, runtime)
     return Student(model, lambda rng, _: model.init(rng, _dummy(model), train=False), None, genes.method_of(model),
                    "scratch")
+
+
+# Settings that give a checkpoint's step count its meaning: resuming under other values would silently
+# reinterpret it (another batch size puts step N at another example of another epoch).
+RESUME_KEYS = ("batch_size",)
+
+
+def _check_resume(config: Any, workdir: Path) -> None:
+    """Refuse to resume a workdir's checkpoints under another batch size (before config.json is overwritten)."""
+    ckpt_dir, previous = workdir / "checkpoints", workdir / "config.json"
+    if not previous.exists() or not ckpt_dir.is_dir() or not any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+        return
+    try:
+        old = json.loads(previous.read_text())
+    except (OSError, json.JSONDecodeError):
+        return  # an unreadable record cannot be compared; the checkpoint itself is still checked on restore
+    for key in RESUME_KEYS:
+        if key in old and old[key] != config[key]:
+            fail(ConfigError, f"{workdir} holds checkpoints of a run with {key}={old[key]} (its config.json); "
+                              f"resuming with {key}={config[key]} would reinterpret their step count: rerun with "
+                              f"--config.{key}={old[key]}, or use a new workdir")
+
+
+def _fit_image_size(path: str, model: nn.Module, variables: dict[str, Any], image_size: int
+                    ) -> tuple[nn.Module, dict[str, Any]]:
+    """A loaded model for `image_size` images: unchanged when it already takes them; a plain ViT gets its
+    position table resampled (said in the log); anything else is a ConfigError."""
+    trained = getattr(model, "image_size", image_size)
+    if trained == image_size:
+        return model, variables
+    if type(model) is not ViT or image_size % model.patch_size:
+        fail(ConfigError, f"init {path} takes {trained}px images but data.image_size is {image_size}; only a plain "
+                          f"ViT's position table can be resampled (to a multiple of its patch size "
+                          f"{getattr(model, 'patch_size', '?')}): set data.image_size={trained}")
+    new = model.clone(image_size=image_size)
+    params = dict(variables["params"])
+    params["pos_embed"] = resample_pos_embed(params["pos_embed"], model.num_prefix_tokens, new.grid)
+    print(f"init: {path} was trained on {trained}px images; resampled its position embeddings from a "
+          f"{model.grid}×{model.grid} to a {new.grid}×{new.grid} grid (bicubic, as timm) for {image_size}px",
+          flush=True)
+    return new, {**variables, "params": params}
 
 
 def _registry_model(config: Any, kwargs: dict[str, Any], num_classes: int, runtime: dict[str, Any]) -> nn.Module:
@@ -146,6 +194,7 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     workdir = Path(workdir).expanduser().absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     main = is_main_process()
+    _check_resume(config, workdir)
     if main:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     devices = jax.devices()[: config.mesh.num_devices] if config.mesh.num_devices else None
@@ -171,7 +220,8 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     # Student and frozen teacher.
     student = build_student(config, num_classes)
     model = student.model
-    teacher = load_teacher(config.distill, config.data.image_size, dtype=compute_dtype(config.precision))
+    teacher = load_teacher(config.distill, config.data.image_size, num_classes,
+                           dtype=compute_dtype(config.precision))
 
     # Shardings from shapes alone (nothing allocated yet).
     rng = jax.random.key(config.seed)

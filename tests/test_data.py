@@ -1,5 +1,7 @@
 """Data: the bundled digits through tfds, deterministic sharded batches, users' arrays and folders, transforms."""
 
+import re
+
 import ml_collections
 import numpy as np
 import pytest
@@ -239,6 +241,19 @@ def test_folder_source(tmp_path):
         FolderSource(tmp_path, "val")
 
 
+def test_folder_split_missing_a_class_keeps_the_ids_and_empty_classes_are_refused(tmp_path):
+    for split, classes in (("train", ("ant", "bee", "cat")), ("val", ("ant", "cat"))):
+        for cls in classes:
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / split / cls / "0.png")
+    (tmp_path / "notes").mkdir()  # not a split: no class folders with images
+    val = FolderSource(tmp_path, "val")
+    assert val.num_classes == 3 and list(val.labels()) == [0, 2]  # cat is class 2 as in train, not 1
+    (tmp_path / "train" / "dog").mkdir()
+    with pytest.raises(DataError, match=r"class folders without images under .*\['dog'\]"):
+        FolderSource(tmp_path, "train")
+
+
 def test_missing_tfds_dataset_says_how_to_build_it(tmp_path):
     c = base_config()
     c.data.update(dict(name="cifar10", data_dir=str(tmp_path)))
@@ -371,3 +386,49 @@ def test_an_undecodable_image_is_one_clear_error_also_from_a_worker_process(tmp_
     with pytest.raises(DataError, match=r"cannot decode image .*broken\.jpg .*delete or replace the file"):
         list(loader.epoch(0))
     loader.close()
+
+
+def _npz(tmp_path, name="u.npz", **arrays):
+    np.savez(tmp_path / name, **arrays)
+    return tmp_path / name
+
+
+def test_npz_images_in_other_ranges_and_layouts_become_the_same_pixels(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (6, 5, 7, 3), dtype=np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    want = npz_source(_npz(tmp_path, train_images=pixels, train_labels=labels), "train").get(range(6))[0]
+    variants = {"float01": pixels.astype(np.float32) / 255, "float255": pixels.astype(np.float64),
+                "nchw": pixels.transpose(0, 3, 1, 2), "nchw_float01": pixels.transpose(0, 3, 1, 2) / 255.0,
+                "int64": pixels.astype(np.int64)}
+    for name, images in variants.items():
+        got = npz_source(_npz(tmp_path, f"{name}.npz", train_images=images, train_labels=labels.astype(np.float32)),
+                         "train").get(range(6))[0]
+        np.testing.assert_array_equal(np.stack(got), np.stack(want), err_msg=name)
+    err = capsys.readouterr().err
+    assert "float images within [0, 1]: scaled by 255" in err and "look channels-first" in err
+
+
+@pytest.mark.parametrize("images,labels,message", [
+    (np.full((4, 5, 5, 3), -0.5, np.float32), [0, 1, 0, 1], "look normalised already"),
+    (np.full((4, 5, 5, 3), 300.0), [0, 1, 0, 1], "go up to 300"),
+    (np.full((4, 5, 5, 7), 3, np.uint8), [0, 1, 0, 1], "have 7 channels"),
+    (np.zeros((4, 5, 5, 3), np.uint8), [0.0, 1.5, 0.0, 1.0], "not whole numbers"),
+    (np.zeros((4, 5, 5, 3), np.uint8), [0, 1, 0, 255], "ids [2, 3, 4, 5, 6, 7, 8, 9] …"),
+    (np.zeros((4, 5, 5, 3), np.uint8), np.eye(4, 2), "one-hot labels"),
+])
+def test_npz_arrays_that_cannot_be_read_unambiguously_are_one_line(tmp_path, images, labels, message):
+    path = _npz(tmp_path, train_images=images, train_labels=np.asarray(labels))
+    with pytest.raises(DataError, match=re.escape(message)):
+        npz_source(path, "train")
+
+
+def test_damaged_or_foreign_npz_files_are_one_line(tmp_path):
+    path = _npz(tmp_path, train_images=np.zeros((40, 8, 8, 3), np.uint8), train_labels=np.zeros(40, np.int64))
+    (tmp_path / "cut.npz").write_bytes(path.read_bytes()[:300])
+    with pytest.raises(DataError, match=r"cannot read .*cut.npz as .npz .*save it again with np.savez"):
+        npz_source(tmp_path / "cut.npz", "train")
+    np.save(tmp_path / "one.npy", np.zeros((2, 3)))
+    (tmp_path / "one.npy").rename(tmp_path / "one.npz")
+    with pytest.raises(DataError, match="holds one array, not an .npz archive"):
+        npz_source(tmp_path / "one.npz", "train")

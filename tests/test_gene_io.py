@@ -113,6 +113,23 @@ def test_predict_cli_bad_arguments(tmp_path, args, message):
     assert proc.stderr.strip().splitlines() == [f"error: {message}"]
 
 
+@pytest.mark.parametrize("images,message", [
+    (np.full((2, 32, 32, 3), 200, np.uint8), "images are uint8 pixels; predict takes normalised float32 images"),
+    (np.full((2, 32, 32, 3), 200.0, np.float32), "image values reach 200: these look like raw pixels"),
+    (np.zeros((2, 16, 16, 3), np.float32), "images are 16×16 but the model takes 32×32; resize or crop them first"),
+    (np.full((2, 32, 32, 3), np.nan, np.float32), "images contain NaN or infinite values"),
+])
+def test_predict_refuses_images_that_would_give_silently_wrong_logits(tmp_path, images, message):
+    _, _, gene = tiny_gene("tleg")
+    save_gene(tmp_path / "g", gene)
+    np.save(tmp_path / "x.npy", images)
+    proc = run_module("learngene_jax.predict", "--gene", str(tmp_path / "g"), "--images", str(tmp_path / "x.npy"),
+                      "--out", str(tmp_path / "y.npy"), check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert message in proc.stderr and str(tmp_path / "x.npy") in proc.stderr
+    assert not (tmp_path / "y.npy").exists()
+
+
 def test_predict_cli_sws_unknown_stage(tmp_path):
     _, _, gene = tiny_gene("sws")
     save_gene(tmp_path / "g", gene)
@@ -122,3 +139,27 @@ def test_predict_cli_sws_unknown_stage(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: layers_source names unknown stages [7]; this gene has stages 0..2"]
+
+
+def test_cli_reports_a_user_error_wrapped_by_a_library_as_one_line(capsys):
+    """A UserError raised in a worker or callback and re-raised by a library as another exception is still one
+    `error:` line with exit 2; any other exception keeps its traceback."""
+    from learngene_jax import cli
+    from learngene_jax.errors import DataError
+
+    def wrapped(argv):
+        try:
+            raise DataError("cannot decode image /data/x.jpg (truncated); delete or replace the file")
+        except DataError as e:
+            raise RuntimeError("worker 3 failed") from e
+
+    with pytest.raises(SystemExit) as e:
+        cli.run(wrapped, [])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "error: cannot decode image /data/x.jpg (truncated); delete or replace the file\n"
+
+    def broken(argv):
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        cli.run(broken, [])

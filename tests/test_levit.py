@@ -275,7 +275,7 @@ def test_bad_keys_are_reported_together():
     with pytest.raises(ConversionError) as e:
         convert.from_timm(sd, "levit_128s")
     msg = str(e.value)
-    assert "\n" not in msg and "(4 problems)" in msg
+    assert "\n" not in msg and "4 problems (2 missing, 1 unexpected, 1 shape)" in msg
     assert "unexpected key dist_token" in msg
     assert "missing key stages.1.downsample.attn_downsample.q.ln.bn.running_var" in msg
     assert "missing key head_dist.linear.bias" in msg

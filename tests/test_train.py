@@ -178,6 +178,74 @@ def test_bad_input_is_one_clear_line(tmp_path, extra, message):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("classes,kind", [(100, "soft"), (5, "hard"), (0, "soft")])
+def test_teacher_of_another_label_set_is_one_line_before_compiling(tmp_path, classes, kind):
+    """A converted teacher trained on 100 (or 5, or no) classes for the 10-class digits: refused up front (soft KD
+    broadcast, hard KD gave NaNs with 100 and meaningless targets with 5)."""
+    from learngene_jax.models import create_model
+    from learngene_jax.models.io import save_model
+
+    teacher = create_model("vit", num_classes=classes, image_size=16, patch_size=4, width=16, depth=1, num_heads=1)
+    variables = jax.jit(teacher.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    save_model(tmp_path / "teacher", teacher, variables)
+    proc = run_module("learngene_jax.main", *_main_args(tmp_path / "w", f"--config.distill.type={kind}",
+                                                        f"--config.distill.teacher_init={tmp_path / 'teacher'}"),
+                      check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: the teacher at {tmp_path / 'teacher'} predicts {classes} classes but the data has 10: its logits "
+        "are the distillation targets, so it must be trained on the same label set (fine-tune its head on this "
+        "data first, or distil on its data)")
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_init_from_another_image_size_or_without_a_head(tmp_path):
+    """`--config.init` from a ViT trained at 32 px (16 px digits here: position table resampled, said in the
+    log) and from a headless one (timm num_classes=0: a fresh head); every other array kept."""
+    import jax.image
+
+    from learngene_jax.models import create_model
+    from learngene_jax.models.io import save_model
+    from learngene_jax.train import build_student
+
+    for name, classes, size in (("big", 10, 32), ("headless", 0, 16)):
+        model = create_model("vit", num_classes=classes, image_size=size, patch_size=4, width=32, depth=2,
+                             num_heads=2, class_token=True, pool="token", final_norm="norm")
+        variables = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, size, size, 3)))
+        save_model(tmp_path / name, model, variables)
+        config = tiny_train_config(init=str(tmp_path / name))
+        student = build_student(config, 10)
+        assert (student.model.image_size, student.model.num_classes) == (16, 10)
+        got = jax.jit(student.init)(jax.random.key(0), student.source)["params"]
+        old = variables["params"]
+        np.testing.assert_array_equal(got["blocks"]["qkv"]["kernel"], old["blocks"]["qkv"]["kernel"])
+        np.testing.assert_array_equal(got["cls_token"], old["cls_token"])
+        if name == "big":  # 8×8 grid → 4×4, class-token row kept, as timm's resample_abs_pos_embed
+            grid = old["pos_embed"][:, 1:].reshape(1, 8, 8, 32)
+            want = jax.image.resize(grid, (1, 4, 4, 32), "bicubic").reshape(1, 16, 32)
+            np.testing.assert_allclose(got["pos_embed"][:, 1:], want, rtol=1e-6, atol=1e-6)
+            np.testing.assert_array_equal(got["pos_embed"][:, :1], old["pos_embed"][:, :1])
+        else:
+            assert got["head"]["kernel"].shape == (32, 10) and "head" not in old
+    proc = run_module("learngene_jax.main", *_main_args(tmp_path / "w", f"--config.init={tmp_path / 'big'}",
+                                                        "--config.model.patch_size=4"))
+    assert "resampled its position embeddings from a 8×8 to a 4×4 grid" in proc.stdout
+    trained, variables = load_model(tmp_path / "w" / "model")
+    assert trained.image_size == 16 and variables["params"]["pos_embed"].shape == (1, 17, 32)
+    assert np.isfinite(json.loads((tmp_path / "w" / "final.json").read_text())["loss"])
+
+
+def test_resume_with_another_batch_size_is_refused_and_the_record_kept(tmp_path):
+    run_module("learngene_jax.main", *_main_args(tmp_path / "w", "--config.max_steps=8"))
+    before = (tmp_path / "w" / "config.json").read_text()
+    proc = run_module("learngene_jax.main", *_main_args(tmp_path / "w", "--config.batch_size=16"), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'w'} holds checkpoints of a run with batch_size=32 (its config.json); resuming with "
+        "batch_size=16 would reinterpret their step count: rerun with --config.batch_size=32, or use a new workdir")
+    assert (tmp_path / "w" / "config.json").read_text() == before
+
+
 def test_gene_width_mismatch_through_main(chain, tmp_path):
     _, _, aux, _ = chain
     proc = run_module("learngene_jax.main", *_main_args(tmp_path / "w", f"--config.gene={aux['gene']}",

@@ -44,7 +44,13 @@ def _to_timm(args: argparse.Namespace) -> None:
 def _from_timm(args: argparse.Namespace) -> None:
     sd = state_dict.read_state_dict(args.checkpoint)
     if args.arch == "vit":
-        model, params = vit.from_timm(sd, num_heads=args.num_heads, eps=1e-6 if args.eps is None else args.eps)
+        stored = vit.stored_timm_kwargs(state_dict.read_metadata(args.checkpoint))
+        heads = args.num_heads if args.num_heads is not None else stored.get("num_heads")
+        eps = args.eps if args.eps is not None else stored.get("layer_norm_eps", 1e-6)
+        if stored:
+            used = {k: v for k, v in (("heads", heads), ("eps", eps)) if v is not None}
+            print(f"read timm_kwargs from the file's metadata: {stored} (using {used}; --num-heads/--eps override)")
+        model, params = vit.from_timm(sd, num_heads=heads, eps=eps, pool=stored.get("global_pool"))
         save_model(args.out, model, {"params": params}, overwrite=args.overwrite, source=str(args.checkpoint))
         print(f"wrote {model.depth}-layer ViT (width {model.width}, heads {model.num_heads}, "
               f"{count_params(params):,} params) to {args.out}")
@@ -92,8 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--arch", default="vit", choices=["vit", *LEVIT_VARIANTS],
                    help="architecture of the checkpoint: any ViT/DeiT (read from its shapes) or a LeViT variant "
                         "(image size, classes and heads read from the weights; timm or facebookresearch keys)")
-    f.add_argument("--num-heads", type=int, default=None, help="ViT attention heads (default width/64)")
-    f.add_argument("--eps", type=float, default=None, help="ViT LayerNorm eps (default 1e-6, as timm)")
+    f.add_argument("--num-heads", type=int, default=None,
+                   help="ViT attention heads (default: the file's timm_kwargs metadata as to-timm writes it, else "
+                        "width/64)")
+    f.add_argument("--eps", type=float, default=None,
+                   help="ViT LayerNorm eps (default: the file's metadata, else 1e-6 as timm)")
     f.add_argument("--overwrite", action="store_true")
     f.set_defaults(func=_from_timm)
     return p

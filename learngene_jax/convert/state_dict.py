@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,43 @@ from learngene_jax.errors import ConversionError, fail
 
 # Keys under which training scripts (DeiT, timm, the learngene repos) nest the weights.
 WRAPPER_KEYS = ("model", "state_dict", "model_state", "module")
+# Prefixes that model wrappers put before every key: DistributedDataParallel / DataParallel ('module.'),
+# torch.compile ('_orig_mod.'), in any order and nesting.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrapper_prefixes(sd: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(state dict, prefixes removed): while every key starts with one of WRAPPER_PREFIXES, drop it."""
+    out, stripped = dict(sd), []
+    while out:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in out)), None)
+        if prefix is None:
+            break
+        out = {k[len(prefix):]: v for k, v in out.items()}
+        stripped.append(prefix)
+    return out, stripped
+
+
+def _unwrapped(path: Path, sd: dict[str, Any]) -> dict[str, Any]:
+    sd, stripped = strip_wrapper_prefixes(sd)
+    if stripped:
+        print(f"note: {path.name}: removed the prefix {''.join(stripped)!r} from every key (saved from a "
+              f"DistributedDataParallel or torch.compile wrapper)", file=sys.stderr, flush=True)
+    return sd
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a .safetensors file ({} for other formats or none)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "np") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # noqa: BLE001
+        fail(ConversionError, f"cannot read {path} as safetensors (truncated?): {type(e).__name__}: {e}")
 
 
 def _torch_load(path: Path) -> Any:
@@ -40,22 +78,26 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def read_state_dict(path: str | Path, wrapper: str | None = None) -> dict[str, np.ndarray]:
-    """A flat {key: array} from a checkpoint file, unwrapping {'model': ...}-style containers."""
+    """A flat {key: array} from a checkpoint file (.pth/.pt/.bin, .safetensors, .npz), unwrapping
+    {'model': ...}-style containers and stripping the 'module.' / '_orig_mod.' key prefixes of DDP and
+    torch.compile (said on stderr). Raises ConversionError for a missing, unreadable or non-state-dict file."""
     path = Path(path)
     if not path.is_file():
         fail(ConversionError, f"no checkpoint file at {path}")
     if path.suffix == ".safetensors":
         try:
             from safetensors.numpy import load_file
-            return dict(load_file(str(path)))
+            loaded = dict(load_file(str(path)))
         except Exception as e:  # noqa: BLE001
             fail(ConversionError, f"cannot read {path} as safetensors (truncated?): {type(e).__name__}: {e}")
+        return _unwrapped(path, loaded)
     if path.suffix == ".npz":
         try:
             with np.load(path) as data:
-                return {k: data[k] for k in data.files}
+                loaded = {k: data[k] for k in data.files}
         except Exception as e:  # noqa: BLE001
             fail(ConversionError, f"cannot read {path} as .npz (truncated?): {type(e).__name__}: {e}")
+        return _unwrapped(path, loaded)
     obj = _torch_load(path)
     if wrapper is not None:
         if not isinstance(obj, Mapping) or wrapper not in obj:
@@ -69,7 +111,7 @@ def read_state_dict(path: str | Path, wrapper: str | None = None) -> dict[str, n
             obj = obj[found]
     if not isinstance(obj, Mapping):
         fail(ConversionError, f"{path} holds a {type(obj).__name__}, not a state dict")
-    return {k: _to_numpy(v) for k, v in obj.items()}
+    return _unwrapped(path, {k: _to_numpy(v) for k, v in obj.items()})
 
 
 def _is_flat(obj: Mapping[str, Any]) -> bool:

@@ -72,7 +72,7 @@ def _shape_of(x: Any) -> tuple[int, ...]:
 def torch_to_flax(state_dict: Mapping[str, np.ndarray], rules: Sequence[Rule], expected: Mapping[str, Any],
                   what: str = "checkpoint") -> dict[str, Any]:
     """Map a flat state dict onto the nested Flax tree whose shapes are `expected`; raise ConversionError
-    listing every missing, extra and mis-shaped key."""
+    summarising the missing, extra and mis-shaped keys (`summarize_problems`)."""
     compiled = [(rule, rule.regex()) for rule in rules]
     plain: dict[str, np.ndarray] = {}
     stacked: dict[str, dict[int, np.ndarray]] = {}
@@ -119,7 +119,7 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray], rules: Sequence[Rule], e
                             f"expected {_shape_of(shape)}")
     problems += [f"key {sources[p]} has no place in this model ({p})" for p in plain if p not in want]
     if problems:
-        fail(ConversionError, f"{what} does not match ({len(problems)} problems): " + "; ".join(problems))
+        fail(ConversionError, f"{what} does not match: " + summarize_problems(problems, state_dict))
     return unflatten({p: plain[p].astype(np.float32) for p in want})
 
 
@@ -138,3 +138,22 @@ def flax_to_torch(params: Mapping[str, Any], rules: Iterable[Rule]) -> dict[str,
         else:
             out[rule.torch] = np.ascontiguousarray(inverse(array))
     return out
+
+
+def summarize_problems(problems: Sequence[str], sd: Mapping[str, Any], shown: int = 6) -> str:
+    """One readable line for a list of key problems: counts by kind, the first `shown`, and the likely cause
+    when the pattern is a known one (BatchNorm folded into the weights, another architecture)."""
+    kinds = {"missing": sum(p.startswith("missing") for p in problems),
+             "unexpected": sum(p.startswith(("unexpected", "key ")) for p in problems)}
+    kinds["shape"] = len(problems) - kinds["missing"] - kinds["unexpected"]
+    counts = ", ".join(f"{n} {k}" for k, n in kinds.items() if n)
+    text = f"{len(problems)} problems ({counts}): " + "; ".join(problems[:shown])
+    if len(problems) > shown:
+        text += f"; … and {len(problems) - shown} more"
+    missing_bn = any(p.startswith("missing") and (".bn." in p or "running_" in p) for p in problems)
+    if missing_bn and not any(".bn." in k or "running_" in k for k in sd):
+        text += (" — the checkpoint has no BatchNorm keys: BatchNorm was probably folded into the convolutions "
+                 "for inference; convert the checkpoint saved before fusing")
+    elif kinds["missing"] and kinds["unexpected"] and not kinds["shape"]:
+        text += " — most keys differ: this is probably another architecture or a differently wrapped checkpoint"
+    return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -33,34 +34,66 @@ def sublayer_rules(torch_prefix: str, flax_prefix: str, torch_suffix: str = "") 
 
 def stem_rules() -> list[Rule]:
     """Everything outside the blocks (shared by ViTs, TLEG and SWS aux models)."""
-    return [Rule("cls_token", "cls_token"), Rule("pos_embed", "pos_embed"),
+    return [Rule("cls_token", "cls_token"), Rule("dist_token", "dist_token"), Rule("pos_embed", "pos_embed"),
             Rule("patch_embed.proj.weight", "patch_embed/kernel", "conv"),
             Rule("patch_embed.proj.bias", "patch_embed/bias"),
             Rule("norm.weight", "norm/scale"), Rule("norm.bias", "norm/bias"),
             Rule("fc_norm.weight", "fc_norm/scale"), Rule("fc_norm.bias", "fc_norm/bias"),
-            Rule("head.weight", "head/kernel", "linear"), Rule("head.bias", "head/bias")]
+            Rule("head.weight", "head/kernel", "linear"), Rule("head.bias", "head/bias"),
+            Rule("head_dist.weight", "head_dist/kernel", "linear"), Rule("head_dist.bias", "head_dist/bias")]
 
 
 VIT_RULES = stem_rules() + sublayer_rules("blocks.{layer}.", "blocks/")
 
 
+# timm VisionTransformer options the Flax ViT cannot express: the key that reveals each, and its name.
+UNSUPPORTED = (
+    ("reg_token", "register tokens (timm reg_tokens)"),
+    (".ls1.gamma", "layer scale (timm init_values: ls1/ls2.gamma)"),
+    (".attn.q_norm.weight", "query/key normalisation (timm qk_norm)"),
+    ("norm_pre.weight", "a pre-norm before the blocks (timm pre_norm)"),
+    ("attn_pool.", "attention pooling (timm global_pool='map')"),
+)
+
+
+def unsupported_options(sd: Mapping[str, np.ndarray]) -> list[str]:
+    """Names of the timm ViT options present in `sd` that the Flax ViT cannot express (also a position table
+    without a class-token row, timm's `no_embed_class=True`)."""
+    found = [name for key, name in UNSUPPORTED if any(key in k for k in sd)]
+    if "cls_token" in sd and "pos_embed" in sd and "patch_embed.proj.weight" in sd:
+        rows = sd["pos_embed"].shape[1] - int("dist_token" in sd)
+        if int(round(rows ** 0.5)) ** 2 == rows:  # a square table with a class token: the token has no row
+            found.append("a position table without a class-token row (timm no_embed_class=True)")
+    return found
+
+
 def infer_stem(sd: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Architecture fields readable from the non-block keys of a ViT-like state dict."""
+    """Architecture fields readable from the non-block keys of a ViT-like state dict; a ConversionError names
+    every timm option the Flax ViT cannot express (`unsupported_options`) before any shape arithmetic."""
     for key in ("pos_embed", "patch_embed.proj.weight"):
         if key not in sd:
             fail(ConversionError, f"not a ViT state dict: no '{key}' (keys start with {sorted(sd)[:5]})")
+    unsupported = unsupported_options(sd)
+    if unsupported:
+        fail(ConversionError, f"this timm ViT uses {'; '.join(unsupported)}, which the Flax ViT does not "
+                              f"support; convert a plain ViT/DeiT checkpoint")
     width, in_chans, patch, _ = sd["patch_embed.proj.weight"].shape
-    class_token = "cls_token" in sd
-    tokens = sd["pos_embed"].shape[1] - int(class_token)
+    class_token, distilled = "cls_token" in sd, "dist_token" in sd
+    if distilled and not (class_token and "head_dist.weight" in sd) and "head.weight" in sd:
+        fail(ConversionError, "a dist_token without a class token and a head_dist is not DeiT's distilled model")
+    tokens = sd["pos_embed"].shape[1] - int(class_token) - int(distilled)
     side = int(round(tokens**0.5))
     if side * side != tokens:
         fail(ConversionError, f"pos_embed has {tokens} patch tokens, not a square grid")
     return dict(width=int(width), in_chans=int(in_chans), patch_size=int(patch), image_size=side * int(patch),
-                class_token=class_token, num_classes=int(sd["head.weight"].shape[0]) if "head.weight" in sd else 0)
+                class_token=class_token, distilled=distilled,
+                num_classes=int(sd["head.weight"].shape[0]) if "head.weight" in sd else 0)
 
 
-def infer_vit(sd: Mapping[str, np.ndarray], num_heads: int | None = None, eps: float = 1e-6) -> ViT:
-    """The Flax ViT a timm state dict describes (heads cannot be read from shapes: default width/64)."""
+def infer_vit(sd: Mapping[str, np.ndarray], num_heads: int | None = None, eps: float = 1e-6,
+              pool: str | None = None) -> ViT:
+    """The Flax ViT a timm state dict describes (heads cannot be read from shapes: default width/64; `pool`
+    'token'|'avg' overrides the pooling guessed from the keys)."""
     kw = infer_stem(sd)
     layers = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
     if not layers:
@@ -70,26 +103,48 @@ def infer_vit(sd: Mapping[str, np.ndarray], num_heads: int | None = None, eps: f
     kw.update(depth=max(layers) + 1, num_heads=num_heads or max(kw["width"] // 64, 1),
               mlp_dim=int(fc1.shape[0]) if fc1 is not None and fc1.shape[0] != 4 * kw["width"] else None,
               qkv_bias="blocks.0.attn.qkv.bias" in sd,
-              pool="avg" if fc_norm or not kw["class_token"] else "token",
+              pool=pool or ("avg" if (fc_norm or not kw["class_token"]) and not kw["distilled"] else "token"),
               final_norm="fc_norm" if fc_norm else "norm", eps=eps)
     return ViT(**kw)
 
 
 def from_timm(sd: Mapping[str, np.ndarray], num_heads: int | None = None, eps: float = 1e-6,
-              model: ViT | None = None) -> tuple[ViT, dict[str, Any]]:
+              model: ViT | None = None, pool: str | None = None) -> tuple[ViT, dict[str, Any]]:
     """(Flax ViT, params) from a timm ViT/DeiT state dict; `model` fixes the architecture instead."""
-    model = model or infer_vit(sd, num_heads, eps)
+    model = model or infer_vit(sd, num_heads, eps, pool)
     params = torch_to_flax(sd, VIT_RULES, abstract_params(model), "timm ViT state dict")
     return model, params
 
 
 def timm_kwargs(model: ViT) -> dict[str, Any]:
     """`timm.create_model('vit_...', **kwargs)` arguments that build the same architecture (LayerNorm eps
-    is not a create_model argument: pass norm_layer=partial(nn.LayerNorm, eps=...) when it is not 1e-6)."""
+    is not a create_model argument: pass norm_layer=partial(nn.LayerNorm, eps=...) when it is not 1e-6;
+    `distilled=True` means timm.models.deit.VisionTransformerDistilled with the other arguments)."""
     return dict(img_size=model.image_size, patch_size=model.patch_size, in_chans=model.in_chans,
                 num_classes=model.num_classes, embed_dim=model.width, depth=model.depth, num_heads=model.num_heads,
                 mlp_ratio=model.hidden_dim / model.width, qkv_bias=model.qkv_bias, class_token=model.class_token,
-                global_pool=model.pool, fc_norm=model.final_norm == "fc_norm", layer_norm_eps=model.eps)
+                global_pool=model.pool, fc_norm=model.final_norm == "fc_norm", layer_norm_eps=model.eps,
+                **({"distilled": True} if model.distilled else {}))
+
+
+def stored_timm_kwargs(metadata: Mapping[str, str]) -> dict[str, Any]:
+    """The `timm_kwargs` that `to-timm` stores in a .safetensors file's metadata ({} when absent); raises
+    ConversionError when present but not a JSON object with valid heads/eps/pool."""
+    if "timm_kwargs" not in metadata:
+        return {}
+    try:
+        kw = json.loads(metadata["timm_kwargs"])
+    except json.JSONDecodeError as e:
+        fail(ConversionError, f"the file's timm_kwargs metadata is not JSON ({e}); pass --num-heads and --eps")
+    if not isinstance(kw, dict):
+        fail(ConversionError, "the file's timm_kwargs metadata is not a JSON object; pass --num-heads and --eps")
+    heads, eps, pool = kw.get("num_heads"), kw.get("layer_norm_eps"), kw.get("global_pool")
+    if (heads is not None and not (isinstance(heads, int) and heads > 0)) or (
+            eps is not None and not (isinstance(eps, int | float) and eps > 0)) or pool not in (None, "token", "avg"):
+        fail(ConversionError, f"the file's timm_kwargs metadata has invalid num_heads/layer_norm_eps/global_pool "
+                              f"({heads!r}, {eps!r}, {pool!r}); pass --num-heads and --eps")
+    return {k: v for k, v in (("num_heads", heads), ("layer_norm_eps", eps), ("global_pool", pool))
+            if v is not None}
 
 
 def to_timm(params: Mapping[str, Any]) -> dict[str, np.ndarray]:

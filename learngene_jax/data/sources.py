@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -130,22 +131,73 @@ def _decode(encoded: bytes, what: str) -> np.ndarray:
                         f"damaged: rebuild it with `tfds build`")
 
 
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def as_uint8_nhwc(images: np.ndarray, name: str) -> np.ndarray:
+    """User images as uint8 (N, H, W, C), converting what is unambiguous and saying so on stderr:
+    (N, H, W) → one channel; channels-first (N, C, H, W) with C ∈ {1, 3, 4} and a last axis that is not → NHWC;
+    floats within [0, 1] → ×255 (rounded); floats or integers within [0, 255] → uint8. Raises DataError for
+    other shapes, negative values (already normalised?), values above 255, NaNs and non-numeric arrays."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        fail(DataError, f"{name}: images must be (N, H, W[, C]), got shape {images.shape}")
+    if images.shape[1] in (1, 3, 4) and images.shape[-1] not in (1, 3, 4):
+        _note(f"{name}: images {images.shape} look channels-first (N, C, H, W); transposed to (N, H, W, C)")
+        images = images.transpose(0, 2, 3, 1)
+    if images.shape[-1] not in (1, 3, 4):
+        fail(DataError, f"{name}: images {images.shape} have {images.shape[-1]} channels; expected 1, 3 or 4 "
+                        f"(grayscale, RGB, RGBA) in the last axis (or the second, channels-first)")
+    if images.dtype == np.uint8:
+        return images
+    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)
+            or images.dtype == np.bool_):
+        fail(DataError, f"{name}: images have dtype {images.dtype}; save pixels as uint8 or floats")
+    if not images.size:
+        return images.astype(np.uint8)
+    low, high = float(np.min(images)), float(np.max(images))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        fail(DataError, f"{name}: images contain NaN or infinite values")
+    if low < 0:
+        fail(DataError, f"{name}: images go down to {low:.3g}: they look normalised already; save raw pixels "
+                        f"(uint8 0..255 or floats in 0..1), the pipeline normalises them")
+    if high > 255:
+        fail(DataError, f"{name}: images go up to {high:.3g}; save 8-bit pixels (0..255, or floats in 0..1)")
+    if np.issubdtype(images.dtype, np.floating) and high <= 1.0:
+        _note(f"{name}: float images within [0, 1]: scaled by 255 to 8-bit pixels")
+        images = images * 255.0
+    return np.round(images).astype(np.uint8)
+
+
+def as_int_labels(labels: np.ndarray, name: str) -> np.ndarray:
+    """Labels as int32 (N,); floats are accepted only when they are whole numbers. Raises DataError otherwise
+    (and for labels of another shape)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        fail(DataError, f"{name}: labels must be one integer class id per image (N,), got shape {labels.shape} "
+                        f"(one-hot labels? save labels.argmax(1))")
+    if np.issubdtype(labels.dtype, np.floating):
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            fail(DataError, f"{name}: labels are floats that are not whole numbers (e.g. "
+                            f"{labels[np.flatnonzero(labels != np.round(labels))[:1]].tolist()}); save class ids")
+    elif not np.issubdtype(labels.dtype, np.integer):
+        fail(DataError, f"{name}: labels have dtype {labels.dtype}; save integer class ids")
+    return labels.astype(np.int32)
+
+
 class ArraySource(Source):
     """Images and labels held in memory (users' `.npz`: keys `{split}_images`, `{split}_labels`)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, name: str = "arrays"):
-        images = np.asarray(images)
-        if images.ndim == 3:
-            images = images[..., None]
-        if images.ndim != 4 or len(images) != len(labels):
-            fail(DataError, f"{name}: images must be (N, H, W[, C]) with N labels, got {images.shape} and "
-                            f"{np.shape(labels)}")
-        if images.dtype != np.uint8:
-            if images.min() < 0 or images.max() > 255:
-                fail(DataError, f"{name}: images must be uint8 or floats in 0..255 (they are normalised later)")
-            images = np.round(images).astype(np.uint8)
+        images = as_uint8_nhwc(images, name)
+        labels = as_int_labels(labels, name)
+        if len(images) != len(labels):
+            fail(DataError, f"{name}: {len(images)} images but {len(labels)} labels")
         self.name, self.num_classes = name, int(num_classes)
-        self._images, self._labels = images, np.asarray(labels, np.int32)
+        self._images, self._labels = images, labels
         if len(self._labels) and (self._labels.min() < 0 or self._labels.max() >= self.num_classes):
             fail(DataError, f"{name}: labels must be in 0..{self.num_classes - 1}")
 
@@ -161,31 +213,60 @@ class ArraySource(Source):
 
 
 def npz_source(path: str | Path, split: str, num_classes: int | None = None) -> ArraySource:
-    """A split of a `.npz` with `{split}_images` (N, H, W[, C]) and `{split}_labels` (N,)."""
+    """A split of a `.npz` with `{split}_images` (N, H, W[, C], or channels-first) and `{split}_labels` (N,);
+    the class count is 1 + the largest label over every `*_labels` array unless given. Raises DataError for a
+    missing, damaged or foreign file, missing arrays, and labels that skip class ids."""
     path = Path(path).expanduser()
+    example = "np.savez(path, train_images=..., train_labels=..., test_images=..., test_labels=...)"
     if not path.is_file():
-        fail(DataError, f"no .npz at {path}: save one with np.savez(path, train_images=..., train_labels=..., "
-                        f"test_images=..., test_labels=...)")
-    with np.load(path) as data:
-        keys = set(data.files)
-        if f"{split}_images" not in keys or f"{split}_labels" not in keys:
-            fail(DataError, f"{path} has no {split}_images/{split}_labels arrays (it has {sorted(keys)})")
-        labels = data[f"{split}_labels"]
-        if num_classes is None:
-            num_classes = 1 + max(int(data[k].max()) for k in keys if k.endswith("_labels") and data[k].size)
-        return ArraySource(data[f"{split}_images"], labels, num_classes, name=f"{path.name}:{split}")
+        fail(DataError, f"no .npz at {path}: save one with {example}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            fail(DataError, f"{path} holds one array, not an .npz archive of named arrays; save it with {example}")
+        with archive:
+            keys = set(archive.files)
+            if f"{split}_images" not in keys or f"{split}_labels" not in keys:
+                fail(DataError, f"{path} has no {split}_images/{split}_labels arrays (it has {sorted(keys)})")
+            data = {k: archive[k] for k in keys if k.endswith("_labels") or k == f"{split}_images"}
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zipfile/pickle/OS errors of a damaged or foreign file
+        fail(DataError, f"cannot read {path} as .npz ({type(e).__name__}: {str(e)[:100]}); save it again with "
+                        f"{example}")
+    if num_classes is None:
+        used = sorted({int(v) for k, a in data.items() if k.endswith("_labels")
+                       for v in np.unique(as_int_labels(a, f"{path.name}:{k}"))})
+        num_classes = 1 + used[-1] if used else 0
+        unused = sorted(set(range(num_classes)) - set(used))
+        if unused:
+            fail(DataError, f"{path}: the labels of all splits use {len(used)} class ids but reach "
+                            f"{num_classes - 1}: ids {unused[:8]}{' …' if len(unused) > 8 else ''} never occur; "
+                            f"relabel to 0..{len(used) - 1} (a stray label would add empty classes)")
+    return ArraySource(data[f"{split}_images"], data[f"{split}_labels"], num_classes, name=f"{path.name}:{split}")
 
 
 class FolderSource(Source):
     """`root/split/<class name>/<image files>` (class ids in sorted order of the names, as torchvision)."""
 
     def __init__(self, root: str | Path, split: str):
-        folder = Path(root).expanduser() / split
+        root = Path(root).expanduser()
+        folder = root / split
         if not folder.is_dir():
             fail(DataError, f"no image folder {folder}: expected {root}/{split}/<class>/<images>")
-        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-        self._files = [(f, c) for c, name in enumerate(classes) for f in sorted((folder / name).iterdir())
-                       if f.suffix.lower() in IMAGE_SUFFIXES]
+        # Class ids come from every split's class folders (sorted names, as torchvision), so a split that lacks a
+        # class (a small validation split) keeps the same ids as the others.
+        splits = [d for d in sorted(root.iterdir()) if d == folder or (d.is_dir() and any(
+            c.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in c.iterdir()) for c in d.iterdir()))]
+        class_dirs = {c.name for d in splits for c in d.iterdir() if c.is_dir()}
+        empty = sorted(n for n in class_dirs if not any(
+            f.suffix.lower() in IMAGE_SUFFIXES for d in splits if (d / n).is_dir() for f in (d / n).iterdir()))
+        if empty:
+            fail(DataError, f"class folders without images under {root}: {empty[:5]}; add images or remove them "
+                            f"(an empty class would still get an id and a logit)")
+        classes = sorted(class_dirs)
+        self._files = [(f, c) for c, name in enumerate(classes) if (folder / name).is_dir()
+                       for f in sorted((folder / name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
         if not self._files:
             fail(DataError, f"no images under {folder}/<class>/ (looked for {', '.join(IMAGE_SUFFIXES)})")
         self.name, self.num_classes, self.classes = f"{folder}", len(classes), classes

@@ -11,6 +11,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.models import create_model, model_spec
@@ -29,8 +30,11 @@ class Teacher:
         return jax.lax.stop_gradient(self.model.apply(variables, images, train=False))
 
 
-def load_teacher(distill: Any, image_size: int, **runtime: Any) -> Teacher | None:
-    """The teacher config.distill asks for (None without distillation)."""
+def load_teacher(distill: Any, image_size: int, num_classes: int | None = None, **runtime: Any) -> Teacher | None:
+    """The teacher config.distill asks for (None without distillation). With `num_classes` (the data's), a
+    teacher whose logits cover another label set is a ConfigError before anything compiles: its logits are the
+    targets, so a 100-class teacher for 10-class data would broadcast, produce NaNs or train on meaningless
+    targets."""
     if distill.type == "none":
         return None
     if not distill.teacher_init:
@@ -47,4 +51,13 @@ def load_teacher(distill: Any, image_size: int, **runtime: Any) -> Teacher | Non
     if model.image_size != image_size:
         fail(ConfigError, f"the teacher takes {model.image_size}px images but the student gets {image_size}px; "
                           f"they must see the same (mixed) images")
+    if num_classes is not None:
+        classes = getattr(model, "num_classes", None)  # 0: headless (the model returns features)
+        if classes is None:
+            x = jax.ShapeDtypeStruct((1, image_size, image_size, getattr(model, "in_chans", 3)), jnp.float32)
+            classes = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x).shape[-1]
+        if classes != num_classes:
+            fail(ConfigError, f"the teacher at {distill.teacher_init} predicts {classes} classes but the data has "
+                              f"{num_classes}: its logits are the distillation targets, so it must be trained on "
+                              f"the same label set (fine-tune its head on this data first, or distil on its data)")
     return Teacher(model, variables)

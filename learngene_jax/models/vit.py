@@ -199,9 +199,11 @@ def encoder(
 class ViT(nn.Module):
     """Vision Transformer covering timm's `VisionTransformer`/DeiT and the learngene descendants.
 
-    Params: patch_embed/{kernel,bias}, [cls_token], pos_embed, blocks/<sublayer>/<name> stacked (depth, ...),
-    norm or fc_norm, head. `final_norm='norm'` normalises every token before pooling (timm `norm`);
-    `'fc_norm'` normalises after average pooling (timm `fc_norm`, the official learngene descendants).
+    Params: patch_embed/{kernel,bias}, [cls_token], [dist_token], pos_embed, blocks/<sublayer>/<name> stacked
+    (depth, ...), norm or fc_norm, head, [head_dist]. `final_norm='norm'` normalises every token before pooling
+    (timm `norm`); `'fc_norm'` normalises after average pooling (timm `fc_norm`, the official learngene
+    descendants). `distilled=True` is DeiT's distilled model (timm `VisionTransformerDistilled`): a distillation
+    token after the class token, a second head on it, and the two heads' logits averaged, as timm's eval.
     """
 
     num_classes: int = 1000
@@ -213,6 +215,7 @@ class ViT(nn.Module):
     num_heads: int = 6
     mlp_dim: int | None = None  # default 4 * width
     class_token: bool = False
+    distilled: bool = False
     pool: str = "avg"
     final_norm: str = "fc_norm"
     eps: float = 1e-6
@@ -241,6 +244,11 @@ class ViT(nn.Module):
         return self.grid**2
 
     @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: the class token and DeiT's distillation token."""
+        return int(self.class_token) + int(self.distilled)
+
+    @property
     def token_stride(self) -> int:
         """The patch embedding's stride in effect (patch_stride, or the patch size when it is 0)."""
         return self.patch_stride or self.patch_size
@@ -259,6 +267,9 @@ class ViT(nn.Module):
             raise ValueError(f"final_norm must be one of {FINAL_NORMS}, got {self.final_norm!r}")
         if self.pool == "token" and not self.class_token:
             raise ValueError("pool='token' needs class_token=True")
+        if self.distilled and (self.pool, self.final_norm) != ("token", "norm"):
+            raise ValueError("distilled=True is DeiT's distilled model: use class_token=True, pool='token', "
+                             "final_norm='norm'")
         if self.final_norm == "fc_norm" and self.pool != "avg":
             raise ValueError("final_norm='fc_norm' is timm's norm after average pooling: use pool='avg'")
         if self.width % self.num_heads:
@@ -291,8 +302,10 @@ class ViT(nn.Module):
                                           self.width)}
         if self.class_token:
             stem["cls_token"] = self.param("cls_token", trunc_normal_02, (1, 1, self.width))
+        if self.distilled:
+            stem["dist_token"] = self.param("dist_token", trunc_normal_02, (1, 1, self.width))
         stem["pos_embed"] = self.param("pos_embed", trunc_normal_02,
-                                       (1, self.num_patches + int(self.class_token), self.width))
+                                       (1, self.num_patches + self.num_prefix_tokens, self.width))
         x = embed_tokens(self, stem, images)
         embedded = x
         rng = self.make_rng("dropout") if train and self.drop_path_rate > 0 else None
@@ -302,6 +315,16 @@ class ViT(nn.Module):
         if capture:
             x, intermediates = x
             intermediates = {"embed": embedded, **intermediates}
+        if self.distilled:  # timm VisionTransformerDistilled.forward_head, eval form: the heads' mean
+            x = layer_norm(x, self.param("norm", _init_norm, self.width), self.eps)
+            cls, dist = x[:, 0], x[:, 1]
+            if features or not self.num_classes:
+                x = (cls + dist) / 2
+            else:
+                dense_kw = dict(dtype=self.dtype, kernel_init=trunc_normal_02)
+                x = (nn.Dense(self.num_classes, name="head", **dense_kw)(cls)
+                     + nn.Dense(self.num_classes, name="head_dist", **dense_kw)(dist)) / 2
+            return (x, intermediates) if capture else x
         x = self.pool_features(x)
         if not (features or not self.num_classes):
             x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=trunc_normal_02, name="head")(x)
@@ -321,11 +344,22 @@ def pool_tokens(x: Array, norms: Mapping[str, Mapping[str, Array]], *, pool: str
     (before pooling) or 'fc_norm' (after average pooling) LayerNorm params."""
     if final_norm == "norm":
         x = layer_norm(x, norms["norm"], eps)
-    prefix = 1 if class_token else 0
+    prefix = int(class_token)
     x = x[:, 0] if pool == "token" else x[:, prefix:].mean(1)
     if final_norm == "fc_norm":
         x = layer_norm(x, norms["fc_norm"], eps)
     return x
+
+
+def resample_pos_embed(pos: Array, prefix: int, new_grid: int) -> Array:
+    """A learned position table (1, prefix + g², width) resampled to (1, prefix + new_grid², width): the
+    `prefix` rows (class / distillation tokens) kept, the g×g grid resized bicubically (with antialiasing when
+    shrinking), as timm's `resample_abs_pos_embed` does."""
+    width = pos.shape[-1]
+    grid = int(round((pos.shape[1] - prefix) ** 0.5))
+    tokens = jnp.asarray(pos[:, prefix:], jnp.float32).reshape(1, grid, grid, width)
+    tokens = jax.image.resize(tokens, (1, new_grid, new_grid, width), "bicubic").reshape(1, -1, width)
+    return jnp.concatenate([jnp.asarray(pos[:, :prefix], jnp.float32), tokens], 1).astype(pos.dtype)
 
 
 def embed_tokens(model: ViT, params: Mapping[str, Any], images: Array) -> Array:
@@ -341,19 +375,25 @@ def embed_tokens(model: ViT, params: Mapping[str, Any], images: Array) -> Array:
     x = (x + patch["bias"].astype(x.dtype)).reshape(x.shape[0], -1, model.width)  # row-major, as timm
     pos = params["pos_embed"]
     if grid != model.grid:
-        prefix = pos[:, : int(model.class_token)]
-        tokens = pos[:, int(model.class_token):].reshape(1, model.grid, model.grid, model.width)
+        prefix = pos[:, : model.num_prefix_tokens]
+        tokens = pos[:, model.num_prefix_tokens:].reshape(1, model.grid, model.grid, model.width)
         tokens = jax.image.resize(tokens, (1, grid, grid, model.width), "bilinear").reshape(1, -1, model.width)
         pos = jnp.concatenate([prefix, tokens], 1)
-    if model.class_token:
-        cls = jnp.broadcast_to(params["cls_token"].astype(x.dtype), (x.shape[0], 1, model.width))
-        x = jnp.concatenate([cls, x], 1)
+    prefix_tokens = [params[k] for k, on in (("cls_token", model.class_token), ("dist_token", model.distilled)) if on]
+    if prefix_tokens:
+        x = jnp.concatenate([jnp.broadcast_to(t.astype(x.dtype), (x.shape[0], 1, model.width))
+                             for t in prefix_tokens] + [x], 1)
     return x + pos.astype(x.dtype)
 
 
 def classify(model: ViT, params: Mapping[str, Any], x: Array) -> Array:
     """The functional twin of a ViT's end (final norm, pooling, head) on its param tree:
     tokens (batch, tokens, width) leaving the last block → logits (batch, classes)."""
+    if model.distilled:
+        x = layer_norm(x, params["norm"], model.eps)
+        if not model.num_classes:
+            return (x[:, 0] + x[:, 1]) / 2
+        return (dense(x[:, 0], params["head"]) + dense(x[:, 1], params["head_dist"])) / 2
     x = pool_tokens(x, params, pool=model.pool, final_norm=model.final_norm, class_token=model.class_token,
                     eps=model.eps)
     return dense(x, params["head"]) if model.num_classes else x
@@ -381,12 +421,12 @@ def abstract_params(model: ViT) -> dict[str, Any]:
 def forward_macs(model: ViT) -> int:
     """Multiply-accumulates of one image's forward pass (matmuls and the patch conv; norms, softmax and GELU
     are not counted, as fvcore does). DeiT-S at 224²: 4.6 G."""
-    tokens = model.num_patches + int(model.class_token)
+    tokens = model.num_patches + model.num_prefix_tokens
     width, hidden = model.width, model.hidden_dim
     per_block = tokens * width * 3 * width + 2 * tokens * tokens * width + tokens * width * width + \
         2 * tokens * width * hidden
     patch = model.num_patches * model.patch_size**2 * model.in_chans * width
-    return int(patch + model.depth * per_block + width * model.num_classes)
+    return int(patch + model.depth * per_block + width * model.num_classes * (1 + int(model.distilled)))
 
 
 def count_params(params: Any) -> int:
