@@ -163,3 +163,20 @@ def test_cli_reports_a_user_error_wrapped_by_a_library_as_one_line(capsys):
 
     with pytest.raises(KeyError):
         cli.run(broken, [])
+
+
+def test_long_key_reports_are_summarised_with_the_likely_cause():
+    """366 problems used to be one 17 kB line: now counts by kind, the first few, and the cause when known (a LeViT
+    checkpoint whose BatchNorm was folded into the convolutions has conv biases but no bn keys)."""
+    from learngene_jax.convert.table import summarize_problems
+
+    problems = [f"missing key stages.{i}.conv.bn.running_var" for i in range(300)] + [
+        f"unexpected key stages.{i}.conv.c.bias" for i in range(66)]
+    folded = {f"stages.{i}.conv.c.bias": None for i in range(66)}
+    text = summarize_problems(problems, folded)
+    assert text.startswith("366 problems (300 missing, 66 unexpected): missing key stages.0.conv.bn.running_var;")
+    assert "… and 360 more" in text and "BatchNorm was probably folded into the convolutions" in text
+    assert len(text) < 800
+    other = summarize_problems(["missing key a.weight", "unexpected key b.weight"], {"b.weight": None})
+    assert other.endswith("this is probably another architecture or a differently wrapped checkpoint")
+    assert "more" not in other
