@@ -44,8 +44,9 @@ def official_meta(method: str, sd: Mapping[str, np.ndarray], *, num_heads: int |
     sizes from `stage_sizes` (default 3,3,4,3,3), checked against the number of stages in the file."""
     get_method(method)
     kw = infer_stem(sd)
-    if kw.pop("class_token"):
-        fail(ConversionError, "official TLEG/SWS aux models have no class token, but this checkpoint has one")
+    if kw.pop("class_token") | kw.pop("distilled"):
+        fail(ConversionError, "official TLEG/SWS aux models have no class or distillation token, but this "
+                              "checkpoint has one")
     fc1 = [k for k in sd if k.startswith(f"blocks.block.{TORCH_SUBLAYER['fc1']}.instances.") and "weight" in k]
     if not fc1:
         fail(ConversionError, f"not an official {method.upper()} aux checkpoint: no blocks.block.mlp.fc1.* keys")
