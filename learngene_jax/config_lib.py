@@ -10,6 +10,8 @@ import ml_collections
 from learngene_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from learngene_jax.errors import ConfigError, fail
 
+BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
 
 def parse_arg(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any]:
     """'size=s,stage=aux' → {'size': 's', 'stage': 'aux'} merged over `defaults`; values typed like defaults."""
@@ -19,9 +21,13 @@ def parse_arg(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any]:
         if not sep or key not in defaults:
             fail(ConfigError, f"config argument {part!r} is not one of {sorted(defaults)} (form: key=value,...)")
         default = defaults[key]
+        if isinstance(default, bool):
+            if value.lower() not in BOOLEANS:
+                fail(ConfigError, f"config argument {key}={value!r} must be true or false (or 1/0, yes/no)")
+            out[key] = BOOLEANS[value.lower()]
+            continue
         try:
-            out[key] = type(default)(value) if default is not None and not isinstance(default, bool) else (
-                value.lower() in ("1", "true", "yes") if isinstance(default, bool) else value)
+            out[key] = type(default)(value) if default is not None else value
         except ValueError:
             fail(ConfigError, f"config argument {key}={value!r} must be a {type(default).__name__}")
     return out

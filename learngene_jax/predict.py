@@ -4,6 +4,7 @@ directory, on normalised float32 images from a .npy file (eval mode)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -17,13 +18,16 @@ from learngene_jax.genes.io import load_gene
 from learngene_jax.models.io import load_model
 
 
-def to_nhwc(images: np.ndarray, layout: str, in_chans: int) -> np.ndarray:
+def to_nhwc(images: np.ndarray, layout: str, in_chans: int, what: str = "input") -> np.ndarray:
     """(N, C, H, W) or (N, H, W, C) → (N, H, W, C), dtype kept; 'auto' decides by which axis has `in_chans`
     entries."""
     if images.ndim != 4:
         fail(UserError, f"images must be a 4-D array (N, C, H, W) or (N, H, W, C), got shape {images.shape}")
     if layout == "auto":
         first, last = images.shape[1] == in_chans, images.shape[-1] == in_chans
+        if not (first or last):
+            fail(UserError, f"{what}: images of shape {images.shape} have no axis of {in_chans} channels (axis 1: "
+                            f"{images.shape[1]}, last: {images.shape[-1]}); the model takes {in_chans}-channel images")
         if first == last:
             fail(UserError, f"cannot tell the layout of images of shape {images.shape}: pass --layout-images "
                             f"nchw or nhwc")
@@ -35,9 +39,11 @@ def to_nhwc(images: np.ndarray, layout: str, in_chans: int) -> np.ndarray:
     return np.ascontiguousarray(images)
 
 
-def check_normalised(images: np.ndarray, image_size: int, what: str) -> None:
+def check_normalised(images: np.ndarray, image_size: int, what: str, allow_unit_range: bool = False) -> None:
     """Refuse what would silently give wrong logits: raw pixels (an integer dtype, or values beyond ±10, which
-    (x − mean)/std of 8-bit pixels never reaches for the usual std ≥ 0.1·255), NaNs, and another image size."""
+    (x − mean)/std of 8-bit pixels never reaches for the usual std ≥ 0.1·255), pixels scaled to [0, 1] (every
+    value in [0, 1]; normalised images go below 0 — `allow_unit_range` accepts them), NaNs, no images, and
+    another image size."""
     if images.shape[1:3] != (image_size, image_size):
         fail(UserError, f"{what}: images are {images.shape[1]}×{images.shape[2]} but the model takes "
                         f"{image_size}×{image_size}; resize or crop them first")
@@ -46,9 +52,15 @@ def check_normalised(images: np.ndarray, image_size: int, what: str) -> None:
                         f"(x / 255 − mean) / std with the mean and std the model was trained with")
     if images.size and not np.isfinite(images).all():
         fail(UserError, f"{what}: images contain NaN or infinite values")
-    if images.size and np.abs(images).max() > 10:
+    if not len(images):
+        fail(UserError, f"{what}: holds no images (shape {images.shape})")
+    if np.abs(images).max() > 10:
         fail(UserError, f"{what}: image values reach {np.abs(images).max():.4g}: these look like raw pixels, not "
                         f"normalised images; pass (x / 255 − mean) / std with the model's training mean and std")
+    if not allow_unit_range and images.min() >= 0 and images.max() <= 1:
+        fail(UserError, f"{what}: every value is within [0, 1]: these look like pixels scaled by 1/255, not "
+                        f"normalised images (which go below 0); pass (x − mean) / std, or --allow-unit-range if "
+                        f"they really are normalised")
 
 
 def batched_apply(model: nn.Module, variables: dict[str, Any], images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -90,7 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layout-images", default="auto", choices=["auto", "nchw", "nhwc"])
     p.add_argument("--out", required=True, help="where to save the logits (.npy)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--allow-unit-range", action="store_true",
+                   help="accept images whose values all lie in [0, 1] (refused by default: unnormalised pixels)")
     args = p.parse_args(argv)
+    if args.batch_size < 1:
+        fail(UserError, f"--batch-size must be >= 1, got {args.batch_size}")
+    out_dir = Path(args.out).expanduser().absolute().parent
+    if not out_dir.is_dir():
+        fail(UserError, f"--out: no directory {out_dir}; create it first")
     try:
         images = np.load(args.images, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
@@ -98,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     model, variables = resolve_model(args)
     if not isinstance(images, np.ndarray):
         fail(UserError, f"{args.images} holds several arrays (an .npz?); save one array with np.save")
-    images = to_nhwc(images, args.layout_images, model.in_chans)
-    check_normalised(images, model.image_size, args.images)
+    images = to_nhwc(images, args.layout_images, model.in_chans, args.images)
+    check_normalised(images, model.image_size, args.images, args.allow_unit_range)
     images = images.astype(np.float32)
     logits = batched_apply(model, variables, images, args.batch_size)
     np.save(args.out, logits)

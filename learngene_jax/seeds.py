@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ EXTRA_BASELINES = ("weight selection", "pre-train → fine-tune")
 def parse_seeds(text: str) -> list[int]:
     """'0,1,2' → [0, 1, 2]; UserError unless ≥ 2 distinct non-negative integers (a sample std needs n ≥ 2)."""
     parts = [p.strip() for p in text.split(",")] if text.strip() else []
-    if any(not p.lstrip("-").isdigit() for p in parts):  # not cli.int_list: it skips empty items ("0,,1")
+    if any(re.fullmatch(r"-?[0-9]+", p) is None for p in parts):  # not cli.int_list: it skips empty items
         fail(UserError, f"--seeds must be comma-separated integers like 0,1,2, got {text!r}")
     seeds = [int(p) for p in parts]
     if len(seeds) < 2:

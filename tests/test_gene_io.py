@@ -118,6 +118,9 @@ def test_predict_cli_bad_arguments(tmp_path, args, message):
     (np.full((2, 32, 32, 3), 200.0, np.float32), "image values reach 200: these look like raw pixels"),
     (np.zeros((2, 16, 16, 3), np.float32), "images are 16×16 but the model takes 32×32; resize or crop them first"),
     (np.full((2, 32, 32, 3), np.nan, np.float32), "images contain NaN or infinite values"),
+    (np.full((2, 32, 32, 3), 0.5, np.float32), "every value is within [0, 1]: these look like pixels scaled"),
+    (np.zeros((0, 32, 32, 3), np.float32), "holds no images"),
+    (np.zeros((2, 32, 32, 1), np.float32), "have no axis of 3 channels"),
 ])
 def test_predict_refuses_images_that_would_give_silently_wrong_logits(tmp_path, images, message):
     _, _, gene = tiny_gene("tleg")
@@ -180,3 +183,27 @@ def test_long_key_reports_are_summarised_with_the_likely_cause():
     other = summarize_problems(["missing key a.weight", "unexpected key b.weight"], {"b.weight": None})
     assert other.endswith("this is probably another architecture or a differently wrapped checkpoint")
     assert "more" not in other
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--out", "/nonexistent/dir/y.npy"], "--out: no directory /nonexistent/dir; create it first"),
+])
+def test_predict_bad_flags_are_one_line(tmp_path, extra, message):
+    _, _, gene = tiny_gene("tleg")
+    save_gene(tmp_path / "g", gene)
+    np.save(tmp_path / "x.npy", np.full((2, 32, 32, 3), -0.5, np.float32))
+    args = ["--gene", str(tmp_path / "g"), "--images", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy")]
+    proc = run_module("learngene_jax.predict", *args, *extra, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {message}"]
+
+
+def test_config_booleans_are_strict():
+    from learngene_jax.config_lib import parse_arg
+    from learngene_jax.errors import ConfigError
+
+    assert parse_arg("smoke=True", {"smoke": False}) == {"smoke": True}
+    assert parse_arg("smoke=0", {"smoke": True}) == {"smoke": False}
+    for typo in ("maybe", "ture", ""):
+        with pytest.raises(ConfigError, match="must be true or false"):
+            parse_arg(f"smoke={typo}", {"smoke": False})

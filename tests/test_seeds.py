@@ -92,6 +92,7 @@ def test_claim_is_counted_per_seed_and_method():
 @pytest.mark.parametrize("bad, message", [
     ("", "at least 2 seeds"), ("3", "at least 2 seeds"), ("0,x", "comma-separated integers"),
     ("0,,1", "comma-separated integers"), ("1.5,2", "comma-separated integers"),
+    ("0,--1", "comma-separated integers"), ("²,³", "comma-separated integers"),
     ("0,1,0", "0 more than once")])
 def test_bad_seed_lists_are_one_line_errors(bad, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -215,3 +215,17 @@ def test_distilled_deit_logits_and_round_trip(timm, tmp_path):
     for k in sd:
         np.testing.assert_array_equal(back[k], sd[k])
     assert vit.timm_kwargs(model)["distilled"] is True
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--num-heads", "5"], "width 48 is not divisible by 5 heads"),
+    (["--num-heads", "0"], "--num-heads must be >= 1, got 0"),
+    (["--eps", "-1"], "--eps must be a positive LayerNorm epsilon"),
+])
+def test_from_timm_bad_heads_or_eps_are_one_line(timm, tmp_path, flags, message):
+    import torch
+
+    torch.save(timm_vit(timm, True, "token", None).state_dict(), tmp_path / "v.pth")
+    proc = run_module("learngene_jax.convert", "from-timm", "--checkpoint", str(tmp_path / "v.pth"),
+                      "--out", str(tmp_path / "m"), *flags, check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr

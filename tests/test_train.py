@@ -192,10 +192,12 @@ def test_teacher_of_another_label_set_is_one_line_before_compiling(tmp_path, cla
                                                         f"--config.distill.teacher_init={tmp_path / 'teacher'}"),
                       check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: the teacher at {tmp_path / 'teacher'} predicts {classes} classes but the data has 10: its logits "
-        "are the distillation targets, so it must be trained on the same label set (fine-tune its head on this "
-        "data first, or distil on its data)")
+    expected = (f"error: the teacher at {tmp_path / 'teacher'} predicts {classes} classes but the data has 10: its "
+                "logits are the distillation targets, so it must be trained on the same label set (fine-tune its "
+                "head on this data first, or distil on its data)") if classes else (
+        f"error: the teacher at {tmp_path / 'teacher'} has no classification head (num_classes=0) but the data "
+        "has 10 classes: its logits are the distillation targets; give it a head trained on this label set")
+    assert proc.stderr.strip().splitlines()[-1] == expected
     assert not (tmp_path / "w" / "checkpoints").exists()
 
 

@@ -43,6 +43,10 @@ def _to_timm(args: argparse.Namespace) -> None:
 
 def _from_timm(args: argparse.Namespace) -> None:
     sd = state_dict.read_state_dict(args.checkpoint)
+    if args.num_heads is not None and args.num_heads < 1:
+        fail(UserError, f"--num-heads must be >= 1, got {args.num_heads}")
+    if args.eps is not None and not args.eps > 0:
+        fail(UserError, f"--eps must be a positive LayerNorm epsilon (timm: 1e-6), got {args.eps}")
     if args.arch == "vit":
         stored = vit.stored_timm_kwargs(state_dict.read_metadata(args.checkpoint))
         heads = args.num_heads if args.num_heads is not None else stored.get("num_heads")

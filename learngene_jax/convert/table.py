@@ -151,7 +151,9 @@ def summarize_problems(problems: Sequence[str], sd: Mapping[str, Any], shown: in
     if len(problems) > shown:
         text += f"; … and {len(problems) - shown} more"
     missing_bn = any(p.startswith("missing") and (".bn." in p or "running_" in p) for p in problems)
-    if missing_bn and not any(".bn." in k or "running_" in k for k in sd):
+    unexpected = [p for p in problems if p.startswith(("unexpected", "key "))]
+    fused = all(p.split()[2 if p.startswith("unexpected") else 1].endswith(".bias") for p in unexpected)
+    if missing_bn and fused and not any(".bn." in k or "running_" in k for k in sd):
         text += (" — the checkpoint has no BatchNorm keys: BatchNorm was probably folded into the convolutions "
                  "for inference; convert the checkpoint saved before fusing")
     elif kinds["missing"] and kinds["unexpected"] and not kinds["shape"]:

@@ -100,7 +100,11 @@ def infer_vit(sd: Mapping[str, np.ndarray], num_heads: int | None = None, eps: f
         fail(ConversionError, "not a ViT state dict: no blocks.N.* keys")
     fc1 = sd.get("blocks.0.mlp.fc1.weight")
     fc_norm = "fc_norm.weight" in sd
-    kw.update(depth=max(layers) + 1, num_heads=num_heads or max(kw["width"] // 64, 1),
+    heads = num_heads or max(kw["width"] // 64, 1)
+    if kw["width"] % heads:
+        fail(ConversionError, f"width {kw['width']} is not divisible by {heads} heads: pass --num-heads with a "
+                              f"divisor of {kw['width']} (the heads the model was trained with)")
+    kw.update(depth=max(layers) + 1, num_heads=heads,
               mlp_dim=int(fc1.shape[0]) if fc1 is not None and fc1.shape[0] != 4 * kw["width"] else None,
               qkv_bias="blocks.0.attn.qkv.bias" in sd,
               pool=pool or ("avg" if (fc_norm or not kw["class_token"]) and not kw["distilled"] else "token"),

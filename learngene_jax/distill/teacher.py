@@ -56,6 +56,10 @@ def load_teacher(distill: Any, image_size: int, num_classes: int | None = None, 
         if classes is None:
             x = jax.ShapeDtypeStruct((1, image_size, image_size, getattr(model, "in_chans", 3)), jnp.float32)
             classes = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x).shape[-1]
+        if not classes:
+            fail(ConfigError, f"the teacher at {distill.teacher_init} has no classification head (num_classes=0) "
+                              f"but the data has {num_classes} classes: its logits are the distillation targets; "
+                              f"give it a head trained on this label set")
         if classes != num_classes:
             fail(ConfigError, f"the teacher at {distill.teacher_init} predicts {classes} classes but the data has "
                               f"{num_classes}: its logits are the distillation targets, so it must be trained on "
