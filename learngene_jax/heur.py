@@ -150,11 +150,7 @@ class Pipeline:
             fail(ConfigError, f"auto.pseudo_task must index the {len(tasks)} continual tasks, got {a.pseudo_task}")
         task = tasks[a.pseudo_task]
         model, variables = anc["model"], anc["variables"]
-        d = self.h.descendant
-        pseudo = heur.descendant_model(heur.meta_from_aux(model, blocks, selection="heur"),
-                                       num_classes=len(task["classes"]), lower_widths=tuple(d.lower_widths),
-                                       lower_pool_after=tuple(d.lower_pool_after), final_pool=d.final_pool,
-                                       hidden=tuple(d.hidden), dropout=d.dropout)
+        pseudo = self.descendant_model(heur.meta_from_aux(model, blocks, selection="heur"), len(task["classes"]))
         cfg = self.stage_config("pseudo_descendant", task, self.h.descendant)
         images, labels = (np.concatenate(v) for v in zip(*_examples(cfg), strict=True))
         names = [f"lower{i}" for i in range(len(pseudo.lower_widths))] + [
@@ -174,10 +170,11 @@ class Pipeline:
         save_gene(self.workdir / "genes" / label, gene, overwrite=True)
         return gene
 
-    def descendant_model(self, gene: Gene) -> VGGDescendant:
-        """The descendant architecture of `gene` under `heur.descendant`."""
+    def descendant_model(self, meta: Any, num_classes: int | None = None) -> VGGDescendant:
+        """The descendant architecture of a gene with `meta` under `heur.descendant`, for `num_classes` (default:
+        the inheritable tasks' ways; the pseudo descendant uses its source task's)."""
         d = self.h.descendant
-        return heur.descendant_model(gene.meta, num_classes=self.h.inheritable_ways,
+        return heur.descendant_model(meta, num_classes=num_classes or self.h.inheritable_ways,
                                      lower_widths=tuple(d.lower_widths), lower_pool_after=tuple(d.lower_pool_after),
                                      final_pool=d.final_pool, hidden=tuple(d.hidden), dropout=d.dropout)
 
@@ -187,7 +184,7 @@ class Pipeline:
         (`inherit`, with the EWC penalty) or from scratch. All descendants of a task share the random lower stack
         and head (one key per task), so a gene/scratch pair differs only in the inherited blocks."""
         root = self.workdir / "descendants" / task["name"]
-        model = self.descendant_model(gene)
+        model = self.descendant_model(gene.meta)
         key = jax.random.fold_in(jax.random.key(self.config.seed + 1), index)
         variables = heur.expand(gene, model, rng=key) if inherit else _init(model, key)
         init_dir = save_model(root / f"init_{label}", model, variables, overwrite=True,
@@ -266,7 +263,8 @@ class Pipeline:
                                     "params": count_params(g.params["params"]),
                                     "path": str(self.workdir / "genes" / label)} for label, g in gene_list.items()}
         scratch_of = {"scratch": "heur"}  # each scratch baseline has the architecture of one gene's descendants
-        if "auto" in gene_list and self.descendant_model(gene_list["auto"]) != self.descendant_model(gene_list["heur"]):
+        if "auto" in gene_list and self.descendant_model(gene_list["auto"].meta) != self.descendant_model(
+                gene_list["heur"].meta):
             scratch_of["scratch_auto"] = "auto"  # another lower stack or gene width: a like-for-like baseline too
         rows = []
         for i, task in enumerate(manifest["inheritable"]):

@@ -50,10 +50,10 @@ def check_normalised(images: np.ndarray, image_size: int, what: str, allow_unit_
     if not np.issubdtype(images.dtype, np.floating):
         fail(UserError, f"{what}: images are {images.dtype} pixels; predict takes normalised float32 images — "
                         f"(x / 255 − mean) / std with the mean and std the model was trained with")
-    if images.size and not np.isfinite(images).all():
-        fail(UserError, f"{what}: images contain NaN or infinite values")
     if not len(images):
         fail(UserError, f"{what}: holds no images (shape {images.shape})")
+    if not np.isfinite(images).all():
+        fail(UserError, f"{what}: images contain NaN or infinite values")
     if np.abs(images).max() > 10:
         fail(UserError, f"{what}: image values reach {np.abs(images).max():.4g}: these look like raw pixels, not "
                         f"normalised images; pass (x / 255 − mean) / std with the model's training mean and std")

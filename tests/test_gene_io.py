@@ -99,16 +99,22 @@ def test_truncated_official_checkpoint(tmp_path):
     assert "cannot read" in proc.stderr and not (tmp_path / "g").exists()
 
 
+def _predict_tiny_gene(tmp_path, images, *extra):
+    """`predict` on a tiny TLEG gene's aux model (32×32 inputs) with `images` saved as x.npy; `extra` flags last
+    (a repeated flag overrides)."""
+    _, _, gene = tiny_gene("tleg")
+    save_gene(tmp_path / "g", gene)
+    np.save(tmp_path / "x.npy", images)
+    return run_module("learngene_jax.predict", "--gene", str(tmp_path / "g"), "--images", str(tmp_path / "x.npy"),
+                      "--out", str(tmp_path / "y.npy"), *extra, check=False)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--depth", "0"], "descendant depth must be an integer >= 1, got 0"),
     (["--layers-source", "0,1"], "TLEG expansion takes no layers_source (that is SWS's); drop --layers-source"),
 ])
 def test_predict_cli_bad_arguments(tmp_path, args, message):
-    _, _, gene = tiny_gene("tleg")
-    save_gene(tmp_path / "g", gene)
-    np.save(tmp_path / "x.npy", np.zeros((2, 32, 32, 3), np.float32))
-    proc = run_module("learngene_jax.predict", "--gene", str(tmp_path / "g"), *args, "--images",
-                      str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"), check=False)
+    proc = _predict_tiny_gene(tmp_path, np.zeros((2, 32, 32, 3), np.float32), *args)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {message}"]
 
@@ -123,11 +129,7 @@ def test_predict_cli_bad_arguments(tmp_path, args, message):
     (np.zeros((2, 32, 32, 1), np.float32), "have no axis of 3 channels"),
 ])
 def test_predict_refuses_images_that_would_give_silently_wrong_logits(tmp_path, images, message):
-    _, _, gene = tiny_gene("tleg")
-    save_gene(tmp_path / "g", gene)
-    np.save(tmp_path / "x.npy", images)
-    proc = run_module("learngene_jax.predict", "--gene", str(tmp_path / "g"), "--images", str(tmp_path / "x.npy"),
-                      "--out", str(tmp_path / "y.npy"), check=False)
+    proc = _predict_tiny_gene(tmp_path, images)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert message in proc.stderr and str(tmp_path / "x.npy") in proc.stderr
     assert not (tmp_path / "y.npy").exists()
@@ -190,11 +192,7 @@ def test_long_key_reports_are_summarised_with_the_likely_cause():
     (["--out", "/nonexistent/dir/y.npy"], "--out: no directory /nonexistent/dir; create it first"),
 ])
 def test_predict_bad_flags_are_one_line(tmp_path, extra, message):
-    _, _, gene = tiny_gene("tleg")
-    save_gene(tmp_path / "g", gene)
-    np.save(tmp_path / "x.npy", np.full((2, 32, 32, 3), -0.5, np.float32))
-    args = ["--gene", str(tmp_path / "g"), "--images", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy")]
-    proc = run_module("learngene_jax.predict", *args, *extra, check=False)
+    proc = _predict_tiny_gene(tmp_path, np.full((2, 32, 32, 3), -0.5, np.float32), *extra)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {message}"]
 
 
