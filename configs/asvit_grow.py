@@ -13,9 +13,9 @@ costs ~25–30 s, so ~5–6 min per step, 1–1.5 h in all; not run here). The p
 8,2,3,5|4,1,2,2|4,1,4,5|4,1,6,2|32,180.
 """
 
-from learngene_jax.asvit.grow import default_config
+from learngene_jax.methods.asvit.grow import default_config
 
 
 def get_config(arg=None):
-    """Paper setting by default; `tiny` is a seconds-long run for tests (see learngene_jax.asvit.grow)."""
+    """Paper setting by default; `tiny` is a seconds-long run for tests (see learngene_jax.methods.asvit.grow)."""
     return default_config(arg)

@@ -10,9 +10,9 @@ Result: that 15-step run derived 6,2,6|3,1,3|3,2,2|4,1,6|64 (2.19 M params, 0.47
 moved, entropy 15.3 → 14.5). The paper's seed (V100, ImageNet images) is 8,2,3|4,1,2|4,1,4|4,1,6|32.
 """
 
-from learngene_jax.asvit.search import default_config
+from learngene_jax.methods.asvit.search import default_config
 
 
 def get_config(arg=None):
-    """Paper setting by default; `tiny` is a seconds-long run for tests (see learngene_jax.asvit.search)."""
+    """Paper setting by default; `tiny` is a seconds-long run for tests (see learngene_jax.methods.asvit.search)."""
     return default_config(arg)

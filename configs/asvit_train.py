@@ -13,9 +13,9 @@ released, so augmentation and optimizer follow DeiT). `retok=0` trains at stride
 
 import ml_collections
 
-from learngene_jax.asvit.genotype import SEED
 from learngene_jax.config_lib import base_config, deit_recipe, parse_arg
 from learngene_jax.errors import ConfigError, fail
+from learngene_jax.methods.asvit.genotype import SEED
 
 # (fraction of the epochs at which a phase starts, stride, dilation): the paper's 0/80/130 of 300.
 PHASES = ((0.0, 16, 5), (80 / 300, 8, 2), (130 / 300, 4, 1))

@@ -1,4 +1,4 @@
-"""Auto Learngene: the Heur pipeline with the gene blocks chosen automatically (genes/auto.py) — by default the
+"""Auto Learngene: the Heur pipeline with the gene blocks chosen automatically (methods/heur/auto.py) — by default the
 paper's criterion as this port reads it: a pseudo descendant (the descendants' architecture, trained on the last
 continual task) meta-learns how much to resemble each ancestor block (L2T-ww matching weights), and the gene is
 the window of 3 blocks it resembles most — compared with the hand-picked last 3 blocks and with scratch

@@ -365,8 +365,8 @@ def _jax_train_step(args: argparse.Namespace, device: jax.Device) -> tuple[Calla
     import jax.numpy as jnp
 
     from learngene_jax.config_lib import base_config
-    from learngene_jax.distill.teacher import Teacher
     from learngene_jax.models import create_model
+    from learngene_jax.objectives.teacher import Teacher
     from learngene_jax.optim import build_optimizer, lr_schedule
     from learngene_jax.train import make_train_step
 
@@ -510,7 +510,7 @@ def _expand_one(args: argparse.Namespace, framework: str) -> dict[str, Any]:
     import jax
 
     from learngene_jax import genes
-    from learngene_jax.genes import tleg
+    from learngene_jax.methods.tleg import gene as tleg
     from learngene_jax.models import create_model
     from learngene_jax.models.vit import count_params
 

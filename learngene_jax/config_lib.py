@@ -213,7 +213,7 @@ def heur_recipe(dataset: str = "digits", smoke: bool = False) -> ml_collections.
                       epochs=100, batch_size=16, lr=1e-3),
         descendant=dict(lower_widths=(64, 128, 256, 512), lower_pool_after=(0, 1, 2), final_pool=True,
                         hidden=(1024, 1024), dropout=0.0, epochs=30, batch_size=32, lr=5e-3)))
-    # Auto Learngene: statistic pseudo_descendant (the paper's criterion, genes/auto.py) or the least-change
+    # Auto Learngene: statistic pseudo_descendant (the paper's criterion, methods/heur/auto.py) or the least-change
     # statistics weights|gradients; layers 0: heur.gene_blocks. The pseudo descendant trains on continual task
     # `pseudo_task` for `epochs` (SGD lr, momentum 0.9, wd 5e-4), meta step after each step: Adam meta_lr,
     # inner_steps matching-only trial steps, matching weight beta (L2T-ww: T=2, β=0.5).

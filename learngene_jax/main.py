@@ -5,7 +5,6 @@ Flags → distributed start-up → dispatch to the task the config names (config
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import sys
@@ -14,20 +13,13 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from learngene_jax import distributed, hostmem
-from learngene_jax.errors import ConfigError, UserError
+from learngene_jax import distributed, hostmem, registry
+from learngene_jax.errors import UserError
 
-# config.task → "module:function" taking (config, workdir).
-TASKS = {
-    "train": "learngene_jax.train:train",
-    "demo": "learngene_jax.demo:run",
-    "baselines": "learngene_jax.comparison:run",
-    "heur": "learngene_jax.heur:run",
-    "auto": "learngene_jax.heur:run_auto",
-    "lgpool": "learngene_jax.lgpool:run",
-    "asvit_search": "learngene_jax.asvit.search:run",
-    "asvit_grow": "learngene_jax.asvit.grow:run",
-}
+# The generic tasks; each method package registers its own (heur, auto, lgpool, asvit_search, ...).
+registry.TASKS.register("train", "learngene_jax.train:train")
+registry.TASKS.register("demo", "learngene_jax.experiments.demo:run")
+registry.TASKS.register("baselines", "learngene_jax.experiments.baselines:run")
 
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
 flags.DEFINE_string("workdir", None, "where checkpoints, metrics, genes and summaries go (resumes if present)")
@@ -41,10 +33,7 @@ FLAGS = flags.FLAGS
 
 def resolve_task(name: str):
     """The function registered for config.task."""
-    if name not in TASKS:
-        raise ConfigError(f"unknown config.task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    module, function = TASKS[name].split(":")
-    return getattr(importlib.import_module(module), function)
+    return registry.TASKS.get(name)
 
 
 def enable_compilation_cache() -> None:

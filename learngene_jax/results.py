@@ -29,8 +29,8 @@ def _rel(path: Path, base: Path) -> str:
 def workdir_section(workdir: Path, base: Path) -> str:
     """The markdown of one experiment workdir."""
     from learngene_jax.analyze import format_table
-    from learngene_jax.comparison import comparison_table
-    from learngene_jax.demo import summary_table
+    from learngene_jax.experiments.baselines import comparison_table
+    from learngene_jax.experiments.demo import summary_table
     from learngene_jax.seeds import claim_lines, seeds_table, time_line
 
     if not workdir.is_dir():

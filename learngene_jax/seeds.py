@@ -72,7 +72,7 @@ def run_seeds(seeds: list[int], workdir: Path, smoke: bool = False) -> float:
 def seed_quantities(summary: dict[str, Any], comparison: dict[str, Any] | None) -> dict[int, dict[str, float]]:
     """One seed's top-1s: depth → {quantity: top-1}, from its summary.json (TLEG/SWS init and after fine-tuning,
     scratch for each budget) and comparison.json (`EXTRA_BASELINES`, where present)."""
-    from learngene_jax.demo import METHOD_LABELS
+    from learngene_jax.experiments.demo import METHOD_LABELS
 
     out: dict[int, dict[str, float]] = {}
     for row in summary["descendants"]:
@@ -114,7 +114,7 @@ def aggregate(per_seed: dict[int, dict[int, dict[str, float]]]) -> list[dict[str
 def check_claim(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """The demo's claim per seed and method: {statement, methods: {label: {holds_in, seeds, per_seed: {seed:
     {holds, fails_at_depths}}}}}; "beats" is a strictly higher top-1 than scratch with the largest budget."""
-    from learngene_jax.demo import METHOD_LABELS
+    from learngene_jax.experiments.demo import METHOD_LABELS
     from learngene_jax.results import scratch_factor
 
     first = next(iter(summaries.values()))

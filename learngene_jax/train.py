@@ -1,13 +1,14 @@
-"""The one trainer, for every stage: teacher/ancestor training, aux distillation (TLEG, SWS, which ends by
-saving the gene), descendant fine-tuning from a gene, and scratch baselines.
+"""The one trainer, for every stage: teacher/ancestor training, aux distillation (which ends by saving the
+gene), descendant fine-tuning from a gene, and baselines.
 
 Read top to bottom: mesh → data → student and teacher → shardings → optimizer → resume or init →
-jitted steps → loop with evals, checkpoints and metrics → final artifacts.
+jitted steps → loop with evals, checkpoints and metrics → final artifacts. It knows no method: the student comes
+from a registered builder (`students.py`), the loss from a registered objective plus any registered loss terms the
+config turns on, and training phases from registered step variants (`registry.py`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -15,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import flax.linen as nn
@@ -23,37 +23,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.traverse_util import flatten_dict, unflatten_dict
 
 from learngene_jax import checkpointing, data, genes, sharding
-from learngene_jax.baselines import weight_selection
 from learngene_jax.data.device import normalize, prepare_batch
 from learngene_jax.data.mix import mix_batch
 from learngene_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from learngene_jax.distill.losses import cross_entropy, topk_correct
-from learngene_jax.distill.objectives import BATCH_STATS, StepInputs, make_objective
-from learngene_jax.distill.teacher import Teacher, load_teacher
 from learngene_jax.distributed import is_main_process
 from learngene_jax.errors import ConfigError, UserError, fail
-from learngene_jax.genes.io import load_gene, save_gene
+from learngene_jax.genes.io import save_gene
 from learngene_jax.metrics import MetricWriter, Progress
-from learngene_jax.models import RUNTIME_FIELDS, create_model
-from learngene_jax.models.io import load_model, save_model
-from learngene_jax.models.vit import ViT, count_params, resample_pos_embed
+from learngene_jax.models import compute_dtype
+from learngene_jax.models.io import save_model
+from learngene_jax.models.vit import count_params
+from learngene_jax.objectives.classification import BATCH_STATS, StepInputs, make_objective
+from learngene_jax.objectives.losses import cross_entropy, topk_correct
+from learngene_jax.objectives.teacher import Teacher, load_teacher
 from learngene_jax.optim import build_optimizer, lr_schedule
-from learngene_jax.regularizers import ewc_penalty, load_ewc
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def compute_dtype(precision: str) -> Any:
-    """config.precision → the compute dtype; 'auto' is bfloat16 on GPUs and TPUs (the official runs use AMP) and
-    float32 on CPUs (where XLA emulates bfloat16 slowly)."""
-    if precision == "auto":
-        return jnp.bfloat16 if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else jnp.float32
-    if precision not in DTYPES:
-        fail(ConfigError, f"precision must be auto, float32 or bfloat16, got {precision!r}")
-    return DTYPES[precision]
+from learngene_jax.registry import LOSS_TERMS, STEP_VARIANTS
+from learngene_jax.students import Student, build_student
 
 
 class Preempted(UserError):
@@ -62,76 +49,6 @@ class Preempted(UserError):
 
 class Diverged(UserError):
     """The loss became NaN/Inf; the last good checkpoint is kept."""
-
-
-@dataclasses.dataclass
-class Student:
-    """The model being trained and where its initial weights come from."""
-
-    model: nn.Module
-    init: Callable[[jax.Array, Any], dict[str, Any]]  # (rng, source) → variables
-    source: Any  # arrays `init` starts from (gene params, a model's variables) or None
-    method: ModuleType | None  # the learngene method when the model is an aux model
-    origin: str  # 'scratch', 'gene:DIR' or 'init:DIR', for logs and summaries
-
-
-def model_kwargs(config: Any) -> dict[str, Any]:
-    """config.model without its name, lists as tuples."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.items() if k != "name"}
-
-
-def build_student(config: Any, num_classes: int) -> Student:
-    """The student of this run: a gene's descendant, a model directory's weights, or a fresh registry model."""
-    runtime = {"dtype": compute_dtype(config.precision)}
-    kwargs = model_kwargs(config)
-    if config.gene:
-        gene = load_gene(config.gene)
-        model = genes.descendant_model(gene, config.depth or None, layers_source=config.layers_source or None,
-                                       layout=config.layout, num_classes=num_classes,
-                                       **{k: v for k, v in kwargs.items() if k in RUNTIME_FIELDS}, **runtime)
-        for key, value in kwargs.items():
-            if key not in RUNTIME_FIELDS and getattr(model, key, value) != value:
-                fail(ConfigError, f"gene {config.gene} has {key}={getattr(model, key)} but config.model.{key}="
-                                  f"{value}; drop the override or use a gene that matches")
-        if config.data.image_size != gene.meta.image_size:
-            fail(ConfigError, f"gene {config.gene} takes {gene.meta.image_size}px images but data.image_size is "
-                              f"{config.data.image_size}")
-        expand_kw = dict(layers_source=config.layers_source or None, layout=config.layout, num_classes=num_classes)
-
-        def init(rng, gene_params):
-            return {"params": genes.expand(genes.Gene(gene_params, gene.meta), config.depth or None, rng=rng,
-                                           **expand_kw)}
-        return Student(model, init, gene.params, None, f"gene:{config.gene}")
-    if config.init and config.init_method == "weight_selection":
-        source_model, source = load_model(config.init)
-        model = _registry_model(config, kwargs, num_classes, runtime)
-
-        def init(rng, loaded):
-            fresh = model.init(rng, _dummy(model), train=False)
-            return {"params": weight_selection(loaded["params"], source_model, model, fresh["params"])}
-        return Student(model, init, source, genes.method_of(model), f"weight_selection:{config.init}")
-    if config.init:
-        if config.init_method != "inherit":
-            fail(ConfigError, f"init_method must be 'inherit' or 'weight_selection', got {config.init_method!r}")
-        model, variables = load_model(config.init, **runtime, **{k: v for k, v in kwargs.items()
-                                                                 if k in RUNTIME_FIELDS})
-        model, variables = _fit_image_size(config.init, model, variables, config.data.image_size)
-        if model.num_classes != num_classes:
-            if not model.num_classes:
-                print(f"init: {config.init} has no head; this run adds a fresh {num_classes}-class head", flush=True)
-            model = model.clone(num_classes=num_classes)
-
-        def init(rng, loaded):
-            fresh = flatten_dict(model.init(rng, _dummy(model), train=False))
-            old = flatten_dict(loaded)
-            # keep every loaded array whose shape still fits (all but a head for a new class count, or a head the
-            # loaded model never had)
-            return unflatten_dict({k: old[k] if k in old and old[k].shape == v.shape else v
-                                   for k, v in fresh.items()})
-        return Student(model, init, variables, genes.method_of(model), f"init:{config.init}")
-    model = _registry_model(config, kwargs, num_classes, runtime)
-    return Student(model, lambda rng, _: model.init(rng, _dummy(model), train=False), None, genes.method_of(model),
-                   "scratch")
 
 
 # Settings that give a checkpoint's step count its meaning: resuming under other values would silently
@@ -153,40 +70,6 @@ def _check_resume(config: Any, workdir: Path) -> None:
             fail(ConfigError, f"{workdir} holds checkpoints of a run with {key}={old[key]} (its config.json); "
                               f"resuming with {key}={config[key]} would reinterpret their step count: rerun with "
                               f"--config.{key}={old[key]}, or use a new workdir")
-
-
-def _fit_image_size(path: str, model: nn.Module, variables: dict[str, Any], image_size: int
-                    ) -> tuple[nn.Module, dict[str, Any]]:
-    """A loaded model for `image_size` images: unchanged when it already takes them; a plain ViT gets its
-    position table resampled (said in the log); anything else is a ConfigError."""
-    trained = getattr(model, "image_size", image_size)
-    if trained == image_size:
-        return model, variables
-    if type(model) is not ViT or image_size % model.patch_size:
-        fail(ConfigError, f"init {path} takes {trained}px images but data.image_size is {image_size}; only a plain "
-                          f"ViT's position table can be resampled (to a multiple of its patch size "
-                          f"{getattr(model, 'patch_size', '?')}): set data.image_size={trained}")
-    new = model.clone(image_size=image_size)
-    params = dict(variables["params"])
-    params["pos_embed"] = resample_pos_embed(params["pos_embed"], model.num_prefix_tokens, new.grid)
-    print(f"init: {path} was trained on {trained}px images; resampled its position embeddings from a "
-          f"{model.grid}×{model.grid} to a {new.grid}×{new.grid} grid (bicubic, as timm) for {image_size}px",
-          flush=True)
-    return new, {**variables, "params": params}
-
-
-def _registry_model(config: Any, kwargs: dict[str, Any], num_classes: int, runtime: dict[str, Any]) -> nn.Module:
-    """config.model built from the registry, with the data's classes, image size and channels by default."""
-    if config.model.name == "descendant":
-        fail(ConfigError, "config.model.name='descendant' expands a gene: pass --config.gene=GENE_DIR (a stage-1 "
-                          "WORKDIR/gene or a converted official gene) and --config.depth=N")
-    kwargs = {"num_classes": num_classes, "image_size": config.data.image_size, "in_chans": config.data.channels,
-              **kwargs}
-    return create_model(config.model.name, **kwargs, **runtime)
-
-
-def _dummy(model: nn.Module) -> jax.Array:
-    return jnp.zeros((1, model.image_size, model.image_size, model.in_chans), jnp.float32)
 
 
 def train(config: Any, workdir: str | Path) -> dict[str, Any]:
@@ -244,10 +127,11 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     frozen: dict[str, Any] = {}
     if teacher is not None:
         frozen["teacher"] = teacher.variables
-    if config.ewc.weight:
-        if not config.ewc.path:
-            fail(ConfigError, "ewc.weight > 0 needs --config.ewc.path (an anchor written by regularizers.save_ewc)")
-        frozen["ewc"] = load_ewc(config.ewc.path, abstract["params"])
+    # Loss terms the config turns on (e.g. EWC): their arrays are frozen step inputs like the teacher's.
+    loss_terms = {}
+    for name, term in LOSS_TERMS.items():
+        if (built := term(config, abstract["params"])) is not None:
+            frozen[name], loss_terms[name] = built
     frozen = jax.device_put(frozen, sharding.tree_shardings(frozen, mesh, strategy, rules))
 
     # Resume from the latest checkpoint (model state and the input pipeline's position), or initialise.
@@ -269,19 +153,17 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
                f"{config.epochs} epochs x {steps_per_epoch} steps, batch {config.batch_size}; mesh "
                f"{dict(mesh.shape)} ({strategy})" + (f"; teacher {type(teacher.model).__name__}" if teacher else ""))
 
-    phases = tokenization_phases(config, model)
-    compiled_steps: dict[tuple[int, int] | None, Callable] = {}
-    compiled_evals: dict[tuple[int, int] | None, Callable] = {}
+    phases = training_phases(config, model)
+    compiled_steps: dict[tuple | None, Callable] = {}
+    compiled_evals: dict[tuple | None, Callable] = {}
 
-    native = (model.token_stride, model.patch_dilation) if phases else None
+    def phase_of(epoch: int) -> tuple | None:
+        """The model-field overrides trained in `epoch` (sorted items); None for the model as exported."""
+        phase = next((tuple(sorted(o.items())) for start, o in reversed(phases) if epoch >= start), None)
+        return phase or None
 
-    def phase_of(epoch: int) -> tuple[int, int] | None:
-        """The (stride, dilation) trained in `epoch`; None for the model's own tokenization (the exported one)."""
-        phase = next(((stride, dilation) for start, stride, dilation in reversed(phases) if epoch >= start), None)
-        return None if phase == native else phase
-
-    def phase_model(phase: tuple[int, int] | None) -> nn.Module:
-        return model if phase is None else model.clone(patch_stride=phase[0], patch_dilation=phase[1])
+    def phase_model(phase: tuple | None) -> nn.Module:
+        return model if phase is None else model.clone(**dict(phase))
 
     def train_step_for(epoch: int) -> Callable:
         """The jitted step of the tokenization phase that `epoch` is in (one compile per phase)."""
@@ -289,12 +171,12 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
         if phase not in compiled_steps:
             compiled_steps[phase] = jax.jit(
                 make_train_step(config, phase_model(phase), tx, schedule, teacher, num_classes, data_shards,
-                                step_rng, mean=train_data.mean, std=train_data.std),
+                                step_rng, mean=train_data.mean, std=train_data.std, loss_terms=loss_terms),
                 in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
         return compiled_steps[phase]
 
-    def eval_step_for(phase: tuple[int, int] | None) -> Callable:
+    def eval_step_for(phase: tuple | None) -> Callable:
         """Evaluation with the tokenization being trained (None: the model as exported)."""
         if phase not in compiled_evals:
             compiled_evals[phase] = jax.jit(make_eval_step(phase_model(phase), eval_data.mean, eval_data.std),
@@ -365,16 +247,16 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
                     continue
                 if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == num_epochs:
                     flush()
-                    # during a re-tokenization phase, evaluate the tokenization being trained; the final
+                    # during a phase (e.g. As-ViT's re-tokenization), evaluate the model being trained; the final
                     # results below always come from the model as exported
                     phase = phase_of(epoch)
                     results = evaluate(eval_step_for(phase), state, eval_data, mesh)
                     last_eval = (step if phase is None else -1, results)
                     writer.write(step, "eval", {**results, "epoch": epoch + 1,
-                                                **({"patch_stride_dilation": list(phase)} if phase else {})})
+                                                **({"phase": dict(phase)} if phase else {})})
                     progress.note(f"epoch {epoch + 1}/{num_epochs}: eval top-1 {results['top1']:.4f} "
                                   f"top-5 {results['top5']:.4f} loss {results['loss']:.4f}"
-                                  + (f" (stride {phase[0]}, dilation {phase[1]})" if phase else ""))
+                                  + (f" ({', '.join(f'{k}={v}' for k, v in phase)})" if phase else ""))
             save(step)
     finally:
         train_data.close()
@@ -402,31 +284,27 @@ def _first_eval(workdir: Path) -> dict[str, float] | None:
     return None
 
 
-def tokenization_phases(config: Any, model: nn.Module) -> list[tuple[int, int, int]]:
-    """config.retokenize as sorted (start_epoch, stride, dilation) phases of the patch embedding (As-ViT's
-    progressive re-tokenization); evaluation always uses the model's own tokenization."""
-    phases = sorted(tuple(int(v) for v in phase) for phase in config.retokenize)
-    if not phases:
-        return []
-    if not {"patch_stride", "patch_dilation"} <= set(getattr(model, "__dataclass_fields__", {})):
-        fail(ConfigError, f"config.retokenize needs a patch-embedding model; {type(model).__name__} has none")
-    for phase in phases:
-        if len(phase) != 3 or phase[0] < 0 or phase[1] < 1 or phase[2] < 1:
-            fail(ConfigError, f"config.retokenize phases are (start_epoch >= 0, stride >= 1, dilation >= 1), "
-                              f"got {phase}")
-    return phases
+def training_phases(config: Any, model: nn.Module) -> list[tuple[int, dict[str, Any]]]:
+    """(start_epoch, model-field overrides) phases from the registered step variants this config uses (at most
+    one); empty overrides mean the model as exported."""
+    used = [(name, phases) for name, variant in STEP_VARIANTS.items() if (phases := variant(config, model))]
+    if len(used) > 1:
+        fail(ConfigError, f"step variants {', '.join(n for n, _ in used)} are all on; one run can use one of them")
+    return used[0][1] if used else []
 
 
 def make_train_step(config: Any, model: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     teacher: Teacher | None, num_classes: int, groups: int, rng: jax.Array, *,
-                    mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> Callable:
+                    mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+                    loss_terms: dict[str, Callable] | None = None) -> Callable:
     """(state, batch, frozen) → (state, metrics): uint8 images normalised with `mean`/`std` (float images are
     taken as normalised) and randomly erased where the batch has boxes, mixup/cutmix, the configured objective
-    (teacher on the same mixed images), an optional EWC penalty, gradients, optimizer update. `frozen` holds
-    arrays that are inputs of the step but never trained or checkpointed (teacher variables, EWC anchor)."""
+    (teacher on the same mixed images), the active loss terms (name → (params, frozen[name]) → (loss, metrics)),
+    gradients, optimizer update. `frozen` holds arrays that are inputs of the step but never trained or
+    checkpointed (teacher variables, a loss term's arrays)."""
     aug = config.aug
     objective = make_objective(config, model, teacher)
-    ewc_weight = float(config.ewc.weight)
+    loss_terms = loss_terms or {}
 
     def step_fn(state, batch, frozen):
         step_key = jax.random.fold_in(rng, state["step"])
@@ -441,10 +319,9 @@ def make_train_step(config: Any, model: nn.Module, tx: optax.GradientTransformat
 
         def loss_fn(params):
             loss, updates, extra = objective(params, collections, frozen, inputs)
-            if ewc_weight:
-                penalty = ewc_penalty(params, frozen["ewc"]["anchor"], frozen["ewc"]["fisher"])
-                extra = {**extra, "ewc": penalty}
-                loss = loss + 0.5 * ewc_weight * penalty
+            for name, term in loss_terms.items():
+                term_loss, term_metrics = term(params, frozen[name])
+                loss, extra = loss + term_loss, {**extra, **term_metrics}
             return loss, (updates, extra)
 
         (loss, (updates, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])

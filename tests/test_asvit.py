@@ -12,11 +12,11 @@ import pytest
 from conftest import DATA, REPO
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from learngene_jax.asvit import genotype as gt
-from learngene_jax.asvit import grow, proxies, search
 from learngene_jax.errors import ConfigError
+from learngene_jax.methods.asvit import genotype as gt
+from learngene_jax.methods.asvit import grow, proxies, search
+from learngene_jax.methods.asvit.model import from_genotype, mac_count, merge_padding, param_count, unfold
 from learngene_jax.models import create_model, model_from_spec, model_spec
-from learngene_jax.models.asvit import from_genotype, mac_count, merge_padding, param_count, unfold
 from learngene_jax.models.vit import count_params
 
 REF = DATA / "official" / "asvit_ref.npz"
@@ -361,7 +361,7 @@ def test_asvit_retokenization_keeps_params_and_shrinks_the_grid():
 
 def test_window_padding_masks_padded_tokens():
     """A 3x3 grid in 2x2 windows: each window attends over its real tokens only, as if cut out on its own."""
-    from learngene_jax.models.asvit import WindowBlock
+    from learngene_jax.methods.asvit.model import WindowBlock
 
     x = jax.random.normal(jax.random.key(0), (2, 3, 3, 16))
     block = WindowBlock(num_heads=2, splits=2, expansion=2)

@@ -6,7 +6,7 @@ import pytest
 from conftest import randomize
 from helpers import tiny_train_config
 
-from learngene_jax.baselines import uniform_indices, weight_selection
+from learngene_jax.methods.weight_selection.select import uniform_indices, weight_selection
 from learngene_jax.models import create_model
 from learngene_jax.models.io import save_model
 from learngene_jax.models.vit import forward_macs

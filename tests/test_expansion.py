@@ -8,7 +8,7 @@ from helpers import TINY, images, tiny_gene
 
 from learngene_jax import genes
 from learngene_jax.errors import GeneError
-from learngene_jax.genes import sws
+from learngene_jax.methods.sws import gene as sws
 from learngene_jax.models import create_model
 from learngene_jax.models.vit import SUBLAYERS
 

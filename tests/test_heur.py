@@ -14,7 +14,13 @@ from conftest import run_module
 from learngene_jax import data, genes
 from learngene_jax.config_lib import heur_recipe, with_changes
 from learngene_jax.data.sources import SubsetSource
-from learngene_jax.data.tasks import (
+from learngene_jax.errors import ConfigError, GeneError
+from learngene_jax.genes.io import load_gene, save_gene
+from learngene_jax.methods.heur import auto
+from learngene_jax.methods.heur import gene as heur
+from learngene_jax.methods.heur.ewc import ewc_penalty, load_ewc
+from learngene_jax.methods.heur.run import Pipeline, _examples
+from learngene_jax.methods.heur.tasks import (
     build_manifest,
     load_manifest,
     resolve_examples,
@@ -22,15 +28,10 @@ from learngene_jax.data.tasks import (
     save_manifest,
     split_classes,
 )
-from learngene_jax.distill.losses import cross_entropy
-from learngene_jax.errors import ConfigError, GeneError
-from learngene_jax.genes import auto, heur
-from learngene_jax.genes.io import load_gene, save_gene
-from learngene_jax.heur import Pipeline, _examples
+from learngene_jax.methods.heur.widen import widen, widen_block
 from learngene_jax.models.io import load_model
 from learngene_jax.models.vgg import ConvBlock, VGGAncestor, init_variables
-from learngene_jax.models.widen import widen, widen_block
-from learngene_jax.regularizers import ewc_penalty, load_ewc
+from learngene_jax.objectives.losses import cross_entropy
 
 SMALL = dict(num_classes=3, image_size=16, widths=(4, 4, 6, 6, 8, 8), pool_after=(1, 3), hidden=(16,))
 FOUR = dict(SMALL, widths=(4, 6, 6, 8), pool_after=(1,))  # conv → pool → conv → conv → conv → dense
@@ -267,7 +268,7 @@ def test_fisher_comes_from_real_examples_of_the_task(descendant_task):
 
 
 def test_ewc_penalty_is_zero_at_the_gene_and_grows_away_from_it(descendant_task, tmp_path):
-    from learngene_jax.regularizers import save_ewc
+    from learngene_jax.methods.heur.ewc import save_ewc
 
     pipe, gene, des, des_vars, cfg = descendant_task
     fisher = pipe.fisher(des, des_vars, gene, cfg)

@@ -13,10 +13,8 @@ import pytest
 from conftest import REPO, run_module
 
 from learngene_jax.config_lib import base_config
-from learngene_jax.distill.objectives import StepInputs, make_objective
-from learngene_jax.distill.teacher import Teacher
-from learngene_jax.lgpool import objectives  # noqa: F401 - registers the objectives
-from learngene_jax.lgpool.descendants import (
+from learngene_jax.methods.lgpool import objectives  # noqa: F401 - registers the objectives
+from learngene_jax.methods.lgpool.descendants import (
     assemble_pool,
     block_inputs,
     config_cost,
@@ -26,9 +24,7 @@ from learngene_jax.lgpool.descendants import (
     least_squares_stitch,
     projection_stitch,
 )
-from learngene_jax.models import create_model
-from learngene_jax.models.io import load_model, save_model
-from learngene_jax.models.pool import (
+from learngene_jax.methods.lgpool.models import (
     DEIT_LAYOUT,
     LearngenePool,
     PoolStudent,
@@ -39,7 +35,11 @@ from learngene_jax.models.pool import (
     parse_pairs,
     stitch_configs,
 )
+from learngene_jax.models import create_model
+from learngene_jax.models.io import load_model, save_model
 from learngene_jax.models.vit import ViT, attention, classify, count_params, embed_tokens, layer_norm
+from learngene_jax.objectives.classification import StepInputs, make_objective
+from learngene_jax.objectives.teacher import Teacher
 from learngene_jax.train import build_student
 
 SMALL = dict(num_classes=10, image_size=16, patch_size=4, **DEIT_LAYOUT)

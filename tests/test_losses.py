@@ -8,16 +8,16 @@ import pytest
 
 from learngene_jax.config_lib import base_config
 from learngene_jax.data.mix import cutmix_mask, mix_batch, smooth_one_hot
-from learngene_jax.distill.losses import (
+from learngene_jax.errors import ConfigError
+from learngene_jax.models import create_model
+from learngene_jax.models.vit import abstract_params
+from learngene_jax.objectives.losses import (
     distillation_loss,
     kd_hard,
     kd_soft,
     soft_target_cross_entropy,
     topk_correct,
 )
-from learngene_jax.errors import ConfigError
-from learngene_jax.models import create_model
-from learngene_jax.models.vit import abstract_params
 from learngene_jax.optim import decay_mask, lr_schedule, peak_lr
 
 

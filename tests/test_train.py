@@ -15,10 +15,10 @@ from conftest import REPO, run_module
 from helpers import tiny_train_config
 
 from learngene_jax import checkpointing
-from learngene_jax.distill.teacher import Teacher
 from learngene_jax.errors import ConfigError
 from learngene_jax.genes.io import load_gene
 from learngene_jax.models.io import load_model
+from learngene_jax.objectives.teacher import Teacher
 from learngene_jax.train import Diverged, Preempted, train
 
 
@@ -266,7 +266,7 @@ def test_bfloat16_compute_keeps_float32_params(tmp_path):
 
 
 def test_ewc_penalty_pulls_towards_the_anchor(tmp_path):
-    from learngene_jax.regularizers import ewc_penalty, save_ewc
+    from learngene_jax.methods.heur.ewc import ewc_penalty, save_ewc
 
     params = {"a": {"kernel": jnp.ones((2, 3))}, "b": jnp.zeros(4)}
     anchor = {"a": {"kernel": jnp.ones((2, 3))}}
@@ -281,7 +281,7 @@ def test_ewc_penalty_pulls_towards_the_anchor(tmp_path):
 
 def test_training_with_ewc_stays_near_the_anchor(chain, tmp_path):
     """A descendant trained with a strong EWC penalty on its blocks moves them less than one without."""
-    from learngene_jax.regularizers import save_ewc
+    from learngene_jax.methods.heur.ewc import save_ewc
 
     _, _, aux, _ = chain
     base = {"model": {"name": "descendant"}, "gene": aux["gene"], "depth": 2, "optim.lr": 3e-3}
@@ -329,7 +329,7 @@ def test_retokenization_keeps_params_and_changes_the_token_count(tmp_path):
              if r["split"] == "eval"]
     # epoch 1 evaluates the coarse phase; epoch 2 trains on the model's own stride 4, so its evaluation is the
     # exported model's and is the final result, not evaluated a second time
-    assert [r.get("patch_stride_dilation") for r in evals] == [[8, 2], None]
+    assert [r.get("phase") for r in evals] == [{"patch_dilation": 2, "patch_stride": 8}, None]
     assert out["top1"] == evals[-1]["top1"] and out["loss"] == evals[-1]["loss"]
     _, variables = load_model(out["model_dir"])
     assert jax.tree.map(jnp.shape, variables["params"]) == jax.tree.map(jnp.shape, params)

@@ -1,21 +1,30 @@
-"""python -m learngene_jax.convert {from-official,to-timm,from-timm} — checkpoints in and out of the toolkit
-(from-timm reads timm ViT/DeiT and LeViT state dicts, and LeViT checkpoints of facebookresearch/LeViT)."""
+"""python -m learngene_jax.convert {from-official,to-timm,from-timm,gene-to-safetensors,safetensors-to-gene,
+save-pretrained} — checkpoints, gene files and Hugging Face-layout exports in and out of the toolkit."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from collections.abc import Mapping
 
 import jax
+import numpy as np
 
-from learngene_jax import cli, genes
+from learngene_jax import cli, genes, hub
 from learngene_jax.convert import levit, official, state_dict, vit
-from learngene_jax.errors import UserError, fail
+from learngene_jax.errors import ConversionError, UserError, fail
+from learngene_jax.genes.files import load_gene_safetensors, save_gene_safetensors
 from learngene_jax.genes.io import load_gene, save_gene
-from learngene_jax.models.io import save_model
+from learngene_jax.models import TIMM_ALIASES, create_model
+from learngene_jax.models.io import load_model, save_model
 from learngene_jax.models.levit import VARIANTS as LEVIT_VARIANTS
-from learngene_jax.models.vit import count_params
+from learngene_jax.models.vit import ViT, count_params
+
+# What a timm name fixes beyond heads and eps, checked against the checkpoint's shapes: field → how to say it.
+TIMM_ALIAS_FIELDS = {"width": "width", "depth": "depth", "patch_size": "patch size", "image_size": "image size",
+                     "distilled": "distilled", "class_token": "class token", "pool": "pooling",
+                     "final_norm": "final norm", "hidden_dim": "MLP width", "qkv_bias": "qkv bias"}
 
 
 def _from_official(args: argparse.Namespace) -> None:
@@ -61,12 +70,51 @@ def _from_timm(args: argparse.Namespace) -> None:
         return
     if args.num_heads is not None or args.eps is not None:
         fail(UserError, f"--num-heads and --eps apply to --arch vit; {args.arch} fixes its heads and eps")
+    if args.arch in TIMM_ALIASES:
+        model, params = vit.from_timm(sd, model=_timm_alias_model(sd, args.arch))
+        save_model(args.out, model, {"params": params}, overwrite=args.overwrite, source=str(args.checkpoint))
+        print(f"wrote {args.arch} (width {model.width}, heads {model.num_heads}, {model.num_classes} classes, "
+              f"{count_params(params):,} params) to {args.out}")
+        return
     layout = "facebookresearch" if levit.is_fb_layout(sd) else "timm"
     model, variables = levit.from_timm(sd, args.arch)
     save_model(args.out, model, variables, overwrite=args.overwrite, source=str(args.checkpoint), layout=layout)
     heads = "two heads (distilled)" if model.distilled else "one head"
     print(f"wrote {args.arch} from the {layout} layout ({model.image_size}x{model.image_size}, "
           f"{model.num_classes} classes, {heads}, {count_params(variables['params']):,} params) to {args.out}")
+
+
+def _timm_alias_model(sd: Mapping[str, np.ndarray], arch: str) -> ViT:
+    """The ViT of timm's `arch` (its heads and eps) with the checkpoint's classes and input channels; a
+    ConversionError names every architecture field where the checkpoint's shapes say otherwise."""
+    want = create_model(arch)
+    found = vit.infer_vit(sd, num_heads=1)  # heads cannot be read from shapes: the name gives them below
+    diffs = [f"{label} {getattr(found, f)} in the checkpoint but {getattr(want, f)} in {arch}"
+             for f, label in TIMM_ALIAS_FIELDS.items() if getattr(found, f) != getattr(want, f)]
+    if diffs:
+        fail(ConversionError, f"the checkpoint is not {arch}: " + "; ".join(diffs) + "; pass the timm name of this "
+                              "model, or --arch vit to read the architecture from its shapes (with --num-heads)")
+    return found.clone(num_heads=want.num_heads, eps=want.eps)
+
+
+def _gene_to_safetensors(args: argparse.Namespace) -> None:
+    gene = load_gene(args.gene)
+    save_gene_safetensors(gene, args.out, overwrite=args.overwrite)
+    print(f"wrote {gene.meta.method} gene ({count_params(gene.params):,} params) to {args.out}")
+
+
+def _safetensors_to_gene(args: argparse.Namespace) -> None:
+    gene = load_gene_safetensors(args.file)
+    save_gene(args.out, gene, overwrite=args.overwrite)
+    print(f"wrote {gene.meta.method} gene ({count_params(gene.params):,} params) to {args.out}")
+
+
+def _save_pretrained(args: argparse.Namespace) -> None:
+    obj = load_gene(args.gene) if args.gene else load_model(args.model)
+    hub.save_pretrained(obj, args.out, overwrite=args.overwrite)
+    what = f"{obj.meta.method} gene" if args.gene else f"{type(obj[0]).__name__} model"
+    print(f"wrote the {what} as {hub.CONFIG_NAME}, {hub.WEIGHTS_NAME} and {hub.CARD_NAME} to {args.out} "
+          f"(read it with learngene_jax.hub.from_pretrained; upload with learngene_jax.hub.push_to_hub)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,9 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("from-timm", help="timm ViT/DeiT or LeViT state dict → model directory")
     f.add_argument("--checkpoint", required=True)
     f.add_argument("--out", required=True)
-    f.add_argument("--arch", default="vit", choices=["vit", *LEVIT_VARIANTS],
-                   help="architecture of the checkpoint: any ViT/DeiT (read from its shapes) or a LeViT variant "
-                        "(image size, classes and heads read from the weights; timm or facebookresearch keys)")
+    f.add_argument("--arch", default="vit", choices=["vit", *TIMM_ALIASES, *LEVIT_VARIANTS],
+                   help="architecture of the checkpoint: any ViT/DeiT (read from its shapes), a timm ViT/DeiT name "
+                        "(e.g. deit_tiny_patch16_224: fixes heads and eps, checked against the shapes) or a LeViT "
+                        "variant (image size, classes and heads read from the weights; timm or facebookresearch "
+                        "keys)")
     f.add_argument("--num-heads", type=int, default=None,
                    help="ViT attention heads (default: the file's timm_kwargs metadata as to-timm writes it, else "
                         "width/64)")
@@ -109,6 +159,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ViT LayerNorm eps (default: the file's metadata, else 1e-6 as timm)")
     f.add_argument("--overwrite", action="store_true")
     f.set_defaults(func=_from_timm)
+
+    g = sub.add_parser("gene-to-safetensors", help="gene directory → one .safetensors file (metadata in its header)")
+    g.add_argument("--gene", required=True)
+    g.add_argument("--out", required=True, help="FILE.safetensors")
+    g.add_argument("--overwrite", action="store_true")
+    g.set_defaults(func=_gene_to_safetensors)
+
+    r = sub.add_parser("safetensors-to-gene", help="gene .safetensors file → gene directory")
+    r.add_argument("--file", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--overwrite", action="store_true")
+    r.set_defaults(func=_safetensors_to_gene)
+
+    h = sub.add_parser("save-pretrained", help="gene or model directory → Hugging Face layout (config.json, "
+                                               "model.safetensors, README.md)")
+    source = h.add_mutually_exclusive_group(required=True)
+    source.add_argument("--gene", help="gene directory")
+    source.add_argument("--model", help="model directory (from-timm, or a trained model)")
+    h.add_argument("--out", required=True)
+    h.add_argument("--overwrite", action="store_true")
+    h.set_defaults(func=_save_pretrained)
     return p
 
 

@@ -1,6 +1,7 @@
-"""Learngene methods behind one registry: each method module exposes the same small contract
-(`NAME`, `META` (its metadata class), `AUX_CLASS` (the aux model the trainer exports a gene from, or None),
-`aux_model`, `meta_from_aux`, `gene_shapes`, `extract`, `expand`, `descendant_depth`)."""
+"""Learngene methods behind one registry: each method's gene module (`methods/<name>/gene.py`) exposes the same
+small contract (`NAME`, `META` (its metadata class), `AUX_CLASS` (the aux model the trainer exports a gene from,
+or None), `aux_model`, `meta_from_aux`, `gene_shapes`, `extract`, `expand`, `descendant_depth`) and is added
+with `register_method` when its package is imported."""
 
 from __future__ import annotations
 
@@ -10,15 +11,27 @@ from typing import Any
 import jax
 
 from learngene_jax.errors import GeneError, fail
-from learngene_jax.genes import heur, sws, tleg
 from learngene_jax.genes.core import Gene, GeneMeta, descendant, shape_mismatches
 from learngene_jax.models.vit import abstract_params
 
-METHODS: dict[str, ModuleType] = {tleg.NAME: tleg, sws.NAME: sws, heur.NAME: heur}
+METHODS: dict[str, ModuleType] = {}
+
+
+def register_method(module: ModuleType) -> ModuleType:
+    """Add a gene module (the contract above) under its `NAME`."""
+    METHODS[module.NAME] = module
+    return module
+
+
+def _load_methods() -> None:
+    from learngene_jax import methods  # late: method packages import this module to register
+
+    methods.load()
 
 
 def get_method(name: str) -> ModuleType:
     """The method module registered under `name`."""
+    _load_methods()
     if name not in METHODS:
         fail(GeneError, f"unknown learngene method {name!r}; known methods: {', '.join(sorted(METHODS))}")
     return METHODS[name]
@@ -26,6 +39,7 @@ def get_method(name: str) -> ModuleType:
 
 def method_of(model: Any) -> ModuleType | None:
     """The method whose aux model `model` is (None for a plain model)."""
+    _load_methods()
     return next((m for m in METHODS.values() if m.AUX_CLASS is not None and isinstance(model, m.AUX_CLASS)), None)
 
 
@@ -75,4 +89,4 @@ def extract_gene(aux_params: dict[str, Any], meta: GeneMeta) -> Gene:
 
 
 __all__ = ["METHODS", "Gene", "GeneMeta", "aux_model", "aux_params", "descendant_model", "expand", "extract_gene",
-           "get_method", "method_of"]
+           "get_method", "method_of", "register_method"]

@@ -62,13 +62,13 @@ class GeneMeta:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> GeneMeta:
         """Parse and validate stored metadata (unknown keys or a newer format are errors)."""
-        return meta_from_json(cls, data)
+        return parse_meta(cls, data)
 
     def __str__(self) -> str:
         return json.dumps(self.to_json())
 
 
-def meta_from_json(cls: type, data: Any) -> Any:
+def parse_meta(cls: type, data: Any) -> Any:
     """Build the gene-metadata dataclass `cls` from stored JSON: unknown keys, a newer format or missing fields
     are errors; JSON lists become tuples."""
     if not isinstance(data, Mapping):

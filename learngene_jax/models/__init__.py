@@ -1,4 +1,8 @@
-"""Model registry: names → flax modules with their default architecture."""
+"""Model registry: names → flax modules with their default architecture.
+
+The plain architectures shared by every method are registered here (ViT/DeiT with timm's names as aliases, LeViT,
+the small CNN, VGG); each method package registers the models only it uses (aux nets, pools, As-ViT) when it is
+imported, and lookups import the method packages first (`learngene_jax.methods.load`)."""
 
 from __future__ import annotations
 
@@ -6,16 +10,28 @@ from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from learngene_jax.errors import ConfigError, fail
-from learngene_jax.models.asvit import AsViT, from_genotype
-from learngene_jax.models.aux import SWSAux, TLEGAux
 from learngene_jax.models.cnn import SmallCNN
 from learngene_jax.models.levit import VARIANTS as LEVIT_VARIANTS
 from learngene_jax.models.levit import LeViT
-from learngene_jax.models.pool import LearngenePool, PoolStudent, StitchedViT
 from learngene_jax.models.vgg import VGGAncestor, VGGDescendant
 from learngene_jax.models.vit import ViT
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(precision: str) -> Any:
+    """config.precision → the compute dtype; 'auto' is bfloat16 on GPUs and TPUs (the official runs use AMP) and
+    float32 on CPUs (where XLA emulates bfloat16 slowly)."""
+    if precision == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else jnp.float32
+    if precision not in DTYPES:
+        fail(ConfigError, f"precision must be auto, float32 or bfloat16, got {precision!r}")
+    return DTYPES[precision]
+
 
 # Widths and heads of the DeiT sizes used throughout the learngene papers.
 VIT_SIZES = {"ti": dict(width=192, num_heads=3), "s": dict(width=384, num_heads=6),
@@ -32,13 +48,21 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
     return wrap
 
 
+def _load_methods() -> None:
+    from learngene_jax import methods  # late: method packages import this module to register their models
+
+    methods.load()
+
+
 def model_names() -> list[str]:
-    """All registered model names."""
+    """All registered model names (timm-style aliases included)."""
+    _load_methods()
     return sorted(_REGISTRY)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model; keyword arguments override its defaults."""
+    _load_methods()
     if name not in _REGISTRY:
         fail(ConfigError, f"unknown model {name!r}; known models: {', '.join(model_names())}")
     try:
@@ -61,13 +85,7 @@ for _size in VIT_SIZES:
     register(f"deit_{_size}")(
         lambda _s=_size, **kw: _sized(ViT, _s, dict(class_token=True, pool="token", final_norm="norm"), kw))
     register(f"vit_{_size}")(lambda _s=_size, **kw: _sized(ViT, _s, {}, kw))
-    register(f"tleg_aux_{_size}")(lambda _s=_size, **kw: _sized(TLEGAux, _s, {}, kw))
-    # The official SWS Aux-S uses 12 heads of dim 32 (Des-S uses 6 of dim 64); Aux-B is 12 x 64.
-    register(f"sws_aux_{_size}")(lambda _s=_size, **kw: _sized(
-        SWSAux, _s, dict(depth=16, **({"num_heads": 12} if _s == "s" else {})), {**kw}))
-register("tleg_aux")(lambda **kw: TLEGAux(**kw))
 register("cnn")(lambda **kw: SmallCNN(**kw))
-register("sws_aux")(lambda **kw: SWSAux(**{"depth": 16, **kw}))
 register("vgg_ancestor")(lambda **kw: VGGAncestor(**kw))
 register("vgg_descendant")(lambda **kw: VGGDescendant(**kw))
 
@@ -81,23 +99,22 @@ def any_levit(**kwargs: Any) -> LeViT:
 for _name, _cfg in LEVIT_VARIANTS.items():
     register(_name)(lambda _c=_cfg, **kw: LeViT(**{**_c, **kw}))
 
-# Learngene Pool: stage-1 student with its feature projections, the stitched pool, a stitched descendant.
-register("lgpool_student")(lambda **kw: PoolStudent(**kw))
-register("lgpool")(lambda **kw: LearngenePool(**kw))
-register("stitched_vit")(lambda **kw: StitchedViT(**kw))
-
-
-@register("asvit")
-def asvit(genotype: str | None = None, **kwargs: Any) -> AsViT:
-    """As-ViT from a genotype string (default the searched seed); or give the parsed fields as kwargs."""
-    return from_genotype(genotype, **kwargs) if genotype is not None else AsViT(**kwargs)
+# timm's names for the same architectures (class token, token pooling, eps 1e-6: timm's ViT and DeiT), so that
+# `create_model("vit_small_patch16_224")` and `convert --arch deit_tiny_patch16_224` mean what they mean in timm.
+TIMM_SIZES = {"tiny": "ti", "small": "s", "base": "b"}
+TIMM_ALIASES: dict[str, dict[str, Any]] = {}
+for _timm, _size in TIMM_SIZES.items():
+    for _family, _extra in (("vit", {}), ("deit", {}), ("deit", {"distilled": True})):
+        _alias = f"{_family}_{_timm}{'_distilled' if _extra else ''}_patch16_224"
+        TIMM_ALIASES[_alias] = dict(**VIT_SIZES[_size], depth=12, patch_size=16, image_size=224, class_token=True,
+                                    pool="token", final_norm="norm", eps=1e-6, **_extra)
+        register(_alias)(lambda _a=_alias, **kw: ViT(**{**TIMM_ALIASES[_a], **kw}))
 
 # Fields that say how to run a model, not what it is; they are not stored with its weights.
 RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate", "distilled_training",
                   "patch_stride", "patch_dilation")
-_CLASS_NAMES: dict[type, str] = {ViT: "vit", TLEGAux: "tleg_aux", SWSAux: "sws_aux", SmallCNN: "cnn",
-                                 VGGAncestor: "vgg_ancestor", VGGDescendant: "vgg_descendant",
-                                 PoolStudent: "lgpool_student", LearngenePool: "lgpool", StitchedViT: "stitched_vit"}
+_CLASS_NAMES: dict[type, str] = {ViT: "vit", SmallCNN: "cnn", VGGAncestor: "vgg_ancestor",
+                                 VGGDescendant: "vgg_descendant"}
 
 
 def register_class(cls: type, name: str) -> None:
@@ -105,11 +122,10 @@ def register_class(cls: type, name: str) -> None:
     _CLASS_NAMES[cls] = name
 
 
-register_class(AsViT, "asvit")
-
 
 def model_spec(module: nn.Module) -> dict[str, Any]:
     """JSON description {'model': name, 'kwargs': {...}} that `create_model` turns back into `module`."""
+    _load_methods()
     if type(module) not in _CLASS_NAMES:
         fail(ConfigError, f"{type(module).__name__} is not a registered model class")
     skip = {"parent", "name", *RUNTIME_FIELDS}

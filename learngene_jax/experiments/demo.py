@@ -13,7 +13,7 @@ from typing import Any
 
 import ml_collections
 
-from learngene_jax.pipeline import Pipeline
+from learngene_jax.stages import Pipeline
 
 METHOD_LABELS = {"tleg": "TLEG", "sws": "SWS"}
 

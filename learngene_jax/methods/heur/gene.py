@@ -1,6 +1,6 @@
 """Heur Learngene (AAAI 2022): the gene is a run of consecutive Conv-BN-ReLU blocks (official: the last 3) of the
 VGG ancestor trained task after task, BatchNorm running statistics included; a descendant stacks it onto a
-random lower stack and an MLP head. Auto Learngene picks the blocks instead (`genes/auto.py`)."""
+random lower stack and an MLP head. Auto Learngene picks the blocks instead (`methods/heur/auto.py`)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from learngene_jax.errors import GeneError, fail
-from learngene_jax.genes.core import FORMAT_VERSION, Gene, meta_from_json, shape_mismatches
+from learngene_jax.genes.core import FORMAT_VERSION, Gene, parse_meta, shape_mismatches
 from learngene_jax.models.vgg import VGGAncestor, VGGDescendant, init_variables
 
 NAME = "heur"
 # The trainer exports no Heur gene by itself (it sees only params, and the block choice is the pipeline's):
-# `learngene_jax.heur` cuts it out of the final ancestor.
+# `learngene_jax.methods.heur.run` cuts it out of the final ancestor.
 AUX_CLASS = None
 OFFICIAL_GENE_BLOCKS = 3  # official `get_layers_19_20`: the last 3 Conv-BN-ReLU blocks
 
@@ -54,7 +54,7 @@ class HeurGeneMeta:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> HeurGeneMeta:
         """Parse and validate stored metadata."""
-        meta = meta_from_json(cls, data)
+        meta = parse_meta(cls, data)
         check_blocks(meta.blocks, len(meta.ancestor_widths))
         return meta
 
@@ -153,7 +153,7 @@ def descendant_depth(meta: HeurGeneMeta, depth: Any, layers_source: Any = None) 
     """Heur genes are not expanded to a depth: they are inherited by the Heur pipeline."""
     del meta, depth, layers_source
     fail(GeneError, "a heur gene is not expanded by depth into a ViT; its descendants are trained by "
-                    "`--config=configs/heur_vgg.py` (config.task='heur'), see learngene_jax/heur.py")
+                    "`--config=configs/heur_vgg.py` (config.task='heur'), see learngene_jax/methods/heur/run.py")
 
 
 __all__ = ["META", "NAME", "HeurGeneMeta", "aux_model", "check_blocks", "descendant_depth", "descendant_model",

@@ -10,12 +10,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from learngene_jax.distill.losses import kd_soft, soft_target_cross_entropy
-from learngene_jax.distill.objectives import ObjectiveFn, StepInputs, apply_train, register
-from learngene_jax.distill.teacher import Teacher
 from learngene_jax.errors import ConfigError, fail
-from learngene_jax.models.pool import LearngenePool, PoolStudent, distill_points
+from learngene_jax.methods.lgpool.models import LearngenePool, PoolStudent, distill_points
 from learngene_jax.models.vit import ViT, dense
+from learngene_jax.objectives.classification import ObjectiveFn, StepInputs, apply_train, register
+from learngene_jax.objectives.losses import kd_soft, soft_target_cross_entropy
+from learngene_jax.objectives.teacher import Teacher
 
 Array = jax.Array
 

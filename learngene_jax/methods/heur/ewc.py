@@ -1,6 +1,6 @@
-"""Penalties added to any objective. EWC (elastic weight consolidation): λ/2 · Σ F·(θ − θ*)² over the params
-named in a saved anchor (used by Heur Learngene on the inherited layers only), and the diagonal Fisher F it
-weighs them with."""
+"""EWC (elastic weight consolidation), the trainer's `ewc` loss term: λ/2 · Σ F·(θ − θ*)² over the params named
+in a saved anchor (used by Heur Learngene on the inherited layers only), and the diagonal Fisher F it weighs them
+with."""
 
 from __future__ import annotations
 
@@ -85,3 +85,19 @@ def _subtree_problems(sub: dict[str, Any], full: Any, prefix: str = "") -> list[
         elif tuple(value) != tuple(full[key].shape):
             problems.append(f"{prefix}{key} has shape {tuple(value)}, the student's {tuple(full[key].shape)}")
     return problems
+
+
+def ewc_term(config: Any, abstract_params: Any) -> tuple[dict[str, Any], Callable] | None:
+    """The trainer's `ewc` loss term: λ/2 · Σ F·(θ − θ*)² with λ = config.ewc.weight and the anchor at
+    config.ewc.path (None when λ is 0); the anchor's arrays are frozen step inputs, never trained or saved."""
+    weight = float(config.ewc.weight)
+    if not weight:
+        return None
+    if not config.ewc.path:
+        fail(ConfigError, "ewc.weight > 0 needs --config.ewc.path (an anchor written by methods.heur.ewc.save_ewc)")
+    frozen = load_ewc(config.ewc.path, abstract_params)
+
+    def loss(params: Any, anchor: dict[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
+        penalty = ewc_penalty(params, anchor["anchor"], anchor["fisher"])
+        return 0.5 * weight * penalty, {"ewc": penalty}
+    return frozen, loss

@@ -13,9 +13,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from learngene_jax.distill.losses import distillation_loss
-from learngene_jax.distill.teacher import Teacher
 from learngene_jax.errors import ConfigError, fail
+from learngene_jax.objectives.losses import distillation_loss
+from learngene_jax.objectives.teacher import Teacher
 
 BATCH_STATS = "batch_stats"  # BatchNorm running statistics: updated in train mode, not by the optimizer
 

@@ -14,9 +14,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from learngene_jax.asvit.genotype import SEARCH_SPACE, from_choices
-from learngene_jax.asvit.proxies import ProxyEvaluator, ProxyScores, architecture_record, default_proxy_config
 from learngene_jax.errors import ConfigError, fail
+from learngene_jax.methods.asvit.genotype import SEARCH_SPACE, from_choices
+from learngene_jax.methods.asvit.proxies import ProxyEvaluator, ProxyScores, architecture_record, default_proxy_config
 
 Array = jax.Array
 STEPS_FILE = "search_steps.jsonl"
@@ -177,7 +177,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def default_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Paper setting by default; `tiny` is a 3-step run on 32² inputs for tests."""
     config = ml_collections.ConfigDict()
-    config.task = "asvit_search"  # entry point: learngene_jax.asvit.search.run(config, workdir)
+    config.task = "asvit_search"  # entry point: learngene_jax.methods.asvit.search.run(config, workdir)
     config.seed = 8  # official default --rand_seed
     config.steps = 500
     config.learning_rate = 0.08  # Adam

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from learngene_jax.models.pool import LearngenePool, StitchConfig, StitchedViT
+from learngene_jax.methods.lgpool.models import LearngenePool, StitchConfig, StitchedViT
 from learngene_jax.models.vit import ViT
 
 Array = jax.Array

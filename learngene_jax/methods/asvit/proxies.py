@@ -17,10 +17,10 @@ import ml_collections
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from learngene_jax.asvit.data import proxy_images
-from learngene_jax.asvit.genotype import Genotype, format_genotype
 from learngene_jax.errors import ConfigError, fail
-from learngene_jax.models.asvit import NORM_NAMES, AsViT, from_genotype, mac_count, param_count
+from learngene_jax.methods.asvit.data import proxy_images
+from learngene_jax.methods.asvit.genotype import Genotype, format_genotype
+from learngene_jax.methods.asvit.model import NORM_NAMES, AsViT, from_genotype, mac_count, param_count
 
 Array = jax.Array
 Params = dict[str, Any]

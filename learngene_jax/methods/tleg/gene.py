@@ -18,7 +18,7 @@ from learngene_jax.genes.core import (
     meta_kwargs,
     shape_mismatches,
 )
-from learngene_jax.models.aux import TLEGAux, tleg_layers
+from learngene_jax.methods.tleg.aux_net import TLEGAux, tleg_layers
 from learngene_jax.models.vit import abstract_params
 
 NAME = "tleg"

@@ -23,17 +23,18 @@ import numpy as np
 from learngene_jax import data
 from learngene_jax.config_lib import with_changes
 from learngene_jax.data.device import normalize
-from learngene_jax.data.tasks import build_manifest, resolve_examples, save_manifest
-from learngene_jax.distill.losses import cross_entropy
 from learngene_jax.errors import ConfigError, fail
-from learngene_jax.genes import auto, heur
 from learngene_jax.genes.core import Gene
 from learngene_jax.genes.io import save_gene
+from learngene_jax.methods.heur import auto
+from learngene_jax.methods.heur import gene as heur
+from learngene_jax.methods.heur.ewc import empirical_fisher, save_ewc
+from learngene_jax.methods.heur.tasks import build_manifest, resolve_examples, save_manifest
+from learngene_jax.methods.heur.widen import final_widths, widen
 from learngene_jax.models.io import load_model, save_model
 from learngene_jax.models.vgg import VGGAncestor, VGGDescendant, init_variables
 from learngene_jax.models.vit import count_params
-from learngene_jax.models.widen import final_widths, widen
-from learngene_jax.regularizers import empirical_fisher, save_ewc
+from learngene_jax.objectives.losses import cross_entropy
 from learngene_jax.train import train
 
 SECTIONS = ("heur", "auto")  # pipeline settings, not trainer keys
@@ -103,7 +104,7 @@ class Pipeline:
 
     def ancestor(self, manifest: dict[str, Any], track: bool) -> dict[str, Any]:
         """Train the ancestor on every continual task in turn, widening it between tasks with a fresh head for
-        each task's classes; with `track`, record each block's change per task (genes/auto.py)."""
+        each task's classes; with `track`, record each block's change per task (methods/heur/auto.py)."""
         h, a = self.h, self.h.ancestor
         root = self.workdir / "ancestor"
         model = VGGAncestor(num_classes=h.continual_ways, image_size=self.config.data.image_size,
@@ -140,7 +141,7 @@ class Pipeline:
 
     def pseudo_descendant(self, manifest: dict[str, Any], anc: dict[str, Any], blocks: tuple[int, ...]
                           ) -> dict[str, Any]:
-        """The paper's criterion (genes/auto.py): a fresh model of the descendants' architecture (the gene of
+        """The paper's criterion (methods/heur/auto.py): a fresh model of the descendants' architecture (the gene of
         `blocks` → random lower stack + gene-shaped blocks + head) trained on a source task (`auto.pseudo_task`
         of the continual sequence; never an inheritable task) while matching every ancestor block, with the
         matching weights meta-learned; returns the per-block scores and the pair weights."""

@@ -12,10 +12,10 @@ from typing import Any
 import jax
 import ml_collections
 
-from learngene_jax.asvit.genotype import SEED, Genotype, format_genotype, parse_genotype
-from learngene_jax.asvit.proxies import ProxyEvaluator, ProxyScores, architecture_record, default_proxy_config
 from learngene_jax.errors import ConfigError, fail
-from learngene_jax.models.asvit import from_genotype, mac_count, param_count
+from learngene_jax.methods.asvit.genotype import SEED, Genotype, format_genotype, parse_genotype
+from learngene_jax.methods.asvit.model import from_genotype, mac_count, param_count
+from learngene_jax.methods.asvit.proxies import ProxyEvaluator, ProxyScores, architecture_record, default_proxy_config
 
 STEPS_FILE = "grow_steps.jsonl"
 RESULT_FILE = "grow_result.json"
@@ -141,7 +141,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def default_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Paper setting by default; `tiny` is one step with four candidates on 32² inputs for tests."""
     config = ml_collections.ConfigDict()
-    config.task = "asvit_grow"  # entry point: learngene_jax.asvit.grow.run(config, workdir)
+    config.task = "asvit_grow"  # entry point: learngene_jax.methods.asvit.grow.run(config, workdir)
     config.seed = 27  # official default --rand_seed of grow.py
     config.arch = SEED  # the searched seed topology
     config.proxy_width = 8  # initial width D of the narrow proxy networks

@@ -20,7 +20,7 @@ from learngene_jax.genes.core import (
     meta_kwargs,
     shape_mismatches,
 )
-from learngene_jax.models.aux import SWSAux, sws_layers
+from learngene_jax.methods.sws.aux_net import SWSAux, sws_layers
 from learngene_jax.models.vit import abstract_params
 
 NAME = "sws"

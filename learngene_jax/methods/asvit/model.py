@@ -13,7 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from learngene_jax.asvit.genotype import (
+from learngene_jax.errors import ConfigError, fail
+from learngene_jax.methods.asvit.genotype import (
     EMBED_STRIDE,
     NUM_STAGES,
     SEED,
@@ -23,7 +24,6 @@ from learngene_jax.asvit.genotype import (
     stage_width,
     validate,
 )
-from learngene_jax.errors import ConfigError, fail
 from learngene_jax.models.vit import trunc_normal_02
 
 Array = jax.Array
@@ -142,7 +142,7 @@ class PatchMerging(nn.Module):
 
 
 class AsViT(nn.Module):
-    """As-ViT from a parsed genotype (see `learngene_jax.asvit.genotype`); images are NHWC.
+    """As-ViT from a parsed genotype (see `learngene_jax.methods.asvit.genotype`); images are NHWC.
 
     Params: patch_embed, patch_norm, stage{i}_block{j}, stage{i}_merge (i < 3), norm, head_fc1, head_fc2.
     `use_norm=False` removes every LayerNorm (the official `switch_norm('id')`, used by length distortion).

@@ -16,7 +16,7 @@ import ml_collections
 
 from learngene_jax.models.io import load_model
 from learngene_jax.models.vit import forward_macs
-from learngene_jax.pipeline import Pipeline
+from learngene_jax.stages import Pipeline
 
 
 def gmacs(model_dir: str) -> float:

@@ -44,8 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from learngene_jax.distill.losses import cross_entropy
 from learngene_jax.errors import ConfigError, fail
+from learngene_jax.objectives.losses import cross_entropy
 
 STATISTICS = ("pseudo_descendant", "weights", "gradients")
 LEAST_CHANGE = ("weights", "gradients")  # the least-change statistics: lower is better

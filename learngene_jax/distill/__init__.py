@@ -1,1 +1,0 @@
-"""Distillation: a frozen teacher and the loss terms that use it."""

@@ -1,0 +1,12 @@
+"""TLEG (Transformer as Linear Expansion of learnGene, AAAI 2024): the gene is one (θ_A, θ_B) pair per
+sub-layer; layer l of a depth-L model is θ_B + (l−1)/L·θ_A. `aux_net` is the Aux-Net, `gene` the contract."""
+
+from learngene_jax import genes, models
+from learngene_jax.methods.tleg import gene
+from learngene_jax.methods.tleg.aux_net import TLEGAux
+
+genes.register_method(gene)
+models.register_class(TLEGAux, "tleg_aux")
+models.register("tleg_aux")(lambda **kw: TLEGAux(**kw))
+for _size, _dims in models.VIT_SIZES.items():
+    models.register(f"tleg_aux_{_size}")(lambda _d=_dims, **kw: TLEGAux(**{**_d, **kw}))

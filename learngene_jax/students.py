@@ -1,0 +1,149 @@
+"""Where a run's student and its initial weights come from: builders registered in `registry.STUDENTS` by the code
+that owns them. Here: `scratch` (a fresh registry model), `inherit` (a trained model directory's weights, the
+pre-train-then-fine-tune baseline) and `gene` (a learngene's descendant); methods add others (weight selection).
+The trainer asks `student_kind(config)` and calls the builder, knowing nothing about any method."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from learngene_jax import genes
+from learngene_jax.errors import ConfigError, fail
+from learngene_jax.genes.io import load_gene
+from learngene_jax.models import RUNTIME_FIELDS, compute_dtype, create_model
+from learngene_jax.models.io import load_model
+from learngene_jax.models.vit import ViT, resample_pos_embed
+from learngene_jax.registry import STUDENTS
+
+
+@dataclasses.dataclass
+class Student:
+    """The model being trained and where its initial weights come from."""
+
+    model: nn.Module
+    init: Callable[[jax.Array, Any], dict[str, Any]]  # (rng, source) → variables
+    source: Any  # arrays `init` starts from (gene params, a model's variables) or None
+    method: ModuleType | None  # the learngene method when the model is an aux model
+    origin: str  # 'scratch', 'gene:DIR' or 'init:DIR', for logs and summaries
+
+
+def student_kind(config: Any) -> str:
+    """The registered builder this config asks for: `gene` with config.gene, config.init_method with config.init,
+    else `scratch`."""
+    if config.gene:
+        return "gene"
+    return config.init_method if config.init else "scratch"
+
+
+def build_student(config: Any, num_classes: int) -> Student:
+    """The student of this run, from the builder `student_kind(config)` names."""
+    kind = student_kind(config)
+    if config.init and kind not in STUDENTS:
+        fail(ConfigError, f"unknown init_method {kind!r}; known: "
+                          f"{', '.join(n for n in STUDENTS.names() if n not in ('gene', 'scratch'))}")
+    return STUDENTS.get(kind)(config, num_classes)
+
+
+def model_kwargs(config: Any) -> dict[str, Any]:
+    """config.model without its name, lists as tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.items() if k != "name"}
+
+
+def runtime_kwargs(config: Any) -> dict[str, Any]:
+    """The run-time model fields this config sets (compute dtype, scan, remat, drop path, ...)."""
+    return {"dtype": compute_dtype(config.precision),
+            **{k: v for k, v in model_kwargs(config).items() if k in RUNTIME_FIELDS}}
+
+
+def registry_model(config: Any, num_classes: int) -> nn.Module:
+    """config.model built from the registry, with the data's classes, image size and channels by default."""
+    if config.model.name == "descendant":
+        fail(ConfigError, "config.model.name='descendant' expands a gene: pass --config.gene=GENE_DIR (a stage-1 "
+                          "WORKDIR/gene or a converted official gene) and --config.depth=N")
+    kwargs = {"num_classes": num_classes, "image_size": config.data.image_size, "in_chans": config.data.channels,
+              **model_kwargs(config)}
+    return create_model(config.model.name, **kwargs, dtype=compute_dtype(config.precision))
+
+
+def dummy_images(model: nn.Module) -> jax.Array:
+    """One zero image of the model's input shape (batch 1, height, width, channels), to initialise it."""
+    return jnp.zeros((1, model.image_size, model.image_size, model.in_chans), jnp.float32)
+
+
+@STUDENTS.register("scratch")
+def scratch(config: Any, num_classes: int) -> Student:
+    """A fresh registry model (for an aux model, its gene is saved at the end)."""
+    model = registry_model(config, num_classes)
+    return Student(model, lambda rng, _: model.init(rng, dummy_images(model), train=False), None,
+                   genes.method_of(model), "scratch")
+
+
+@STUDENTS.register("gene")
+def from_gene(config: Any, num_classes: int) -> Student:
+    """The descendant that config.gene expands into at config.depth (`genes.expand`)."""
+    gene = load_gene(config.gene)
+    kwargs = model_kwargs(config)
+    expand_kw = dict(layers_source=config.layers_source or None, layout=config.layout, num_classes=num_classes)
+    model = genes.descendant_model(gene, config.depth or None, **expand_kw, **runtime_kwargs(config))
+    for key, value in kwargs.items():
+        if key not in RUNTIME_FIELDS and getattr(model, key, value) != value:
+            fail(ConfigError, f"gene {config.gene} has {key}={getattr(model, key)} but config.model.{key}="
+                              f"{value}; drop the override or use a gene that matches")
+    if config.data.image_size != gene.meta.image_size:
+        fail(ConfigError, f"gene {config.gene} takes {gene.meta.image_size}px images but data.image_size is "
+                          f"{config.data.image_size}")
+
+    def init(rng, gene_params):
+        return {"params": genes.expand(genes.Gene(gene_params, gene.meta), config.depth or None, rng=rng,
+                                       **expand_kw)}
+    return Student(model, init, gene.params, None, f"gene:{config.gene}")
+
+
+@STUDENTS.register("inherit")
+def inherit(config: Any, num_classes: int) -> Student:
+    """All weights of the model directory config.init that still fit (a new head for another class count)."""
+    runtime = runtime_kwargs(config)
+    model, variables = load_model(config.init, **runtime)
+    model, variables = fit_image_size(config.init, model, variables, config.data.image_size)
+    if model.num_classes != num_classes:
+        if not model.num_classes:
+            print(f"init: {config.init} has no head; this run adds a fresh {num_classes}-class head", flush=True)
+        model = model.clone(num_classes=num_classes)
+
+    def init(rng, loaded):
+        fresh = flatten_dict(model.init(rng, dummy_images(model), train=False))
+        old = flatten_dict(loaded)
+        # keep every loaded array whose shape still fits (all but a head for a new class count, or a head the
+        # loaded model never had)
+        return unflatten_dict({k: old[k] if k in old and old[k].shape == v.shape else v for k, v in fresh.items()})
+    return Student(model, init, variables, genes.method_of(model), f"init:{config.init}")
+
+
+def fit_image_size(path: str, model: nn.Module, variables: dict[str, Any], image_size: int
+                    ) -> tuple[nn.Module, dict[str, Any]]:
+    """A loaded model for `image_size` images: unchanged when it already takes them; a plain ViT gets its
+    position table resampled (said in the log); anything else is a ConfigError."""
+    trained = getattr(model, "image_size", image_size)
+    if trained == image_size:
+        return model, variables
+    if type(model) is not ViT or image_size % model.patch_size:
+        fail(ConfigError, f"init {path} takes {trained}px images but data.image_size is {image_size}; only a plain "
+                          f"ViT's position table can be resampled (to a multiple of its patch size "
+                          f"{getattr(model, 'patch_size', '?')}): set data.image_size={trained}")
+    new = model.clone(image_size=image_size)
+    params = dict(variables["params"])
+    params["pos_embed"] = resample_pos_embed(params["pos_embed"], model.num_prefix_tokens, new.grid)
+    print(f"init: {path} was trained on {trained}px images; resampled its position embeddings from a "
+          f"{model.grid}×{model.grid} to a {new.grid}×{new.grid} grid (bicubic, as timm) for {image_size}px",
+          flush=True)
+    return new, {**variables, "params": params}
+
+
