@@ -11,11 +11,15 @@ and 130/300 of the epochs. Parameters never change shape; only the token grid do
 released, so augmentation and optimizer follow DeiT). `retok=0` trains at stride 4 throughout, for comparison.
 """
 
+from pathlib import Path
+
 import ml_collections
 
-from learngene_jax.config_lib import base_config, deit_recipe, parse_arg
+from learngene_jax.config_lib import base_config, config_module, parse_arg
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.methods.asvit.genotype import SEED
+
+HERE = Path(__file__).parent
 
 # (fraction of the epochs at which a phase starts, stride, dilation): the paper's 0/80/130 of 300.
 PHASES = ((0.0, 16, 5), (80 / 300, 8, 2), (130 / 300, 4, 1))
@@ -30,7 +34,7 @@ def get_config(arg=None):
     """`arg`: data=digits|imagenet,epochs=N,retok=1|0."""
     args = parse_arg(arg, {"data": "digits", "epochs": 0, "retok": 1})
     if args["data"] == "imagenet":
-        c = deit_recipe(base_config())
+        c = config_module(HERE / "deit.py").deit_recipe(base_config())
         c.epochs = args["epochs"] or 300
         c.model = ml_collections.ConfigDict({"name": "asvit", "genotype": SEED})
     elif args["data"] == "digits":

@@ -16,13 +16,15 @@ alone — a close call); Auto gene 0.929 ± 0.033, Heur gene 0.891 ± 0.121, scr
 reaches 0.965 ± 0.031). `dataset=cifar100` as in heur_vgg; `smoke=True` for tests.
 """
 
-from learngene_jax.config_lib import heur_recipe, parse_arg
+from pathlib import Path
+
+from learngene_jax.config_lib import config_module, parse_arg
 
 
 def get_config(arg=None):
     """`arg`: dataset=digits|cifar100, statistic=pseudo_descendant|weights|gradients, smoke=True."""
     args = parse_arg(arg, {"dataset": "digits", "statistic": "pseudo_descendant", "smoke": False})
-    c = heur_recipe(args["dataset"], args["smoke"])
+    c = config_module(Path(__file__).with_name("heur_vgg.py")).heur_recipe(args["dataset"], args["smoke"])
     c.task, c.name = "auto", c.name.replace("heur", "auto")
     c.auto.statistic = args["statistic"]
     return c

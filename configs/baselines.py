@@ -8,15 +8,17 @@ trained from scratch plus the weight-selection and pre-train → fine-tune runs.
 docs/results.md. `:smoke=True` is a seconds-long version for tests.
 """
 
+from pathlib import Path
+
 import ml_collections
 
-from learngene_jax.config_lib import digits_demo, parse_arg
+from learngene_jax.config_lib import load_config, parse_arg
 
 
 def get_config(arg=None):
     """`arg`: smoke=True for a tiny version (tests)."""
     smoke = parse_arg(arg, {"smoke": False})["smoke"]
-    c = digits_demo(smoke)
+    c = load_config(Path(__file__).with_name("demo.py"), f"smoke={smoke}")
     c.task, c.name = "baselines", "baselines"
     c.baselines = ml_collections.ConfigDict(dict(ancestor_depth=2 if smoke else 8,
                                                  ancestor_epochs=1 if smoke else 10))

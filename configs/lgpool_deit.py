@@ -15,10 +15,14 @@ not scaled by batch size here, as there (`optim.scale_lr=False`; DeiT's harness 
 "Deliberate deviations". `instances=ti+s+b` adds a Small instance stitched Ti→S→B (SN-Net's nearest pairs).
 """
 
+from pathlib import Path
+
 import ml_collections
 
-from learngene_jax.config_lib import base_config, deit_recipe, parse_arg
+from learngene_jax.config_lib import base_config, config_module, parse_arg
 from learngene_jax.models import VIT_SIZES
+
+HERE = Path(__file__).parent
 
 # Feature points per instance size in the official runs: 3 = '[front,end]', 1 = '[end]'.
 OFFICIAL_POINTS = {"ti": 3, "s": 1, "b": 1}
@@ -28,7 +32,7 @@ def get_config(arg=None):
     """`arg`: depth=6|9, instances=ti+b (DeiT sizes joined by '+'; ti+s+b stitches Ti→S→B)."""
     args = parse_arg(arg, {"depth": 6, "instances": "ti+b"})
     sizes = args["instances"].split("+")
-    c = deit_recipe(base_config())
+    c = config_module(HERE / "deit.py").deit_recipe(base_config())
     c.task, c.name = "lgpool", f"lgpool_deit_L{args['depth']}"
     c.batch_size = 256
     c.optim.scale_lr = False  # the official scripts pass --lr 5e-4 as the lr itself

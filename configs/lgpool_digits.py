@@ -17,16 +17,18 @@ them at 0.799 (0.411-0.920) and reaches 0.862 (0.549-0.940). `--config.lgpool.st
 that pool. `configs/lgpool_digits.py:smoke=True` is a seconds-long version for tests.
 """
 
+from pathlib import Path
+
 import ml_collections
 
-from learngene_jax.config_lib import digits_base, parse_arg
+from learngene_jax.config_lib import load_config, parse_arg
 
 
 def get_config(arg=None):
     """`arg`: smoke=True for a tiny version (tests)."""
     args = parse_arg(arg, {"smoke": False})
     # Digits 8×8 upsampled to 16×16, patch 4 (16 tokens + class token), no augmentation; AdamW unscaled, cosine.
-    c = digits_base("lgpool", "lgpool_digits")
+    c = load_config(Path(__file__).with_name("digits.py"), "task=lgpool,name=lgpool_digits")
     c.optim.update({"scale_lr": False, "lr": 1e-3, "min_lr": 1e-5, "weight_decay": 0.05, "warmup_epochs": 0.5})
     c.checkpoint.every_steps = 10_000
     c.lgpool = ml_collections.ConfigDict(dict(

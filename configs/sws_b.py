@@ -17,10 +17,13 @@ Hardware: the official runs used 4 GPUs at global batch 512 (lr scales with batc
 here (no ImageNet on these machines); expected results are the papers' (see README).
 """
 
-from learngene_jax.config_lib import learngene_imagenet, parse_arg
+from pathlib import Path
+
+from learngene_jax.config_lib import config_module, parse_arg
 
 
 def get_config(arg=None):
     """`arg`: stage=aux|descendant|scratch, depth=N (descendants), gene=DIR."""
     args = parse_arg(arg, {"stage": "aux", "depth": 12, "gene": ""})
-    return learngene_imagenet("sws", "b", args["stage"], args["depth"], args["gene"])
+    recipe = config_module(Path(__file__).with_name("learngene_imagenet.py"))
+    return recipe.learngene_imagenet("sws", "b", args["stage"], args["depth"], args["gene"])

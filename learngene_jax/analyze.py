@@ -16,13 +16,12 @@ A PCA trajectory plot shows each param's layers projected on its first two princ
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from learngene_jax import cli
+from learngene_jax import cli, stages
 from learngene_jax.errors import UserError, fail
 
 
@@ -142,16 +141,14 @@ def main(argv: list[str] | None = None) -> None:
     params, what = load_params_for_analysis(args.checkpoint, args.num_heads)
     report = linearity_report(params)
     table = format_table(report)
-    print(f"{what}: {args.checkpoint}\n\n{table}")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "linearity.md").write_text(f"# Layer linearity: {what}\n\n`{args.checkpoint}`\n\n{table}\n")
-        (out / "linearity.json").write_text(json.dumps({"source": str(args.checkpoint), "what": what,
-                                                        "params": report}, indent=1))
-        plot_trajectories(report, out / "linearity.png", f"{what}: PCA trajectory of layers (colour = depth)")
-        print(f"\nwritten to {out}/linearity.{{md,json,png}}")
-
+    print(f"{what}: {args.checkpoint}\n")
+    if not args.out:
+        print(table)
+        return
+    stages.write_summary(args.out, {"source": str(args.checkpoint), "what": what, "params": report}, name="linearity",
+                         title=f"Layer linearity: {what}", table=table, sections=[f"`{args.checkpoint}`"],
+                         plot=lambda path: plot_trajectories(report, path, f"{what}: PCA trajectory of layers "
+                                                                           "(colour = depth)"))
 
 if __name__ == "__main__":
     cli.run(main)

@@ -19,7 +19,6 @@ frameworks pair by pair (same round). Prints a table, then one JSON object per f
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from learngene_jax import cli, hostmem
+from learngene_jax.config_lib import load_config
 from learngene_jax.errors import UserError, fail
 
 if TYPE_CHECKING:
@@ -545,20 +545,6 @@ def _expand_one(args: argparse.Namespace, framework: str) -> dict[str, Any]:
 
 INPUT_FRAMEWORKS = ("learngene_jax", "timm")
 DEFAULT_CONFIG = "configs/tleg_s.py"
-
-
-def load_config(spec: str) -> Any:
-    """`configs/X.py[:arg]` → its `get_config(arg)` (a relative path is also looked up in the checkout)."""
-    path, _, arg = spec.partition(":")
-    file = Path(path).expanduser()
-    if not file.is_file() and not file.is_absolute() and (PACKAGE_ROOT / file).is_file():
-        file = PACKAGE_ROOT / file
-    if not file.is_file():
-        fail(UserError, f"--config {path}: no such file")
-    module_spec = importlib.util.spec_from_file_location(file.stem, file)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
 
 
 def _folder(args: argparse.Namespace) -> Path:

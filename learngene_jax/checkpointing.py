@@ -22,9 +22,6 @@ import orbax.checkpoint as ocp
 from learngene_jax.distributed import preemption_service_running
 from learngene_jax.errors import UserError, fail
 
-# Orbax logs every save/restore at INFO through absl; keep the console for the toolkit's own messages.
-logging.getLogger("absl").setLevel(logging.WARNING)
-
 
 def _checkpointer() -> ocp.Checkpointer:
     return ocp.Checkpointer(ocp.CompositeCheckpointHandler(params=ocp.StandardCheckpointHandler(),

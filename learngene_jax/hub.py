@@ -173,7 +173,7 @@ def _card(tags: list[str], title: str, text: str, usage: str) -> str:
 def _gene_card(gene: Gene) -> str:
     method = gene.meta.method
     text = (f"A {method} learngene ({count_params(gene.params):,} params) exported by learngene_jax {__version__}. "
-            f"Expand it into descendants with `learngene_jax.genes.expand`.")
+            f"Descendants are built from it by the learngene_jax `{method}` method (`learngene_jax.genes`).")
     example = min(flatten(gene.params), default="")
     usage = _USAGE.format(target="gene", weights=WEIGHTS_NAME, example=example, config=CONFIG_NAME,
                           what="gene metadata (method and aux architecture)")

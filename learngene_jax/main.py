@@ -10,10 +10,10 @@ import re
 import sys
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from learngene_jax import distributed, hostmem, registry
+from learngene_jax import distributed, hostmem, logs, registry
 from learngene_jax.errors import UserError
 
 # The generic tasks; each method package registers its own (heur, auto, lgpool, asvit_search, ...).
@@ -65,9 +65,8 @@ def main(argv: list[str]) -> None:
         enable_compilation_cache()
         config = FLAGS.config
         task = resolve_task(config.task)
-        if not FLAGS["verbosity"].present:
-            # after the task's imports, some of which (tfds, orbax) reset absl's level; -v 0 brings INFO back
-            logging.set_verbosity(logging.ERROR)
+        # after the task's imports, some of which (tfds, orbax) reset absl's level; -v N shows the libraries' logs
+        logs.setup(FLAGS.verbosity if FLAGS["verbosity"].present else None)
         record_command(FLAGS.workdir)
         task(config, FLAGS.workdir)
     except UserError as e:

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from learngene_jax import logs
+
 
 class MetricWriter:
     """Appends {"step", "split", **values} to metrics.jsonl and writes scalars for TensorBoard."""
@@ -66,13 +68,17 @@ class Progress:
         eta = (self.total - step) * self.batch_size / self.images_per_s if self.images_per_s else float("nan")
         line = (f"[{self.label}] step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) loss {loss:.4f}"
                 f" | {self.images_per_s:,.0f} img/s | ETA {_duration(eta)}")
-        print(("\r" + line + "\033[K") if self._tty else line, end="" if self._tty else "\n", file=sys.stderr,
-              flush=True)
+        if self._tty:  # one progress line, rewritten in place
+            print("\r" + line + "\033[K", end="", file=sys.stderr, flush=True)
+        else:
+            logs.info(line)
 
     def note(self, text: str) -> None:
         """A line of its own (e.g. an eval result)."""
         if self.enabled:
-            print(("\n" if self._tty else "") + f"[{self.label}] {text}", file=sys.stderr, flush=True)
+            if self._tty:
+                print(file=sys.stderr, flush=True)  # end the progress line
+            logs.info(f"[{self.label}] {text}")
 
 
 def _duration(seconds: float) -> str:

@@ -53,8 +53,7 @@ def run_seeds(seeds: list[int], workdir: Path, smoke: bool = False) -> float:
     --config.seed=N); returns the wall time in seconds."""
     from absl import logging
 
-    from learngene_jax.bench import load_config
-    from learngene_jax.config_lib import with_changes
+    from learngene_jax.config_lib import load_config, with_changes
     from learngene_jax.main import enable_compilation_cache, resolve_task
 
     enable_compilation_cache()

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from learngene_jax import genes
+from learngene_jax import genes, logs
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.genes.io import load_gene
 from learngene_jax.models import RUNTIME_FIELDS, compute_dtype, create_model
@@ -115,7 +115,7 @@ def inherit(config: Any, num_classes: int) -> Student:
     model, variables = fit_image_size(config.init, model, variables, config.data.image_size)
     if model.num_classes != num_classes:
         if not model.num_classes:
-            print(f"init: {config.init} has no head; this run adds a fresh {num_classes}-class head", flush=True)
+            logs.info(f"init: {config.init} has no head; this run adds a fresh {num_classes}-class head")
         model = model.clone(num_classes=num_classes)
 
     def init(rng, loaded):
@@ -141,9 +141,8 @@ def fit_image_size(path: str, model: nn.Module, variables: dict[str, Any], image
     new = model.clone(image_size=image_size)
     params = dict(variables["params"])
     params["pos_embed"] = resample_pos_embed(params["pos_embed"], model.num_prefix_tokens, new.grid)
-    print(f"init: {path} was trained on {trained}px images; resampled its position embeddings from a "
-          f"{model.grid}×{model.grid} to a {new.grid}×{new.grid} grid (bicubic, as timm) for {image_size}px",
-          flush=True)
+    logs.info(f"init: {path} was trained on {trained}px images; resampled its position embeddings from a "
+              f"{model.grid}×{model.grid} to a {new.grid}×{new.grid} grid (bicubic, as timm) for {image_size}px")
     return new, {**variables, "params": params}
 
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from learngene_jax import checkpointing, data, genes, sharding
+from learngene_jax import checkpointing, data, genes, logs, sharding
 from learngene_jax.data.device import normalize, prepare_batch
 from learngene_jax.data.mix import mix_batch
 from learngene_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -143,12 +143,12 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
         state, _ = ckpts.restore(latest, target)
         batches = ckpts.restore_data(latest, lambda state: train_data.steps(total_steps, state=state),
                                      lambda: train_data.steps(total_steps, start=latest))
-        _log(main, f"resumed from step {latest} in {ckpts.directory}")
+        logs.info(f"resumed from step {latest} in {ckpts.directory}")
     else:
         state = jax.jit(init_state, out_shardings=state_shardings)(init_rng, student.source)
         batches = train_data.steps(total_steps)
     num_params = count_params(abstract["params"])
-    _log(main, f"[{config.name or 'train'}] {type(model).__name__} {num_params:,} params ({student.origin}); "
+    logs.info(f"[{config.name or 'train'}] {type(model).__name__} {num_params:,} params ({student.origin}); "
                f"{len(train_data.source)} train / {len(eval_data.source)} eval examples, {num_classes} classes; "
                f"{config.epochs} epochs x {steps_per_epoch} steps, batch {config.batch_size}; mesh "
                f"{dict(mesh.shape)} ({strategy})" + (f"; teacher {type(teacher.model).__name__}" if teacher else ""))
@@ -400,14 +400,8 @@ def export(config: Any, workdir: Path, student: Student, state: dict[str, Any], 
         gene = genes.extract_gene(variables["params"], meta)
         summary["gene"] = str(save_gene(workdir / "gene", gene, overwrite=True))
         summary["gene_params"] = count_params(gene.params)
-        _log(main, f"saved the {meta.method} gene ({summary['gene_params']:,} params) to {summary['gene']}")
+        logs.info(f"saved the {meta.method} gene ({summary['gene_params']:,} params) to {summary['gene']}")
     if main:
         (workdir / "final.json").write_text(json.dumps(summary, indent=2))
-        _log(main, f"final eval: top-1 {summary['top1']:.4f} top-5 {summary['top5']:.4f} loss {summary['loss']:.4f} "
+        logs.info(f"final eval: top-1 {summary['top1']:.4f} top-5 {summary['top5']:.4f} loss {summary['loss']:.4f} "
                    f"({summary['train_time_s']}s training)")
-
-
-def _log(main: bool, text: str) -> None:
-    if main:
-        print(text, file=sys.stderr, flush=True)
-

@@ -1,6 +1,5 @@
 """As-ViT: genotypes, the network against the official code, the proxies, search and grow end to end."""
 
-import importlib.util
 import json
 import math
 import re
@@ -12,6 +11,7 @@ import pytest
 from conftest import DATA, REPO
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from learngene_jax.config_lib import load_config
 from learngene_jax.errors import ConfigError
 from learngene_jax.methods.asvit import genotype as gt
 from learngene_jax.methods.asvit import grow, proxies, search
@@ -300,21 +300,20 @@ def test_grow_candidates_and_choice():
 
 
 def _config(name, arg):
-    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config(REPO / "configs" / f"{name}.py", arg)
 
 
 def test_configs_reject_unknown_variants():
-    with pytest.raises(ConfigError, match="unknown variant 'huge'"):
+    with pytest.raises(ConfigError, match="config argument 'huge' is not one of"):
         _config("asvit_search", "huge")
+    with pytest.raises(ConfigError, match="config argument 'tiny' is not one of"):  # the old bare variant
+        _config("asvit_grow", "tiny")
     assert _config("asvit_grow", None).arch == gt.SEED
 
 
 def test_search_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setattr(proxies, "MAX_COMPILED", 2)  # also run the cache clearing that long searches need
-    result = search.run(_config("asvit_search", "tiny"), str(tmp_path))
+    result = search.run(_config("asvit_search", "smoke=True"), str(tmp_path))
     steps = [json.loads(line) for line in (tmp_path / search.STEPS_FILE).read_text().splitlines()]
     assert [s["step"] for s in steps] == [0, 1, 2] and steps[0]["reward"] == 0.0
     for s in steps:
@@ -326,7 +325,7 @@ def test_search_runs_end_to_end(tmp_path, monkeypatch):
 
 
 def test_grow_runs_end_to_end(tmp_path):
-    result = grow.run(_config("asvit_grow", "tiny"), str(tmp_path))
+    result = grow.run(_config("asvit_grow", "smoke=True"), str(tmp_path))
     (line,) = (tmp_path / grow.STEPS_FILE).read_text().splitlines()
     step = json.loads(line)
     assert len(step["candidates"]) == 4 and step["dropped"] == []

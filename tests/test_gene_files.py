@@ -1,21 +1,22 @@
 """Genes as one .safetensors file and in the Hugging Face layout: exact round trips, PyTorch reading the files,
 one-line errors for bad files, repo ids read from the local cache only, and the converter's subcommands."""
 
+import functools
 import json
 import socket
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import randomize, run_module
-from helpers import tiny_gene
+from conftest import run_module
+from helpers import TINY
 
 from learngene_jax import genes, hub
 from learngene_jax.convert import state_dict, vit
 from learngene_jax.convert.__main__ import main as convert_main
 from learngene_jax.convert.table import flatten
 from learngene_jax.errors import GeneError, UserError
+from learngene_jax.genes.core import Gene
 from learngene_jax.genes.files import (
     GENE_KEY,
     header,
@@ -25,35 +26,43 @@ from learngene_jax.genes.files import (
 )
 from learngene_jax.genes.io import load_gene, save_gene
 from learngene_jax.models import create_model
-from learngene_jax.models.io import load_model, save_model
-from learngene_jax.models.vgg import init_variables
+from learngene_jax.models.io import abstract_variables, load_model, save_model
 from learngene_jax.models.vit import abstract_params
 
 VGG = dict(num_classes=3, image_size=16, widths=(4, 4, 6, 6, 8, 8), pool_after=(1, 3), hidden=(16,))
+AUX = {"tleg": dict(TINY, depth=4), "sws": dict(TINY, depth=5, stage_sizes=(2, 1, 2))}
 
 
-def make_gene(method):
-    """A tiny randomised gene: TLEG and SWS from their aux ViTs, Heur from a VGG ancestor (with BN statistics)."""
-    if method != "heur":
-        return tiny_gene(method)[2]
-    model, variables = vgg_model()
-    heur = genes.get_method("heur")
-    return heur.extract(variables, heur.meta_from_aux(model))
+def random_like(shapes, seed):
+    """Random arrays of `shapes` (a tree of ShapeDtypeStructs); BatchNorm variances stay positive. Nothing is
+    compiled, which keeps this file fast."""
+    rng = np.random.default_rng(seed)
+    tree = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), dict(shapes))
+    if "batch_stats" in tree:
+        tree["batch_stats"] = jax.tree.map(lambda a: np.abs(a) + 0.5, tree["batch_stats"])
+    return tree
+
+
+@functools.cache
+def make_gene(method, seed=0):
+    """A gene of a tiny architecture (TLEG/SWS aux ViTs, a Heur VGG ancestor with BN statistics) with random arrays
+    of the method's gene shapes."""
+    model = create_model("vgg_ancestor", **VGG) if method == "heur" else create_model(f"{method}_aux", **AUX[method])
+    meta = genes.get_method(method).meta_from_aux(model)
+    return Gene(random_like(genes.get_method(method).gene_shapes(meta), seed), meta)
 
 
 def vgg_model():
-    """A small VGG ancestor with randomised params and positive BatchNorm statistics."""
+    """A small VGG ancestor (params and batch_stats) with random variables."""
     model = create_model("vgg_ancestor", **VGG)
-    variables = init_variables(model, jax.random.key(0))
-    return model, {"params": randomize(variables["params"], 1),
-                   "batch_stats": jax.tree.map(lambda a: np.asarray(a) + 0.5, variables["batch_stats"])}
+    return model, random_like(abstract_variables(model), 1)
 
 
 def vit_model():
-    """A tiny timm-layout ViT (class token, token pooling, norm) with randomised params."""
+    """A tiny timm-layout ViT (class token, token pooling, norm) with random params."""
     model = create_model("vit", num_classes=10, image_size=32, patch_size=8, width=48, depth=2, num_heads=3,
                          class_token=True, pool="token", final_norm="norm")
-    return model, {"params": randomize(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"])}
+    return model, random_like(abstract_variables(model), 2)
 
 
 def assert_same_tree(a, b):
@@ -160,7 +169,7 @@ def test_a_gene_directory_is_not_a_gene_file(tmp_path):
 
 
 def test_existing_file_is_not_overwritten(tmp_path):
-    gene, other = tiny_gene("tleg", seed=0)[2], tiny_gene("tleg", seed=5)[2]
+    gene, other = make_gene("tleg", 0), make_gene("tleg", 5)
     path = tmp_path / "g.safetensors"
     save_gene_safetensors(gene, path)
     with pytest.raises(UserError, match="already exists; choose another file or pass --overwrite"):
@@ -179,13 +188,14 @@ def test_save_pretrained_gene_round_trip(tmp_path, method):
     hub.save_pretrained(gene, tmp_path / "hf")
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert config["kind"] == "gene" and config["gene"] == gene.meta.to_json()
+    assert config["kind"] == "gene" and genes.meta_from_json(config["gene"]) == gene.meta
     assert "library_name: learngene_jax" in (tmp_path / "hf" / "README.md").read_text()
     back = hub.from_pretrained(tmp_path / "hf")
     assert_same_gene(back, gene)
     if method == "tleg":
         assert_same_tree(genes.expand(back, 3), genes.expand(gene, 3))
-    with pytest.raises(UserError, match="already holds README.md, config.json, model.safetensors"):
+    with pytest.raises(UserError, match="already holds config.json, model.safetensors, README.md; choose another "
+                                        "directory or pass --overwrite"):
         hub.save_pretrained(gene, tmp_path / "hf")
     hub.save_pretrained(gene, tmp_path / "hf", overwrite=True)
 
@@ -322,6 +332,7 @@ def test_cli_timm_name_that_does_not_fit_the_checkpoint(tmp_path):
     proc = run_module("learngene_jax.convert", "from-timm", "--checkpoint", str(tmp_path / "v.safetensors"),
                       "--out", str(tmp_path / "m"), "--arch", "vit_small_patch16_224", check=False)
     line = _one_line_error(proc)
-    assert "the checkpoint is not vit_small_patch16_224: width 48 in the checkpoint but 384 in " in line
-    assert "depth 2 in the checkpoint but 12" in line and "patch size 8 in the checkpoint but 16" in line
-    assert "image size 32 in the checkpoint but 224" in line and not (tmp_path / "m").exists()
+    assert ("the checkpoint is not vit_small_patch16_224 (checkpoint vs vit_small_patch16_224): width 48 vs 384, "
+            "depth 2 vs 12, patch size 8 vs 16, image size 32 vs 224, MLP width 192 vs 1536; pass the timm "
+            "name") in line
+    assert not (tmp_path / "m").exists()

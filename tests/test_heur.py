@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_module
+from conftest import REPO, run_module
 
 from learngene_jax import data, genes
-from learngene_jax.config_lib import heur_recipe, with_changes
+from learngene_jax.config_lib import config_module, with_changes
 from learngene_jax.data.sources import SubsetSource
 from learngene_jax.errors import ConfigError, GeneError
 from learngene_jax.genes.io import load_gene, save_gene
@@ -139,7 +139,7 @@ def test_manifest_is_deterministic_and_disjoint_as_specified():
 
 
 def test_manifest_examples_are_the_trainers_and_respect_shots(tmp_path):
-    c = heur_recipe("digits")
+    c = config_module(REPO / "configs" / "heur_vgg.py").heur_recipe("digits")
     train, test = (data.make_source(c.data, split) for split in ("train", "test"))
     kw = dict(sizes=(6, 0, 4), continual_ways=2, continual_tasks=3, continual_shots=0, inheritable_ways=2,
               inheritable_tasks=6, shots=7, seed=0, shuffle=False)
@@ -225,7 +225,7 @@ def test_every_descendant_starts_from_the_same_gene():
 @pytest.fixture(scope="module")
 def descendant_task(tmp_path_factory):
     """A smoke-config pipeline, its first inheritable task on digits, and a gene-initialised descendant."""
-    c = heur_recipe("digits", smoke=True)
+    c = config_module(REPO / "configs" / "heur_vgg.py").heur_recipe("digits", smoke=True)
     pipe = Pipeline(c, tmp_path_factory.mktemp("heur"))
     manifest = pipe.tasks()
     model, variables = ancestor(widths=(4, 4, 8, 8, 8, 8))

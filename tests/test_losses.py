@@ -223,9 +223,9 @@ def test_imagenet_recipes_compute_in_bf16_on_accelerators_and_fp32_on_cpu(monkey
     import jax.numpy as jnp
 
     from learngene_jax import train as trainer
-    from learngene_jax.config_lib import learngene_imagenet
+    from learngene_jax.config_lib import load_config
 
-    assert learngene_imagenet("tleg", "s", "aux", 12).precision == "auto"
+    assert load_config("configs/tleg_s.py", "stage=aux").precision == "auto"
     assert trainer.compute_dtype("auto") == jnp.float32  # tests run on CPU
     for backend in ("gpu", "tpu"):
         monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)

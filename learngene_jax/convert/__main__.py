@@ -89,11 +89,12 @@ def _timm_alias_model(sd: Mapping[str, np.ndarray], arch: str) -> ViT:
     ConversionError names every architecture field where the checkpoint's shapes say otherwise."""
     want = create_model(arch)
     found = vit.infer_vit(sd, num_heads=1)  # heads cannot be read from shapes: the name gives them below
-    diffs = [f"{label} {getattr(found, f)} in the checkpoint but {getattr(want, f)} in {arch}"
+    diffs = [f"{label} {getattr(found, f)} vs {getattr(want, f)}"
              for f, label in TIMM_ALIAS_FIELDS.items() if getattr(found, f) != getattr(want, f)]
     if diffs:
-        fail(ConversionError, f"the checkpoint is not {arch}: " + "; ".join(diffs) + "; pass the timm name of this "
-                              "model, or --arch vit to read the architecture from its shapes (with --num-heads)")
+        fail(ConversionError, f"the checkpoint is not {arch} (checkpoint vs {arch}): " + ", ".join(diffs)
+                              + "; pass the timm name of this model, or --arch vit to read the architecture from its "
+                                "shapes (with --num-heads)")
     return found.clone(num_heads=want.num_heads, eps=want.eps)
 
 
@@ -161,22 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=_from_timm)
 
     g = sub.add_parser("gene-to-safetensors", help="gene directory → one .safetensors file (metadata in its header)")
-    g.add_argument("--gene", required=True)
-    g.add_argument("--out", required=True, help="FILE.safetensors")
+    g.add_argument("--gene", required=True, metavar="GENE_DIR")
+    g.add_argument("--out", required=True, metavar="FILE.safetensors")
     g.add_argument("--overwrite", action="store_true")
     g.set_defaults(func=_gene_to_safetensors)
 
     r = sub.add_parser("safetensors-to-gene", help="gene .safetensors file → gene directory")
-    r.add_argument("--file", required=True)
-    r.add_argument("--out", required=True)
+    r.add_argument("--file", required=True, metavar="FILE.safetensors")
+    r.add_argument("--out", required=True, metavar="GENE_DIR")
     r.add_argument("--overwrite", action="store_true")
     r.set_defaults(func=_safetensors_to_gene)
 
     h = sub.add_parser("save-pretrained", help="gene or model directory → Hugging Face layout (config.json, "
                                                "model.safetensors, README.md)")
     source = h.add_mutually_exclusive_group(required=True)
-    source.add_argument("--gene", help="gene directory")
-    source.add_argument("--model", help="model directory (from-timm, or a trained model)")
+    source.add_argument("--gene", metavar="GENE_DIR", help="gene directory")
+    source.add_argument("--model", metavar="MODEL_DIR", help="model directory (from-timm, or a trained model)")
     h.add_argument("--out", required=True)
     h.add_argument("--overwrite", action="store_true")
     h.set_defaults(func=_save_pretrained)

@@ -8,7 +8,6 @@ in the worker, not in the training process)."""
 from __future__ import annotations
 
 import io
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -20,15 +19,6 @@ from learngene_jax.errors import DataError, fail
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
-
-class _NoOpenCvAdvice(logging.Filter):
-    """tfds recommends OpenCV on every first image decode; PIL decodes our images fine."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "OpenCV is not installed" not in record.getMessage()
-
-
-logging.getLogger("absl").addFilter(_NoOpenCvAdvice())
 
 
 class Source:

@@ -7,16 +7,15 @@ Stage names match the demo's, so running it in the demo's workdir reuses the tea
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
+from learngene_jax import stages
 from learngene_jax.models.io import load_model
 from learngene_jax.models.vit import forward_macs
-from learngene_jax.stages import Pipeline
+from learngene_jax.stages import Stages
 
 
 def gmacs(model_dir: str) -> float:
@@ -27,7 +26,7 @@ def gmacs(model_dir: str) -> float:
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Run (or reuse) every stage and write comparison.{json,md}."""
     d, b = config.demo, config.baselines
-    pipe = Pipeline(config, workdir, drop=("demo", "baselines"), warmup_fraction=d.warmup_fraction)
+    pipe = Stages(config, workdir, drop=("demo", "baselines"), warmup_fraction=d.warmup_fraction)
     vit = dict(width=d.width, num_heads=d.heads, patch_size=d.patch_size, scan_layers=d.scan_layers)
     teacher = pipe.stage("teacher", model={"name": "cnn", "widths": tuple(d.teacher_widths)}, epochs=d.teacher_epochs)
     kd = {"epochs": d.aux_epochs, "distill": {"type": "soft", "teacher": "", "alpha": d.kd_alpha,
@@ -63,14 +62,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
                          "pretrain_cost": pre, "finetune_cost": e * gmacs(out["model_dir"]),
                          "epochs": e, "top1": out["top1"], "stage": out["name"]})
     results = {"rows": rows, "stages": pipe.results,
-               "total_s": round(sum(s["wall_s"] for s in pipe.results.values()), 1)}
-    table = comparison_table(rows)
-    (pipe.workdir / "comparison.json").write_text(json.dumps(results, indent=2))
-    (pipe.workdir / "comparison.md").write_text(
-        "# Baselines on the bundled digits\n\nCost = epochs × forward GMACs per image (training is ~3× that per "
-        f"image seen); pre-training cost is paid once per ancestor or gene. Fine-tuning: {e} epoch(s) each.\n\n"
-        f"{table}\n")
-    print(table, file=sys.stdout, flush=True)
+               "total_s": pipe.total_s}
+    stages.write_summary(
+        pipe.workdir, results, name="comparison", title="Baselines on the bundled digits", table=comparison_table(rows),
+        sections=["Cost = epochs × forward GMACs per image (training is ~3× that per image seen); pre-training cost is "
+                  f"paid once per ancestor or gene. Fine-tuning: {e} epoch(s) each."])
     return results
 
 

@@ -6,14 +6,13 @@ WORKDIR/summary.{json,md,png}.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
-from learngene_jax.stages import Pipeline
+from learngene_jax import stages
+from learngene_jax.stages import Stages, markdown_table
 
 METHOD_LABELS = {"tleg": "TLEG", "sws": "SWS"}
 
@@ -21,7 +20,7 @@ METHOD_LABELS = {"tleg": "TLEG", "sws": "SWS"}
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Run every stage (finished stages in `workdir` are reused) and write the summary."""
     d = config.demo
-    pipe = Pipeline(config, workdir, drop=("demo",), warmup_fraction=d.warmup_fraction)
+    pipe = Stages(config, workdir, drop=("demo",), warmup_fraction=d.warmup_fraction)
     vit = dict(width=d.width, num_heads=d.heads, patch_size=d.patch_size, scan_layers=d.scan_layers)
     results: dict[str, Any] = {"descendants": []}
     teacher = pipe.stage("teacher", model={"name": "cnn", "widths": tuple(d.teacher_widths)}, epochs=d.teacher_epochs)
@@ -47,7 +46,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
             row[f"scratch_x{factor}"] = {"top1": out["top1"], "params": out["params"], "epochs": epochs}
         results["descendants"].append(row)
     results["stages"] = pipe.results
-    results["total_s"] = round(sum(s["wall_s"] for s in pipe.results.values()), 1)
+    results["total_s"] = pipe.total_s
     write_summary(pipe.workdir, results, d.scratch_factor)
     return results
 
@@ -72,20 +71,16 @@ def summary_table(results: dict[str, Any], factor: int) -> str:
 
 def write_summary(workdir: Path, results: dict[str, Any], factor: int) -> None:
     """summary.json, summary.md (table + stage timings) and summary.png (top-1 vs depth); prints the table."""
-    (workdir / "summary.json").write_text(json.dumps(results, indent=2))
-    stages = results["stages"]
-    timing_lines = ["| stage | wall time (s) | train time (s) | top-1 |", "|---|---|---|---|"]
-    timing_lines += [f"| {name} | {s['wall_s']} | {s['train_time_s']} | {s['top1']:.3f} |"
-                     for name, s in stages.items()]
-    gene_cost = sum(stages[n]["wall_s"] for n in ("teacher", "tleg_aux", "sws_aux") if n in stages)
-    table = summary_table(results, factor)
-    text = (f"# Learngene demo (bundled digits: 1,347 train / 450 test)\n\n{table}\n\n"
-            f"One-off cost of the genes (teacher + both aux runs): {gene_cost:.0f} s. "
-            f"Total: {results['total_s']:.0f} s.\n\n## Stages\n\n" + "\n".join(timing_lines) + "\n")
-    (workdir / "summary.md").write_text(text)
-    plot_summary(workdir / "summary.png", results, factor)
-    print(table, file=sys.stdout, flush=True)
-    print(f"\nsummary written to {workdir}/summary.{{md,json,png}} (total {results['total_s']:.0f} s)", flush=True)
+    runs = results["stages"]
+    gene_cost = sum(runs[n]["wall_s"] for n in ("teacher", "tleg_aux", "sws_aux") if n in runs)
+    timings = markdown_table(["stage", "wall time (s)", "train time (s)", "top-1"],
+                             [[name, s["wall_s"], s["train_time_s"], f"{s['top1']:.3f}"] for name, s in runs.items()])
+    stages.write_summary(
+        workdir, results, title="Learngene demo (bundled digits: 1,347 train / 450 test)",
+        table=summary_table(results, factor),
+        sections=[f"One-off cost of the genes (teacher + both aux runs): {gene_cost:.0f} s. "
+                  f"Total: {results['total_s']:.0f} s.", "## Stages", timings],
+        plot=lambda path: plot_summary(path, results, factor))
 
 
 def plot_summary(path: Path, results: dict[str, Any], factor: int) -> None:

@@ -12,10 +12,11 @@ from typing import Any
 import jax
 import ml_collections
 
+from learngene_jax import logs
 from learngene_jax.errors import ConfigError, fail
-from learngene_jax.methods.asvit.genotype import SEED, Genotype, format_genotype, parse_genotype
+from learngene_jax.methods.asvit.genotype import Genotype, format_genotype, parse_genotype
 from learngene_jax.methods.asvit.model import from_genotype, mac_count, param_count
-from learngene_jax.methods.asvit.proxies import ProxyEvaluator, ProxyScores, architecture_record, default_proxy_config
+from learngene_jax.methods.asvit.proxies import ProxyEvaluator, ProxyScores, architecture_record
 
 STEPS_FILE = "grow_steps.jsonl"
 RESULT_FILE = "grow_result.json"
@@ -122,10 +123,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             series.append(entry)
             log.write(json.dumps({**entry, "candidates": [r for _, r, _ in scored], "dropped": dropped}) + "\n")
             log.flush()
-            print(f"grow {step:3d} | {record['genotype']:<40} | params {record['params'] / 1e6:6.2f}M | "
-                  f"MACs {record['macs'] / 1e9:6.2f}G | NTK {scores.ntk:.2f} | LD {scores.length:.4f} | "
-                  f"{len(scored)} candidates | "
-                  f"{entry['seconds']:.0f}s", flush=True)
+            logs.info(f"grow {step:3d} | {record['genotype']:<40} | params {record['params'] / 1e6:6.2f}M | "
+                      f"MACs {record['macs'] / 1e9:6.2f}G | NTK {scores.ntk:.2f} | LD {scores.length:.4f} | "
+                      f"{len(scored)} candidates | "
+                      f"{entry['seconds']:.0f}s")
             if record["params"] >= config.param_stop_m * 1e6:
                 stopped = "param_stop"
                 break
@@ -134,29 +135,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
               "final": series[-1]["genotype"] if series else None, "stopped": stopped,
               "wall_seconds": time.perf_counter() - start, "config": config.to_dict()}
     (out / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"[grow] {len(series)} steps, stopped by {stopped}: {result['final']} in {result['wall_seconds']:.0f}s")
+    logs.info(f"[grow] {len(series)} steps, stopped by {stopped}: {result['final']} in {result['wall_seconds']:.0f}s")
     return result
-
-
-def default_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Paper setting by default; `tiny` is one step with four candidates on 32² inputs for tests."""
-    config = ml_collections.ConfigDict()
-    config.task = "asvit_grow"  # entry point: learngene_jax.methods.asvit.grow.run(config, workdir)
-    config.seed = 27  # official default --rand_seed of grow.py
-    config.arch = SEED  # the searched seed topology
-    config.proxy_width = 8  # initial width D of the narrow proxy networks
-    config.width_scale = 4  # the real network is width_scale times wider than its proxy
-    config.width_ratios = (0.05, 0.1, 0.15, 0.2)  # each step widens by one of these (rounded)
-    config.param_limit_m = 110.0  # candidates above this many million params are dropped
-    config.param_stop_m = 80.0  # stop once the chosen network has this many million params
-    config.max_steps = 100
-    config.time_budget_s = 0.0  # stop before a step once this many seconds have passed (0: no limit)
-    config.count_image_size = 224  # resolution of the logged MACs (1000 classes)
-    config.proxy = default_proxy_config(tiny=arg == "tiny")
-    config.data = ml_collections.ConfigDict(dict(name="digits"))  # real images for the NTK proxy
-    if arg == "tiny":
-        config.max_steps = 1
-        config.width_ratios = (0.2,)
-    elif arg:
-        fail(ConfigError, f"unknown variant {arg!r} of the As-ViT grow config; known: tiny")
-    return config

@@ -14,9 +14,10 @@ import ml_collections
 import numpy as np
 import optax
 
+from learngene_jax import logs
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.methods.asvit.genotype import SEARCH_SPACE, from_choices
-from learngene_jax.methods.asvit.proxies import ProxyEvaluator, ProxyScores, architecture_record, default_proxy_config
+from learngene_jax.methods.asvit.proxies import ProxyEvaluator, ProxyScores, architecture_record
 
 Array = jax.Array
 STEPS_FILE = "search_steps.jsonl"
@@ -140,7 +141,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(out / STEPS_FILE, "w") as log:
         for step in range(config.steps):
             if budget and time.perf_counter() - start >= budget:
-                print(f"time budget of {budget:.0f}s spent after {step} steps")
+                logs.info(f"time budget of {budget:.0f}s spent after {step} steps")
                 break
             key_sample, key_init = jax.random.split(jax.random.fold_in(key_steps, step))
             actions = sample_actions(logits, key_sample)
@@ -158,9 +159,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             log.write(json.dumps(record) + "\n")
             log.flush()
             steps_done = step + 1
-            print(f"step {step:4d} | {record['genotype']:<26} | params {record['params'] / 1e6:.2f}M | "
-                  f"MACs {record['macs'] / 1e9:.3f}G | NTK {scores.ntk:.2f} | LD {scores.length:.4f} | "
-                  f"reward {reward:+.3f} | entropy {record['entropy']:.2f} | {record['seconds']:.1f}s", flush=True)
+            logs.info(f"step {step:4d} | {record['genotype']:<26} | params {record['params'] / 1e6:.2f}M | "
+                      f"MACs {record['macs'] / 1e9:.3f}G | NTK {scores.ntk:.2f} | LD {scores.length:.4f} | "
+                      f"reward {reward:+.3f} | entropy {record['entropy']:.2f} | {record['seconds']:.1f}s")
     answer = from_choices(derive(logits))
     final_scores = evaluator(answer, jax.random.fold_in(key_steps, config.steps))
     result = {**architecture_record(answer, final_scores, config.count_image_size), "steps": steps_done,
@@ -168,27 +169,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
               "probabilities": [np.asarray(jax.nn.softmax(lg)).round(4).tolist() for lg in logits],
               "config": config.to_dict()}
     (out / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"[policy] {result['genotype']} | params {result['params'] / 1e6:.2f}M | MACs {result['macs'] / 1e9:.3f}G | "
-          f"NTK {final_scores.ntk:.2f} | LD {final_scores.length:.4f} | {steps_done} steps in "
-          f"{result['wall_seconds']:.0f}s")
+    logs.info(f"[policy] {result['genotype']} | params {result['params'] / 1e6:.2f}M | "
+              f"MACs {result['macs'] / 1e9:.3f}G | NTK {final_scores.ntk:.2f} | LD {final_scores.length:.4f} | "
+              f"{steps_done} steps in {result['wall_seconds']:.0f}s")
     return result
-
-
-def default_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Paper setting by default; `tiny` is a 3-step run on 32² inputs for tests."""
-    config = ml_collections.ConfigDict()
-    config.task = "asvit_search"  # entry point: learngene_jax.methods.asvit.search.run(config, workdir)
-    config.seed = 8  # official default --rand_seed
-    config.steps = 500
-    config.learning_rate = 0.08  # Adam
-    config.ema_momentum = 0.9  # reward baseline
-    config.buffer_size = 20  # window of the range that normalises each proxy change
-    config.time_budget_s = 0.0  # stop before a step once this many seconds have passed (0: no limit)
-    config.count_image_size = 224  # resolution of the logged params/MACs (1000 classes)
-    config.proxy = default_proxy_config(tiny=arg == "tiny")
-    config.data = ml_collections.ConfigDict(dict(name="digits"))  # real images for the NTK proxy
-    if arg == "tiny":
-        config.steps = 3
-    elif arg:
-        fail(ConfigError, f"unknown variant {arg!r} of the As-ViT search config; known: tiny")
-    return config

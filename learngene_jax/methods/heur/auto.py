@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from learngene_jax import logs
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.objectives.losses import cross_entropy
 
@@ -306,8 +307,7 @@ def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, 
             theta, stats, opt_state, ce = train_step(theta, stats, opt_state, meta, x, y, k)
             meta, meta_state = meta_step(theta, stats, meta, meta_state, x, y, k)
             ces.append(ce)
-        print(f"[pseudo_descendant] epoch {epoch + 1}/{epochs}: train CE {float(np.mean(jax.device_get(ces))):.4f}",
-              flush=True)
+        logs.info(f"[pseudo_descendant] epoch {epoch + 1}/{epochs}: train CE {float(np.mean(jax.device_get(ces))):.4f}")
 
     @jax.jit
     def weights_and_hits(x, y):

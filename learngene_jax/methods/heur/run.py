@@ -8,10 +8,7 @@ of the Auto gene's, when that differs) → WORKDIR/summary.{json,md}.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from learngene_jax import data
+from learngene_jax import data, stages
 from learngene_jax.config_lib import with_changes
 from learngene_jax.data.device import normalize
 from learngene_jax.errors import ConfigError, fail
@@ -35,42 +32,34 @@ from learngene_jax.models.io import load_model, save_model
 from learngene_jax.models.vgg import VGGAncestor, VGGDescendant, init_variables
 from learngene_jax.models.vit import count_params
 from learngene_jax.objectives.losses import cross_entropy
-from learngene_jax.train import train
+from learngene_jax.stages import Stages, markdown_table, timings_table
 
 SECTIONS = ("heur", "auto")  # pipeline settings, not trainer keys
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Heur Learngene: the hand-picked gene (the last `heur.gene_blocks` blocks) against scratch descendants."""
-    return Pipeline(config, workdir).run(select_auto=False)
+    return HeurRun(config, workdir).run(select_auto=False)
 
 
 def run_auto(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Auto Learngene: the automatically selected gene against the hand-picked one and scratch, on the same tasks."""
-    return Pipeline(config, workdir).run(select_auto=True)
+    return HeurRun(config, workdir).run(select_auto=True)
 
 
-class Pipeline:
+class HeurRun:
     """The stages of one Heur/Auto run in `workdir` (each stage resumes or reuses its own sub-workdir)."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
         self.config, self.h = config, config.heur
-        self.workdir = Path(workdir).expanduser().absolute()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.timings: dict[str, float] = {}
+        self.stages = Stages(config, workdir, drop=SECTIONS)
+        self.workdir, self.timings, self.timed = self.stages.workdir, self.stages.timings, self.stages.timed
         schedule = [tuple(tuple(int(v) for v in step) for step in growth) for growth in self.h.ancestor.widen]
         if len(schedule) != self.h.continual_tasks - 1:
             fail(ConfigError, f"heur.ancestor.widen has {len(schedule)} widening steps but {self.h.continual_tasks} "
                               f"continual tasks need {self.h.continual_tasks - 1} (one between each pair of tasks)")
         self.schedule = schedule
         final_widths(self.h.ancestor.widths, schedule)  # validates the schedule before anything runs
-
-    def timed(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one stage, recording its wall time."""
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.timings[name] = round(time.perf_counter() - start, 2)
-        return out
 
     def stage_config(self, name: str, task: dict[str, Any], stage: Any, **changes: Any) -> ml_collections.ConfigDict:
         """A trainer config for one task: its classes (relabelled 0..N-1), shots and shot seed, and the stage's
@@ -127,7 +116,7 @@ class Pipeline:
             if track and t:
                 scores["gradients"].append(auto.relative_gradient(
                     model, variables, _examples(cfg, self.h.auto_examples), len(model.widths)).tolist())
-            out = train(cfg, root / task["name"])
+            out = self.stages.train_config(f"ancestor/{task['name']}", cfg, root / task["name"])
             model, trained = load_model(out["model_dir"])
             if track and t:
                 scores["weights"].append(auto.relative_change(variables["params"], trained["params"],
@@ -199,7 +188,7 @@ class Pipeline:
             fisher_s = round(time.perf_counter() - start, 2)
             ewc_dir = save_ewc(root / f"ewc_{label}", gene.params["params"], fisher, overwrite=True)
             cfg = with_changes(cfg, **{"ewc.weight": float(self.h.ewc_weight), "ewc.path": str(ewc_dir)})
-        out = train(cfg, root / label)
+        out = self.stages.train_config(f"descendants/{task['name']}/{label}", cfg, root / label)
         return {"top1": out["top1"], "loss": out["loss"], "params": out["params"], "fisher_s": fisher_s,
                 "train_s": out["train_time_s"]}
 
@@ -346,28 +335,22 @@ def summary_table(results: dict[str, Any]) -> str:
 
 def write_summary(workdir: Path, results: dict[str, Any]) -> None:
     """summary.json and summary.md (accuracy table, genes, Auto scores, ancestor tasks, stage timings)."""
-    (workdir / "summary.json").write_text(json.dumps(results, indent=2))
-    table = summary_table(results)
     genes = "\n".join(f"- {k}: blocks {v['blocks']} (widths {v['widths']}, {v['params']:,} params) → {v['path']}"
                       for k, v in results["genes"].items())
-    text = [f"# {'Auto' if results['method'] == 'auto' else 'Heur'} Learngene ({len(results['descendants'])} "
-            f"inheritable tasks)\n", table, "", "Top-1 on all test images of each task's classes; mean ± sample std "
-            "over tasks.\n", "## Genes\n", genes, ""]
+    sections = ["Top-1 on all test images of each task's classes; mean ± sample std over tasks.", "## Genes", genes]
     if "auto" in results:
         a = results["auto"]
-        text += [f"## Auto selection (statistic: {a['statistic']}, {a['layers']} consecutive blocks)\n",
-                 "| block | " + " | ".join(f"mean {s}" for s in a["scores"]) + " |",
-                 "|---|" + "---|" * len(a["scores"])]
-        for b in range(len(next(iter(a["scores"].values())))):
-            text.append(f"| {b} | " + " | ".join(f"{v[b]:.4g}" for v in a["scores"].values()) + " |")
-        text += ["", f"Chosen: {a['chosen']}; hand-picked Heur: {a['heur']}. Window per statistic: {a['window']}; "
-                     f"individually least-changing: {a['least_changing']}.", ""]
-    text += ["## Ancestor tasks\n", "| task | classes | widths | top-1 | wall (s) |", "|---|---|---|---|---|"]
-    text += [f"| {r['task']} | {r['classes']} | {r['widths']} | {r['top1']:.3f} | {r['wall_s']} |"
-             for r in results["ancestor"]]
-    text += ["", "## Stage times (s)\n", "| stage | wall (s) |", "|---|---|"]
-    text += [f"| {k} | {v} |" for k, v in results["timings_s"].items()]
-    text += ["", f"Total: {results['total_s']:.0f} s.", ""]
-    (workdir / "summary.md").write_text("\n".join(text))
-    print(table, file=sys.stdout, flush=True)
-    print(f"\nsummary written to {workdir}/summary.{{md,json}} (total {results['total_s']:.0f} s)", flush=True)
+        scores = list(a["scores"].values())
+        sections += [f"## Auto selection (statistic: {a['statistic']}, {a['layers']} consecutive blocks)",
+                     markdown_table(["block", *(f"mean {s}" for s in a["scores"])],
+                                    [[b, *(f"{v[b]:.4g}" for v in scores)] for b in range(len(scores[0]))]),
+                     f"Chosen: {a['chosen']}; hand-picked Heur: {a['heur']}. Window per statistic: {a['window']}; "
+                     f"individually least-changing: {a['least_changing']}."]
+    sections += ["## Ancestor tasks",
+                 markdown_table(["task", "classes", "widths", "top-1", "wall (s)"],
+                                [[r["task"], r["classes"], r["widths"], f"{r['top1']:.3f}", r["wall_s"]]
+                                 for r in results["ancestor"]]),
+                 "## Stage times (s)", timings_table(results["timings_s"]), f"Total: {results['total_s']:.0f} s."]
+    title = (f"{'Auto' if results['method'] == 'auto' else 'Heur'} Learngene ({len(results['descendants'])} "
+             f"inheritable tasks)")
+    stages.write_summary(workdir, results, title=title, table=summary_table(results), sections=sections)

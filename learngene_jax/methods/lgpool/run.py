@@ -9,8 +9,6 @@ descendants exported. `lgpool.compare_stitch_init` also fine-tunes and evaluates
 from __future__ import annotations
 
 import json
-import sys
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from learngene_jax import data
+from learngene_jax import data, stages
 from learngene_jax.convert import state_dict, vit
 from learngene_jax.data.device import normalize
 from learngene_jax.errors import ConfigError, fail
@@ -29,7 +27,7 @@ from learngene_jax.methods.lgpool.descendants import STITCH_INITS, assemble_pool
 from learngene_jax.methods.lgpool.models import DEIT_LAYOUT, LearngenePool, instance_of
 from learngene_jax.models.io import load_model, save_model
 from learngene_jax.models.vit import ViT
-from learngene_jax.stages import Pipeline
+from learngene_jax.stages import Stages, timings_table
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -43,21 +41,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     if not (len(lg.heads) == len(lg.points) == n >= 1):
         fail(ConfigError, f"lgpool.widths {tuple(lg.widths)}, heads {tuple(lg.heads)} and points "
                           f"{tuple(lg.points)} need one entry per instance")
-    timings: dict[str, float] = {}
-    stages: dict[str, Any] = {}
-
-    def timed(name: str, fn, *args, **kwargs):
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        timings[name] = round(time.perf_counter() - start, 1)
-        return out
-
-    pipe = Pipeline(config, workdir, drop=())
-
-    def stage(name: str, **changes: Any) -> dict[str, Any]:
-        stages[name] = pipe.stage(name, **changes)  # reused when this workdir already finished it
-        timings[name] = stages[name]["wall_s"]
-        return stages[name]
+    pipe = Stages(config, workdir)
+    stage, timed = pipe.stage, pipe.timed  # a trainer stage is reused when this workdir already finished it
 
     # Stage 0: the teacher — a given model directory (e.g. converted DeiT-B) or a ViT trained here.
     teacher_dir = lg.teacher_init
@@ -129,8 +114,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     frontier = pareto_frontier(rows)
     exported = timed("export", export_descendants, pool, finetuned["params"], sorted(set(frontier) | set(lg.export)),
                      workdir / "descendants")
-    results = {"rows": rows, "frontier": frontier, "exported": exported, "stages": stages, "timings_s": timings,
-               "total_s": round(sum(timings.values()), 1), "teacher": str(teacher_dir),
+    results = {"rows": rows, "frontier": frontier, "exported": exported, "stages": pipe.results,
+               "timings_s": pipe.timings,
+               "total_s": pipe.total_s, "teacher": str(teacher_dir),
                "pool_dir": out["model_dir"], "stitch_init": lg.stitch_init,
                "stitch_init_means": {m: {"init": round(float(np.mean(e[0])), 4), "finetuned": round(float(
                    np.mean(e[1])), 4)} for m, e in evaluated.items()}}
@@ -216,18 +202,13 @@ def summary_table(results: dict[str, Any]) -> str:
 
 def write_summary(workdir: Path, results: dict[str, Any]) -> None:
     """summary.json, summary.md (configuration table + stage timings) and summary.png (top-1 vs params)."""
-    (workdir / "summary.json").write_text(json.dumps(results, indent=2))
-    timing = ["| stage | wall time (s) |", "|---|---|"] + [f"| {k} | {v} |" for k, v in results["timings_s"].items()]
-    table = summary_table(results)
-    text = (f"# Learngene Pool: {len(results['rows'])} descendants from one pool\n\nEach row is one configuration "
-            f"(`wA[:i]→wB[j:]`: blocks 0..i-1 of the width-A instance, a stitch layer, blocks j.. and the head of "
-            f"the width-B instance). ★: on the accuracy-vs-params frontier.\n\n{table}\n\n## Stages\n\n"
-            + "\n".join(timing) + f"\n\nTotal: {results['total_s']:.0f} s.\n")
-    (workdir / "summary.md").write_text(text)
-    plot_summary(workdir / "summary.png", results)
-    print(table, flush=True)
-    print(f"\nsummary written to {workdir}/summary.{{md,json,png}} (total {results['total_s']:.0f} s)",
-          file=sys.stderr, flush=True)
+    stages.write_summary(
+        workdir, results, title=f"Learngene Pool: {len(results['rows'])} descendants from one pool",
+        table=summary_table(results),
+        sections=["Each row is one configuration (`wA[:i]→wB[j:]`: blocks 0..i-1 of the width-A instance, a stitch "
+                  "layer, blocks j.. and the head of the width-B instance). ★: on the accuracy-vs-params frontier.",
+                  "## Stages", timings_table(results["timings_s"]), f"Total: {results['total_s']:.0f} s."],
+        plot=lambda path: plot_summary(path, results))
 
 
 def plot_summary(path: Path, results: dict[str, Any]) -> None:
