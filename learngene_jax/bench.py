@@ -98,7 +98,13 @@ def step_row(framework: str, seconds: list[float], batch: int, **fields: Any) ->
 # One process per framework per round.
 
 def _child_env(framework: str) -> dict[str, str]:
-    env = dict(os.environ)  # keeps GLIBC_TUNABLES (hostmem), LEARNGENE_MALLOC, XLA_FLAGS, ...
+    env = dict(os.environ)  # keeps XLA_FLAGS, ...
+    # both frameworks run alike: with huge pages for malloc's big blocks where they help (hostmem), unless
+    # --system-malloc asks for glibc's defaults
+    if os.environ.get(SYSTEM_MALLOC):
+        env.pop("GLIBC_TUNABLES", None)
+    elif hostmem.can_use_huge_pages():
+        env = hostmem.environment_with_huge_pages(env)
     # the same learngene_jax as this process, whatever the working directory
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     if framework not in JAX_FRAMEWORKS:
@@ -544,6 +550,7 @@ def _expand_one(args: argparse.Namespace, framework: str) -> dict[str, Any]:
 # input
 
 INPUT_FRAMEWORKS = ("learngene_jax", "timm")
+SYSTEM_MALLOC = "LEARNGENE_BENCH_SYSTEM_MALLOC"  # set by --system-malloc for the timed processes
 DEFAULT_CONFIG = "configs/tleg_s.py"
 
 
@@ -864,15 +871,13 @@ def main(argv: list[str] | None = None) -> int | None:
     """Parse, time each framework in its own processes (or, with --framework, time one here), report."""
     args = build_parser().parse_args(argv)
     if args.system_malloc:
-        os.environ[hostmem.ENV] = "system"
-    if argv is None:  # the command line (a call from Python keeps its process)
-        hostmem.reexec_with_huge_pages()  # both frameworks run under it alike (their processes inherit it)
+        os.environ[SYSTEM_MALLOC] = "1"  # read by _child_env
     for name in ("batch", "img", "steps", "depth", "rounds"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             fail(UserError, f"--{name} must be >= 1")
     if args.check is not None:
         args.check(args)
-    malloc = "glibc, huge pages" if hostmem.huge_pages_active() else "as started"
+    malloc = "glibc, huge pages" if hostmem.huge_pages_active() else "glibc defaults"
     if args.framework:
         print(json.dumps({**args.run_one(args, args.framework), "malloc": malloc}))
         return None

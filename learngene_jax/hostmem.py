@@ -5,8 +5,11 @@ XLA's CPU client allocates each step's temporaries anew (589 MB for a ViT-Ti ste
 faults it in again: 160,000 4-KiB page faults (~250 ms of system time) at 32². With
 GLIBC_TUNABLES=glibc.malloc.hugetlb=1, glibc (≥ 2.35) advises transparent huge pages for these blocks: 2-MiB
 faults (30× fewer in tests/test_hostmem.py). Measured on 2 cores, same session: train step 526 → 453 ms at 32²,
-1906 → 1695 ms at 224², ViT-B gene expansion 76 → 47 ms. The tunable is read only at process start, so an entry
-point re-executes itself once.
+1906 → 1695 ms at 224², ViT-B gene expansion 76 → 47 ms. The tunable is read only at process start, so it is
+set by whoever starts the process, never by re-executing: `bash launch/setup_venv.sh cpu` writes it into the venv's
+activate script (`python -m learngene_jax.hostmem activate .venv/bin/activate`), a notebook kernel or a job
+script sets it in its environment (`python -m learngene_jax.hostmem` prints the line), and `bench` passes it to
+the processes it times. GPU and TPU hosts do not need it (their steps run on the accelerator).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from pathlib import Path
 from learngene_jax.errors import UserError, fail
 
 TUNABLE = "glibc.malloc.hugetlb=1"
-ENV = "LEARNGENE_MALLOC"  # "system": leave malloc as it is (no re-exec)
 _THP_SWITCH = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
@@ -27,17 +29,9 @@ def huge_pages_active() -> bool:
     return TUNABLE in os.environ.get("GLIBC_TUNABLES", "").split(":")
 
 
-def opted_out() -> bool:
-    """Whether LEARNGENE_MALLOC=system asks to leave malloc alone (any other value is a mistake)."""
-    value = os.environ.get(ENV, "")
-    if value not in ("", "system"):
-        fail(UserError, f"{ENV}={value!r} is not a setting: use {ENV}=system to keep malloc as it is, or unset it")
-    return value == "system"
-
-
 def can_use_huge_pages() -> bool:
-    """Linux with glibc ≥ 2.35 and transparent huge pages not switched off, and the user did not opt out."""
-    if opted_out() or not sys.platform.startswith("linux"):  # a misspelt opt-out is an error on any platform
+    """Linux with glibc ≥ 2.35 and transparent huge pages not switched off."""
+    if not sys.platform.startswith("linux"):
         return False
     try:
         libc = os.confstr("CS_GNU_LIBC_VERSION") or ""  # "glibc 2.36"; other C libraries have no such name
@@ -56,18 +50,41 @@ def environment_with_huge_pages(env: dict[str, str]) -> dict[str, str]:
     return {**env, "GLIBC_TUNABLES": f"{current}:{TUNABLE}" if current else TUNABLE}
 
 
-def reexec_with_huge_pages() -> None:
-    """Replace this process by the same command with the tunable set, once; returns when there is nothing to do
-    (already set, opted out with LEARNGENE_MALLOC=system, or not Linux/glibc ≥ 2.35 with THP)."""
-    if not can_use_huge_pages():  # first: it also rejects a misspelt LEARNGENE_MALLOC
-        return
-    current = dict(os.environ)
-    env = environment_with_huge_pages(current)
-    if env == current or not sys.executable:  # set already, or by the user
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execve(sys.executable, sys.orig_argv, env)
-    except OSError:  # cannot start the interpreter again (sandboxes): carry on with malloc as it is
-        return
+MARKER = "# learngene_jax: transparent huge pages for malloc's big blocks (learngene_jax/hostmem.py)"
+
+
+def export_line() -> str:
+    """The shell line that sets the tunable (empty where it cannot help)."""
+    if not can_use_huge_pages():
+        return ""
+    return f'export GLIBC_TUNABLES="{environment_with_huge_pages(dict(os.environ))["GLIBC_TUNABLES"]}"'
+
+
+def add_to_activate(path: str | Path) -> bool:
+    """Append the export (once, marked) to a venv's activate script; False when it cannot help or is there."""
+    path = Path(path)
+    if not path.is_file():
+        fail(UserError, f"{path}: no such activate script (create the venv first)")
+    line = export_line()
+    text = path.read_text()
+    if not line or MARKER in text:
+        return False
+    path.write_text(text.rstrip("\n") + f"\n\n{MARKER}\n{line}\n")
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m learngene_jax.hostmem`: print the export line; `... activate PATH`: add it to a venv."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["activate"] and len(args) == 2:
+        print(f"{args[1]}: {'added' if add_to_activate(args[1]) else 'unchanged'} ({TUNABLE})")
+    elif not args:
+        print(export_line())
+    else:
+        fail(UserError, "usage: python -m learngene_jax.hostmem [activate PATH_TO_VENV_ACTIVATE]")
+
+
+if __name__ == "__main__":
+    from learngene_jax import cli
+
+    cli.run(main)

@@ -11,7 +11,7 @@ import flax.linen as nn
 
 from learngene_jax import __version__
 from learngene_jax.convert.table import flatten
-from learngene_jax.errors import UserError, fail
+from learngene_jax.errors import GeneError, UserError, fail
 from learngene_jax.genes import meta_from_json
 from learngene_jax.genes.core import Gene, shape_mismatches
 from learngene_jax.genes.files import (
@@ -75,7 +75,11 @@ def from_pretrained(name: str | Path) -> Gene | tuple[nn.Module, dict[str, Any]]
     weights = directory / WEIGHTS_NAME
     if config["kind"] == "gene":
         gene = load_gene_safetensors(weights)
-        if meta_from_json(config.get("gene")) != gene.meta:
+        try:
+            meta = meta_from_json(config.get("gene"))
+        except GeneError as e:
+            fail(GeneError, f"{directory / CONFIG_NAME}: {e}")
+        if meta != gene.meta:
             fail(UserError, f"{directory / CONFIG_NAME} and {weights} describe different genes; export it again "
                             f"with save_pretrained")
         return gene

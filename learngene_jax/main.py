@@ -8,18 +8,23 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from learngene_jax import distributed, hostmem, logs, registry
+from learngene_jax import distributed, logs, registry
 from learngene_jax.errors import UserError
 
 # The generic tasks; each method package registers its own (heur, auto, lgpool, asvit_search, ...).
 registry.TASKS.register("train", "learngene_jax.train:train")
 registry.TASKS.register("demo", "learngene_jax.experiments.demo:run")
 registry.TASKS.register("baselines", "learngene_jax.experiments.baselines:run")
+
+PROGRAM = "python -m learngene_jax.main"  # how commands.txt names this entry point (`learngene` sets its own)
+_task: Callable[[Any, str], Any] | None = None  # runs instead of config.task (`learngene sweep`)
 
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
 flags.DEFINE_string("workdir", None, "where checkpoints, metrics, genes and summaries go (resumes if present)")
@@ -51,7 +56,7 @@ def record_command(workdir: str) -> None:
     if distributed.is_main_process():
         path = Path(workdir).expanduser()
         path.mkdir(parents=True, exist_ok=True)
-        command = " ".join(["python -m learngene_jax.main", *sys.argv[1:]])
+        command = " ".join([PROGRAM, *sys.argv[1:]])
         with open(path / "commands.txt", "a") as f:
             f.write(command + "\n")
 
@@ -64,7 +69,7 @@ def main(argv: list[str]) -> None:
         distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
         enable_compilation_cache()
         config = FLAGS.config
-        task = resolve_task(config.task)
+        task = _task or resolve_task(config.task)
         # after the task's imports, some of which (tfds, orbax) reset absl's level; -v N shows the libraries' logs
         logs.setup(FLAGS.verbosity if FLAGS["verbosity"].present else None)
         record_command(FLAGS.workdir)
@@ -100,12 +105,10 @@ def _exit(message: str) -> None:
     sys.exit(2)
 
 
-def run() -> None:
-    """Entry point."""
-    try:
-        hostmem.reexec_with_huge_pages()  # malloc tunables are read at process start only
-    except UserError as e:
-        _exit(str(e))
+def run(program: str | None = None, task: Callable[[Any, str], Any] | None = None) -> None:
+    """Entry point (sys.argv holds the flags); `program` names it in commands.txt, `task` replaces config.task."""
+    global PROGRAM, _task
+    PROGRAM, _task = program or PROGRAM, task
     app.run(main, flags_parser=parse_flags)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from learngene_jax import cli, hostmem
+from learngene_jax import cli
 from learngene_jax.errors import UserError, fail
 
 CONFIGS = ("configs/demo.py", "configs/baselines.py")  # run in this order: the baselines reuse the demo's stages
@@ -213,11 +213,5 @@ def main(argv: list[str] | None = None) -> None:
         write(workdir, {**collect(seeds, workdir), "wall_s": wall})
 
 
-def main_with_huge_pages(argv: list[str] | None = None) -> None:
-    """`main` in a process re-executed once with huge pages for malloc's big blocks (see hostmem)."""
-    hostmem.reexec_with_huge_pages()  # malloc tunables are read at process start only
-    main(argv)
-
-
 if __name__ == "__main__":
-    cli.run(main_with_huge_pages)
+    cli.run(main)

@@ -152,7 +152,8 @@ def _model_weights(path, gene):
     (_unknown_method, "unknown learngene method 'x9'; known methods: .*tleg"),
     (_newer_format, "format version 7, newer than this learngene_jax reads \\(1; .*upgrade learngene_jax"),
     (_model_weights, "holds a learngene_jax model, not a gene; load its directory with .*from_pretrained"),
-])
+], ids=["missing", "truncated", "plain_weights", "misshaped", "missing_array", "unknown_method", "newer_format",
+        "model_weights"])
 def test_bad_gene_files_are_one_line_naming_the_file(tmp_path, build, message):
     path = tmp_path / "g.safetensors"
     if build is not None:
@@ -164,7 +165,8 @@ def test_bad_gene_files_are_one_line_naming_the_file(tmp_path, build, message):
 
 def test_a_gene_directory_is_not_a_gene_file(tmp_path):
     save_gene(tmp_path / "g", make_gene("tleg"))
-    with pytest.raises(GeneError, match="is a directory, not a .safetensors gene file .*load_gene"):
+    with pytest.raises(GeneError, match="is a directory, not a .safetensors gene file; Orbax gene directories are "
+                                        "read with .*load_gene"):
         load_gene_safetensors(tmp_path / "g")
 
 
@@ -236,7 +238,7 @@ def offline_hf_cache(tmp_path, monkeypatch):
     return tmp_path / "hf_home" / "hub"
 
 
-def test_from_pretrained_reads_repo_ids_from_the_local_cache_only(offline_hf_cache, tmp_path):
+def test_from_pretrained_reads_repo_ids_from_the_local_cache_only(offline_hf_cache):
     with pytest.raises(UserError) as e:
         hub.from_pretrained("someone/not-cached")
     message = str(e.value)

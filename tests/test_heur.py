@@ -19,7 +19,7 @@ from learngene_jax.genes.io import load_gene, save_gene
 from learngene_jax.methods.heur import auto
 from learngene_jax.methods.heur import gene as heur
 from learngene_jax.methods.heur.ewc import ewc_penalty, load_ewc
-from learngene_jax.methods.heur.run import Pipeline, _examples
+from learngene_jax.methods.heur.run import HeurRun, _examples
 from learngene_jax.methods.heur.tasks import (
     build_manifest,
     load_manifest,
@@ -226,7 +226,7 @@ def test_every_descendant_starts_from_the_same_gene():
 def descendant_task(tmp_path_factory):
     """A smoke-config pipeline, its first inheritable task on digits, and a gene-initialised descendant."""
     c = config_module(REPO / "configs" / "heur_vgg.py").heur_recipe("digits", smoke=True)
-    pipe = Pipeline(c, tmp_path_factory.mktemp("heur"))
+    pipe = HeurRun(c, tmp_path_factory.mktemp("heur"))
     manifest = pipe.tasks()
     model, variables = ancestor(widths=(4, 4, 8, 8, 8, 8))
     gene = heur.extract(variables, heur.meta_from_aux(model))

@@ -62,8 +62,7 @@ def read_header(path: str | Path, what: str, error: type[UserError]) -> tuple[di
     if not path.exists():
         fail(error, f"no {what} at {path}: check the path")
     if path.is_dir():
-        fail(error, f"{path} is a directory, not a {SUFFIX} {what} (Orbax gene directories are read with "
-                    f"learngene_jax.genes.io.load_gene, or --gene)")
+        fail(error, f"{path} is a directory, not a {SUFFIX} {what}")
     from safetensors import safe_open
 
     try:
@@ -122,6 +121,9 @@ def save_gene_safetensors(gene: Gene, path: str | Path, *, overwrite: bool = Fal
 def load_gene_safetensors(path: str | Path) -> Gene:
     """Read a gene file written by `save_gene_safetensors`, checking its metadata and every array's shape against
     the method; GeneError (one line, naming the file) for anything else."""
+    if Path(path).is_dir():
+        fail(GeneError, f"{path} is a directory, not a {SUFFIX} gene file; Orbax gene directories are read with "
+                        f"learngene_jax.genes.io.load_gene (--gene), or turned into a file with {EXPORT_HINT}")
     metadata, shapes = read_header(path, "gene file", GeneError)
     check_format(path, metadata, "gene", GeneError)
     try:
