@@ -63,6 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every_epochs = 1
     c.eval_at_start = False  # also evaluate the initial weights (e.g. an untrained gene-initialised descendant)
     c.log_every_steps = 20
+    c.profile_steps = 0  # > 0: jax.profiler trace of this many steps after the first, compiling, one (WORKDIR/profile)
     c.precision = "float32"  # or bfloat16, or auto (bfloat16 on GPU/TPU, float32 on CPU): the compute dtype;
     # params and optimizer state stay float32
 

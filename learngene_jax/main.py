@@ -18,11 +18,6 @@ from ml_collections import config_flags
 from learngene_jax import distributed, logs, registry
 from learngene_jax.errors import UserError
 
-# The generic tasks; each method package registers its own (heur, auto, lgpool, asvit_search, ...).
-registry.TASKS.register("train", "learngene_jax.train:train")
-registry.TASKS.register("demo", "learngene_jax.experiments.demo:run")
-registry.TASKS.register("baselines", "learngene_jax.experiments.baselines:run")
-
 PROGRAM = "python -m learngene_jax.main"  # how commands.txt names this entry point (`learngene` sets its own)
 _task: Callable[[Any, str], Any] | None = None  # runs instead of config.task (`learngene sweep`)
 

@@ -223,6 +223,8 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
         if step == 0:
             writer.write(0, "eval", {**init_results, "epoch": 0})
             progress.note(f"at init: eval top-1 {init_results['top1']:.4f} loss {init_results['loss']:.4f}")
+    # A profile of `profile_steps` steps after this run's first, compiling, step (TensorBoard's profile plugin).
+    profile = Profile(workdir / "profile", step + 1, config.profile_steps)
     try:
         with ckpts.watch_preemption():
             while step < total_steps:
@@ -235,8 +237,10 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
                 if (position := int(batch.pop("step"))) != step:  # a restored iterator state that does not fit
                     fail(UserError, f"the input pipeline resumed at step {position} instead of {step}; rerun with "
                                     f"the data settings (data.workers included) of the interrupted run")
+                profile.before(step)
                 state, metrics = train_step_for(epoch)(state, sharding.global_batch(mesh, batch), frozen)
                 step += 1
+                profile.after(step, state)
                 images_seen += config.batch_size
                 pending.append(metrics)
                 if step % config.log_every_steps == 0 or step == total_steps:
@@ -259,6 +263,7 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
                                   + (f" ({', '.join(f'{k}={v}' for k, v in phase)})" if phase else ""))
             save(step)
     finally:
+        profile.stop()
         train_data.close()
         writer.close()
         ckpts.close()
@@ -271,6 +276,32 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
         summary["init"] = init_results
     export(config, workdir, student, state, summary, main)
     return summary
+
+
+class Profile:
+    """A jax.profiler trace of `steps` steps from `start` on (nothing when steps is 0), written to `directory`."""
+
+    def __init__(self, directory: Path, start: int, steps: int):
+        if steps < 0:
+            fail(ConfigError, f"profile_steps must be >= 0, got {steps}")
+        self.directory, self.start, self.end, self.active = directory, start, start + steps, False
+
+    def before(self, step: int) -> None:
+        if step == self.start and self.end > self.start:
+            jax.profiler.start_trace(str(self.directory))
+            self.active = True
+
+    def after(self, step: int, state: Any) -> None:
+        if self.active and step >= self.end:
+            jax.block_until_ready(state)  # the traced steps end on the device, not at dispatch
+            self.stop()
+            logs.info(f"profile of steps {self.start}-{self.end - 1} written to {self.directory} "
+                      f"(tensorboard --logdir {self.directory})")
+
+    def stop(self) -> None:
+        if self.active:
+            self.active = False
+            jax.profiler.stop_trace()
 
 
 def _first_eval(workdir: Path) -> dict[str, float] | None:

@@ -13,14 +13,14 @@ from typing import Any
 import ml_collections
 
 from learngene_jax import stages
+from learngene_jax.models.cost import vit_macs
 from learngene_jax.models.io import load_model
-from learngene_jax.models.vit import forward_macs
 from learngene_jax.stages import Stages
 
 
 def gmacs(model_dir: str) -> float:
     """Forward GMACs per image of a ViT-family model directory."""
-    return forward_macs(load_model(model_dir)[0]) / 1e9
+    return vit_macs(load_model(model_dir)[0]) / 1e9
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:

@@ -418,17 +418,6 @@ def abstract_params(model: ViT) -> dict[str, Any]:
     return jax.eval_shape(lambda images: model.init(jax.random.key(0), images), x)["params"]
 
 
-def forward_macs(model: ViT) -> int:
-    """Multiply-accumulates of one image's forward pass (matmuls and the patch conv; norms, softmax and GELU
-    are not counted, as fvcore does). DeiT-S at 224²: 4.6 G."""
-    tokens = model.num_patches + model.num_prefix_tokens
-    width, hidden = model.width, model.hidden_dim
-    per_block = tokens * width * 3 * width + 2 * tokens * tokens * width + tokens * width * width + \
-        2 * tokens * width * hidden
-    patch = model.num_patches * model.patch_size**2 * model.in_chans * width
-    return int(patch + model.depth * per_block + width * model.num_classes * (1 + int(model.distilled)))
-
-
 def count_params(params: Any) -> int:
     """Number of scalar parameters in a pytree."""
     return int(sum(np.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params)))

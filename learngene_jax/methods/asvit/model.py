@@ -24,6 +24,7 @@ from learngene_jax.methods.asvit.genotype import (
     stage_width,
     validate,
 )
+from learngene_jax.models.cost import block_macs, block_params
 from learngene_jax.models.vit import trunc_normal_02
 
 Array = jax.Array
@@ -235,7 +236,7 @@ def param_count(model: AsViT) -> int:
     for i, c in enumerate(g.stage_widths):
         inner = c // g.stage_heads[i] * g.stage_heads[i]
         hidden = int(c * g.expansions[i])
-        block = 2 * norm * c + (c * 3 * inner + 3 * inner) + (inner * c + c) + (c * hidden + hidden) + (hidden * c + c)
+        block = block_params(c, hidden, inner=inner, norms=2 if model.use_norm else 0)  # two LayerNorms
         n += g.depths[i] * block
         if i < NUM_STAGES - 1:
             unfolded = g.kernels[i + 1] ** 2 * c
@@ -263,8 +264,7 @@ def mac_count(model: AsViT) -> int:
         tokens = side * side
         inner = c // g.stage_heads[i] * g.stage_heads[i]
         window_tokens = (side // g.splits[i]) ** 2
-        block = tokens * c * 3 * inner + 2 * tokens * window_tokens * inner + tokens * inner * c
-        block += 2 * tokens * c * int(c * g.expansions[i])
+        block = block_macs(tokens, c, int(c * g.expansions[i]), inner=inner, attended=window_tokens)
         macs += g.depths[i] * block
         if i < NUM_STAGES - 1:
             macs += (tokens // 4) * g.kernels[i + 1] ** 2 * c * g.stage_widths[i + 1]

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from learngene_jax.methods.lgpool.models import LearngenePool, StitchConfig, StitchedViT
+from learngene_jax.models.cost import block_macs, block_params
 from learngene_jax.models.vit import ViT
 
 Array = jax.Array
@@ -160,16 +161,6 @@ def export_config(pool: LearngenePool, params: dict[str, Any], config_id: int) -
     return model, out
 
 
-def _block_params(vit: ViT) -> int:
-    d, h = vit.width, vit.hidden_dim
-    return 4 * d + 3 * d * d + (3 * d if vit.qkv_bias else 0) + d * d + d + d * h + h + h * d + d
-
-
-def _block_flops(vit: ViT, tokens: int) -> int:
-    d, h = vit.width, vit.hidden_dim
-    return tokens * d * 3 * d + 2 * tokens * tokens * d + tokens * d * d + 2 * tokens * d * h
-
-
 def config_cost(pool: LearngenePool, cfg: StitchConfig) -> tuple[int, int]:
     """(parameters, FLOPs) of one configuration, analytically. FLOPs count multiply-adds of the dense layers,
     the patch embedding and the two attention matmuls — the convention of DeiT's and SN-Net's tables (fvcore):
@@ -182,8 +173,9 @@ def config_cost(pool: LearngenePool, cfg: StitchConfig) -> tuple[int, int]:
     params = kernel * front.width + front.width + tokens * front.width + front.width * int(pool.class_token)
     flops = patches * kernel * front.width
     front_blocks, end_blocks = cfg.front_last + 1, (0 if cfg.alone else pool.depth - cfg.end_first)
-    params += front_blocks * _block_params(front) + end_blocks * _block_params(end)
-    flops += front_blocks * _block_flops(front, tokens) + end_blocks * _block_flops(end, tokens)
+    for n, v in ((front_blocks, front), (end_blocks, end)):
+        params += n * block_params(v.width, v.hidden_dim, v.qkv_bias)
+        flops += n * block_macs(tokens, v.width, v.hidden_dim)
     if not cfg.alone and front.width != end.width:
         params += front.width * end.width + end.width
         flops += tokens * front.width * end.width
