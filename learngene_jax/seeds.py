@@ -182,13 +182,12 @@ def time_line(data: dict[str, Any]) -> str:
 
 
 def write(workdir: Path, data: dict[str, Any]) -> None:
-    """WORKDIR/seeds.json and seeds.md; prints the table."""
-    (workdir / "seeds.json").write_text(json.dumps(data, indent=2))
-    text = (f"# Learngene demo and baselines over {len(data['seeds'])} seeds (bundled digits)\n\n"
-            f"{seeds_table(data)}\n\n{claim_lines(data)}\n\n{time_line(data)}\n")
-    (workdir / "seeds.md").write_text(text)
-    print(f"{seeds_table(data)}\n\n{claim_lines(data)}\n\n{time_line(data)}\n\nwritten to {workdir}/seeds.{{json,md}}",
-          flush=True)
+    """WORKDIR/seeds.json and seeds.md (the summary writer of stages.py); prints the table."""
+    from learngene_jax import stages
+
+    title = f"Learngene demo and baselines over {len(data['seeds'])} seeds (bundled digits)"
+    stages.write_summary(workdir, data, name="seeds", title=title, table=seeds_table(data),
+                         sections=[claim_lines(data), time_line(data)])
 
 
 def main(argv: list[str] | None = None) -> None:
