@@ -1,11 +1,18 @@
 """TLEG and SWS on ImageNet-1k with the official recipes (DeiT harness, configs/deit.py; budgets from
-reference/learngene-methods.md): `stage=aux` distils the Aux-Net from a LeViT-384 teacher and saves the gene,
-`stage=descendant` expands a gene to `depth` layers and fine-tunes it, `stage=scratch` trains the same
-descendant architecture from random init. configs/tleg_{ti,s,b}.py and sws_{s,b}.py are this recipe for one
-method and size, with the commands, hardware and expected results in their docstrings.
+reference/learngene-methods.md). configs/tleg_{ti,s,b}.py and sws_{s,b}.py are this file for one method and size.
 
-    python -m learngene_jax.main --config=configs/learngene_imagenet.py:method=tleg,size=s,stage=aux \
-        --workdir=runs/tleg_s_aux --config.distill.teacher_init=runs/levit_384
+Stage 1 distils the Aux-Net from a LeViT-384 teacher (converted from timm weights you already have) and saves the
+gene in WORKDIR/gene; stage 2 expands the gene into a descendant of depth L and fine-tunes it; `stage=scratch`
+trains the same descendant architecture from random init (300 epochs):
+
+    learngene convert from-timm --arch levit_384 --checkpoint levit_384.pth --out runs/levit_384
+    learngene train --config configs/learngene_imagenet.py:method=tleg,size=s,stage=aux --workdir runs/tleg_s_aux \
+        --config.distill.teacher_init=runs/levit_384 --config.data.data_dir=$TFDS_DATA_DIR
+    learngene adapt --gene runs/tleg_s_aux/gene --depth 12 --workdir runs/tleg_s_des12 \
+        --config configs/learngene_imagenet.py:method=tleg,size=s,stage=descendant
+
+Hardware: the official runs used 4 GPUs at global batch 512 (lr scales with batch / 512). Not reproduced here (no
+ImageNet on these machines); expected results are the papers' (see README).
 """
 
 from pathlib import Path
