@@ -1,4 +1,4 @@
-"""PyTorch references (timm) for parity tests and benchmarks; torch and timm are optional extras.
+"""PyTorch references (timm, transformers) for parity tests and benchmarks; all are optional extras.
 
 timm imports torchvision, whose PyPI build for CPU-only torch 2.13 fails to register its C++ ops
 (`operator torchvision::nms does not exist`). Declaring the two op schemas first lets the pure-Python
@@ -24,21 +24,38 @@ def import_torch() -> ModuleType:
     return torch
 
 
-def import_timm() -> ModuleType:
-    """timm, importable next to CPU torch (see module docstring)."""
+def _torchvision_importable(torch: ModuleType) -> None:
+    """Make `import torchvision` work next to CPU torch (see module docstring); a no-op where it already does."""
     global _library
-    torch = import_torch()
     try:
-        import timm
+        import torchvision  # noqa: F401
     except ImportError:
-        fail(UserError, "this needs timm: pip install timm==1.0.31 -c constraints.txt")
+        return  # not installed: the importer does without it
     except RuntimeError as e:
         if "torchvision::" not in str(e):
             raise
-        for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "timm")]:
+        for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "timm", "transformers")]:
             del sys.modules[name]
         _library = torch.library.Library("torchvision", "DEF")
         _library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
         _library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+
+
+def import_timm() -> ModuleType:
+    """timm, importable next to CPU torch (see module docstring)."""
+    _torchvision_importable(import_torch())
+    try:
         import timm
+    except ImportError:
+        fail(UserError, "this needs timm: pip install timm==1.0.31 -c constraints.txt")
     return timm
+
+
+def import_transformers() -> ModuleType:
+    """Hugging Face transformers with its PyTorch models, importable next to CPU torch (see module docstring)."""
+    _torchvision_importable(import_torch())
+    try:
+        import transformers
+    except ImportError:
+        fail(UserError, "this needs transformers: pip install transformers==5.23.0 -c constraints.txt")
+    return transformers

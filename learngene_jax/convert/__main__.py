@@ -1,5 +1,6 @@
-"""python -m learngene_jax.convert {from-official,to-timm,from-timm,gene-to-safetensors,safetensors-to-gene,
-save-pretrained} — checkpoints, gene files and Hugging Face-layout exports in and out of the toolkit."""
+"""python -m learngene_jax.convert {from-official,to-timm,from-timm,from-hf,to-hf,gene-to-safetensors,
+safetensors-to-gene,save-pretrained} — checkpoints, gene files and Hugging Face-layout exports in and out of the
+toolkit."""
 
 from __future__ import annotations
 
@@ -118,6 +119,28 @@ def _save_pretrained(args: argparse.Namespace) -> None:
           f"(read it with learngene_jax.hub.from_pretrained; upload with learngene_jax.hub.push_to_hub)")
 
 
+def _from_hf(args: argparse.Namespace) -> None:
+    from learngene_jax.convert import hf
+
+    model, variables = hf.from_hf(args.checkpoint)
+    save_model(args.out, model, variables, overwrite=args.overwrite, origin=f"hf:{args.checkpoint}")
+    print(f"wrote {type(model).__name__} ({count_params(variables['params']):,} params, {model.depth} layers) to "
+          f"{args.out}")
+
+
+def _to_hf(args: argparse.Namespace) -> None:
+    from learngene_jax.convert import hf
+    from learngene_jax.models.llama import GPT2, Llama
+
+    model, variables = load_model(args.model_dir)
+    if not isinstance(model, Llama | GPT2):
+        fail(ConversionError, f"{args.model_dir} holds a {type(model).__name__}; to-hf writes Llama and GPT-2 "
+                              f"models (ViTs: use to-timm)")
+    hf.to_hf(model, variables, args.out, overwrite=args.overwrite)
+    print(f"wrote {hf.hf_config(model)['architectures'][0]} to {args.out} (transformers reads it with "
+          f"from_pretrained({args.out!r}))")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The converter's command line."""
     p = argparse.ArgumentParser(prog="python -m learngene_jax.convert", description=__doc__)
@@ -160,6 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ViT LayerNorm eps (default: the file's metadata, else 1e-6 as timm)")
     f.add_argument("--overwrite", action="store_true")
     f.set_defaults(func=_from_timm)
+
+    hf_in = sub.add_parser("from-hf", help="Hugging Face LlamaForCausalLM / GPT2LMHeadModel dir → model directory")
+    hf_in.add_argument("--checkpoint", required=True, metavar="HF_DIR",
+                       help="config.json + model.safetensors or model.safetensors.index.json with its shards")
+    hf_in.add_argument("--out", required=True, metavar="MODEL_DIR")
+    hf_in.add_argument("--overwrite", action="store_true")
+    hf_in.set_defaults(func=_from_hf)
+
+    hf_out = sub.add_parser("to-hf", help="Llama / GPT-2 model directory → Hugging Face directory (from_pretrained)")
+    hf_out.add_argument("--model-dir", required=True)
+    hf_out.add_argument("--out", required=True, metavar="HF_DIR")
+    hf_out.add_argument("--overwrite", action="store_true")
+    hf_out.set_defaults(func=_to_hf)
 
     g = sub.add_parser("gene-to-safetensors", help="gene directory → one .safetensors file (metadata in its header)")
     g.add_argument("--gene", required=True, metavar="GENE_DIR")

@@ -17,6 +17,7 @@ from learngene_jax.errors import ConfigError, fail
 from learngene_jax.models.cnn import SmallCNN
 from learngene_jax.models.levit import VARIANTS as LEVIT_VARIANTS
 from learngene_jax.models.levit import LeViT
+from learngene_jax.models.llama import GPT2, Llama
 from learngene_jax.models.vgg import VGGAncestor, VGGDescendant
 from learngene_jax.models.vit import ViT
 
@@ -90,6 +91,11 @@ register("vgg_ancestor")(lambda **kw: VGGAncestor(**kw))
 register("vgg_descendant")(lambda **kw: VGGDescendant(**kw))
 
 
+# Decoder LMs (Hugging Face LlamaForCausalLM / GPT2LMHeadModel layouts through convert/hf.py).
+register("llama")(lambda **kw: Llama(**kw))
+register("gpt2")(lambda **kw: GPT2(**kw))
+
+
 @register("levit")
 def any_levit(**kwargs: Any) -> LeViT:
     """Any LeViT (defaults: timm's levit_384, distilled)."""
@@ -114,7 +120,7 @@ for _timm, _size in TIMM_SIZES.items():
 RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate", "distilled_training",
                   "patch_stride", "patch_dilation")
 _CLASS_NAMES: dict[type, str] = {ViT: "vit", SmallCNN: "cnn", VGGAncestor: "vgg_ancestor",
-                                 VGGDescendant: "vgg_descendant"}
+                                 VGGDescendant: "vgg_descendant", Llama: "llama", GPT2: "gpt2"}
 
 
 def register_class(cls: type, name: str) -> None:

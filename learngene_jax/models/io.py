@@ -23,9 +23,13 @@ def save_model(path: str | Path, module: nn.Module, variables: dict[str, Any], *
 
 
 def abstract_variables(module: nn.Module) -> dict[str, Any]:
-    """All variable collections of `module` as shapes (nothing allocated)."""
-    x = jax.ShapeDtypeStruct((1, module.image_size, module.image_size, module.in_chans), "float32")
-    return jax.eval_shape(lambda images: module.init(jax.random.key(0), images), x)
+    """All variable collections of `module` as shapes (nothing allocated): image models take one image, language
+    models (a `vocab_size` field) a few token ids."""
+    if hasattr(module, "vocab_size"):
+        x = jax.ShapeDtypeStruct((1, 8), "int32")
+    else:
+        x = jax.ShapeDtypeStruct((1, module.image_size, module.image_size, module.in_chans), "float32")
+    return jax.eval_shape(lambda inputs: module.init(jax.random.key(0), inputs), x)
 
 
 def load_model(path: str | Path, **runtime: Any) -> tuple[nn.Module, dict[str, Any]]:

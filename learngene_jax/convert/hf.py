@@ -1,0 +1,174 @@
+"""Hugging Face decoder LMs ↔ the Flax Llama and GPT-2 (models/llama.py): config.json fields and one rule table
+per architecture; weights from `model.safetensors` or a sharded `model.safetensors.index.json` (bfloat16 too).
+
+Key layouts (transformers 5.23): LlamaForCausalLM stores nn.Linear weights (out, in) → Flax kernels are their
+transpose; GPT-2's Conv1D weights are (in, out) already. Tied heads (GPT-2, Llama with tie_word_embeddings) are
+not stored; GPT-2 files from the Hub lack the `transformer.` prefix and carry attention-mask buffers, dropped here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learngene_jax.convert.table import Rule, flax_to_torch, torch_to_flax
+from learngene_jax.errors import ConversionError, fail
+from learngene_jax.models.llama import GPT2, Llama, abstract_lm_params
+
+LLAMA_RULES = [
+    Rule("model.embed_tokens.weight", "embed"), Rule("model.norm.weight", "norm"),
+    Rule("lm_head.weight", "lm_head", "linear"),
+    Rule("model.layers.{layer}.input_layernorm.weight", "layers/attn_norm"),
+    Rule("model.layers.{layer}.post_attention_layernorm.weight", "layers/mlp_norm"),
+    *[Rule(f"model.layers.{{layer}}.self_attn.{n}_proj.weight", f"layers/{n}", "linear") for n in "qkvo"],
+    *[Rule(f"model.layers.{{layer}}.mlp.{n}_proj.weight", f"layers/{n}", "linear") for n in ("gate", "up", "down")],
+    Rule("model.layers.{layer}.self_attn.rotary_emb.inv_freq", None),  # a buffer in older conversions
+]
+GPT2_RULES = [
+    Rule("transformer.wte.weight", "wte"), Rule("transformer.wpe.weight", "wpe"),
+    Rule("transformer.ln_f.weight", "ln_f/scale"), Rule("transformer.ln_f.bias", "ln_f/bias"),
+    Rule("lm_head.weight", None),  # tied to wte
+    Rule("transformer.h.{layer}.attn.bias", None), Rule("transformer.h.{layer}.attn.masked_bias", None),  # masks
+    *[Rule(f"transformer.h.{{layer}}.{torch}", f"layers/{flax}") for torch, flax in (
+        ("ln_1.weight", "ln_1_scale"), ("ln_1.bias", "ln_1_bias"), ("ln_2.weight", "ln_2_scale"),
+        ("ln_2.bias", "ln_2_bias"), ("attn.c_attn.weight", "c_attn"), ("attn.c_attn.bias", "c_attn_bias"),
+        ("attn.c_proj.weight", "attn_proj"), ("attn.c_proj.bias", "attn_proj_bias"), ("mlp.c_fc.weight", "c_fc"),
+        ("mlp.c_fc.bias", "c_fc_bias"), ("mlp.c_proj.weight", "mlp_proj"), ("mlp.c_proj.bias", "mlp_proj_bias"))],
+]
+GPT2_TOP = ("wte.", "wpe.", "h.", "ln_f.")  # Hub GPT-2 keys without the `transformer.` prefix
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """config.json of a Hugging Face model directory."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        fail(ConversionError, f"{directory} has no config.json: pass a Hugging Face model directory "
+                              f"(save_pretrained output or a snapshot from the local cache)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        fail(ConversionError, f"{path} is not valid JSON ({e.msg} at line {e.lineno})")
+
+
+def _rope_theta(cfg: Mapping[str, Any]) -> float:
+    params = cfg.get("rope_parameters") or {}
+    for section in (params, cfg.get("rope_scaling") or {}):  # transformers 5 / legacy spelling
+        kind = section.get("rope_type", section.get("type", "default"))
+        if kind not in ("default", None):
+            fail(ConversionError, f"rope_type {kind!r} (scaled rotary positions) is not supported; only the default "
+                                  f"rotary embedding is")
+    return float(params.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+
+
+def model_from_config(cfg: Mapping[str, Any]) -> Llama | GPT2:
+    """The Flax model a Hugging Face config.json describes (model_type llama or gpt2); anything this port cannot
+    compute exactly is a ConversionError naming the field."""
+    kind = cfg.get("model_type")
+    if kind == "llama":
+        for flag in ("attention_bias", "mlp_bias"):
+            if cfg.get(flag):
+                fail(ConversionError, f"config.json sets {flag}=true; the Flax Llama has no biases")
+        if cfg.get("hidden_act", "silu") != "silu":
+            fail(ConversionError, f"config.json sets hidden_act={cfg['hidden_act']!r}; the Flax Llama uses silu")
+        heads = int(cfg["num_attention_heads"])
+        return Llama(vocab_size=int(cfg["vocab_size"]), width=int(cfg["hidden_size"]),
+                     depth=int(cfg["num_hidden_layers"]), num_heads=heads,
+                     num_kv_heads=int(cfg.get("num_key_value_heads") or heads), head_dim=int(cfg.get("head_dim") or 0),
+                     mlp_dim=int(cfg["intermediate_size"]), eps=float(cfg.get("rms_norm_eps", 1e-6)),
+                     rope_theta=_rope_theta(cfg), max_positions=int(cfg.get("max_position_embeddings", 4096)),
+                     tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
+    if kind == "gpt2":
+        if cfg.get("activation_function", "gelu_new") != "gelu_new":
+            fail(ConversionError, f"config.json sets activation_function={cfg['activation_function']!r}; the Flax "
+                                  f"GPT-2 uses gelu_new (tanh GELU)")
+        for flag, want in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                           ("reorder_and_upcast_attn", False), ("tie_word_embeddings", True)):
+            if cfg.get(flag, want) != want:
+                fail(ConversionError, f"config.json sets {flag}={cfg[flag]}; only {flag}={want} is supported")
+        return GPT2(vocab_size=int(cfg["vocab_size"]), width=int(cfg["n_embd"]), depth=int(cfg["n_layer"]),
+                    num_heads=int(cfg["n_head"]), mlp_dim=int(cfg.get("n_inner") or 0),
+                    eps=float(cfg.get("layer_norm_epsilon", 1e-5)), max_positions=int(cfg["n_positions"]))
+    fail(ConversionError, f"config.json describes model_type {kind!r}; from-hf reads llama and gpt2 models")
+
+
+def read_weights(directory: str | Path) -> dict[str, np.ndarray]:
+    """Every tensor of model.safetensors, or of the shards model.safetensors.index.json names, as float32 numpy."""
+    from safetensors import SafetensorError, safe_open
+
+    directory = Path(directory)
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map") or {}
+        files = sorted(set(weight_map.values()))
+        missing = [f for f in files if not (directory / f).is_file()]
+        if missing:
+            fail(ConversionError, f"{index} names {len(missing)} shard(s) that are not in {directory}: "
+                                  f"{', '.join(missing[:3])}; download the whole checkpoint")
+    elif (directory / "model.safetensors").is_file():
+        files, weight_map = ["model.safetensors"], None
+    else:
+        fail(ConversionError, f"{directory} has neither model.safetensors nor model.safetensors.index.json (PyTorch "
+                              f".bin checkpoints: load and save_pretrained them with safe_serialization first)")
+    out = {}
+    for name in files:
+        try:
+            with safe_open(directory / name, framework="np") as f:
+                for key in f.keys():  # noqa: SIM118 - safe_open has keys(), no iteration
+                    out[key] = np.asarray(f.get_tensor(key), np.float32)  # bfloat16 (ml_dtypes) → float32
+        except (SafetensorError, OSError) as e:
+            fail(ConversionError, f"cannot read {directory / name} ({e}); the file is damaged or incomplete")
+    if weight_map is not None:
+        absent = sorted(set(weight_map) - set(out))
+        if absent:
+            fail(ConversionError, f"the shards lack {len(absent)} tensor(s) the index names, e.g. {absent[0]}")
+    return out
+
+
+def from_hf(directory: str | Path) -> tuple[Llama | GPT2, dict[str, Any]]:
+    """(model, {'params': ...}) from a Hugging Face LlamaForCausalLM / GPT2LMHeadModel directory."""
+    model = model_from_config(read_config(directory))
+    sd = read_weights(directory)
+    if isinstance(model, GPT2):
+        sd = {(f"transformer.{k}" if k.startswith(GPT2_TOP) else k): v for k, v in sd.items()}
+    rules = LLAMA_RULES if isinstance(model, Llama) else GPT2_RULES
+    if isinstance(model, Llama) and model.tie_embeddings:
+        sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}  # a redundant copy of the tied embedding
+    params = torch_to_flax(sd, rules, abstract_lm_params(model), what=f"{directory}")
+    return model, {"params": params}
+
+
+def hf_config(model: Llama | GPT2) -> dict[str, Any]:
+    """The config.json transformers builds the same model from."""
+    if isinstance(model, Llama):
+        return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": model.vocab_size,
+                "hidden_size": model.width, "intermediate_size": model.mlp_dim, "num_hidden_layers": model.depth,
+                "num_attention_heads": model.num_heads, "num_key_value_heads": model.num_kv_heads,
+                "head_dim": model.hd, "hidden_act": "silu", "max_position_embeddings": model.max_positions,
+                "rms_norm_eps": model.eps, "rope_parameters": {"rope_type": "default", "rope_theta": model.rope_theta},
+                "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": model.tie_embeddings,
+                "dtype": "float32"}
+    return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": model.vocab_size,
+            "n_embd": model.width, "n_layer": model.depth, "n_head": model.num_heads, "n_inner": model.mlp_dim or None,
+            "n_positions": model.max_positions, "layer_norm_epsilon": model.eps, "activation_function": "gelu_new",
+            "tie_word_embeddings": True, "bos_token_id": model.vocab_size - 1, "eos_token_id": model.vocab_size - 1,
+            "dtype": "float32"}
+
+
+def to_hf(model: Llama | GPT2, variables: Mapping[str, Any], directory: str | Path, overwrite: bool = False) -> Path:
+    """Write `directory` (config.json + model.safetensors) that transformers' from_pretrained loads as is."""
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()) and not overwrite:
+        fail(ConversionError, f"{directory} exists and is not empty; choose another --out or pass --overwrite")
+    directory.mkdir(parents=True, exist_ok=True)
+    rules = LLAMA_RULES if isinstance(model, Llama) else GPT2_RULES
+    tensors = flax_to_torch(variables["params"], rules)
+    (directory / "config.json").write_text(json.dumps(hf_config(model), indent=2) + "\n")
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, directory / "model.safetensors",
+              metadata={"format": "pt"})
+    return directory

@@ -1,0 +1,256 @@
+"""Decoder-only language models: Llama (RMSNorm, rotary positions in Hugging Face's rotate-half convention, SwiGLU,
+grouped-query attention, tied or untied embeddings) and GPT-2 (LayerNorm, learned positions, tanh-GELU).
+
+Both keep their layers' params stacked along a leading depth axis (`layers/<name>`: (depth, ...)) and run them with
+`jax.lax.scan`, as the ViT does: a learngene aux model only has to override `layer_params` (TLEG computes the stack
+from θ_A, θ_B), and conversion to and from Hugging Face is a table (convert/hf.py). Attention goes through
+`jax.nn.dot_product_attention` (causal), so GPUs can use the fused kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+LayerParams = dict[str, Any]
+
+
+def normal_02(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+    """N(0, 0.02²), the initialiser of Llama's and GPT-2's linear layers and embeddings (Hugging Face)."""
+    return 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def rms_norm(x: Array, scale: Array, eps: float) -> Array:
+    """x · rsqrt(mean(x²) + eps) in float32, cast back, times `scale` (Hugging Face's LlamaRMSNorm)."""
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return scale.astype(x.dtype) * normed.astype(x.dtype)
+
+
+def layer_norm(x: Array, scale: Array, bias: Array, eps: float) -> Array:
+    """LayerNorm over the last axis, statistics in float32."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + eps) * scale + bias).astype(x.dtype)
+
+
+def rope_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
+    """cos, sin of shape (batch, tokens, head_dim) for `positions` (batch, tokens): frequencies θ^(−2j/head_dim),
+    each repeated for both halves of the head (Hugging Face's `cat(freqs, freqs)`)."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+    """x (batch, tokens, heads, head_dim) rotated: x·cos + rotate_half(x)·sin with rotate_half(x) = [−x₂, x₁]
+    (dimension j pairs with j + head_dim/2, Hugging Face's convention; Meta's checkpoints pair 2j, 2j+1)."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return (x * cos[:, :, None, :] + rotated * sin[:, :, None, :]).astype(x.dtype)
+
+
+def causal_attention(q: Array, k: Array, v: Array, padding: Array | None, implementation: str | None) -> Array:
+    """Causal softmax attention, q (batch, tokens, heads, head_dim) and k, v with kv_heads dividing heads (query
+    head j reads kv head j // (heads / kv_heads), as Hugging Face's repeat_kv); `padding` (batch, tokens) is 1
+    for real tokens, 0 for padding (padded keys are not attended to)."""
+    mask = None if padding is None else padding.astype(bool)[:, None, None, :]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=implementation)
+
+
+class Llama(nn.Module):
+    """A Llama-family decoder (Llama 2/3, TinyLlama, ...): `__call__(tokens (batch, tokens) int32) → logits
+    (batch, tokens, vocab)`. Field names follow Hugging Face's LlamaConfig where they differ only in spelling:
+    width = hidden_size, depth = num_hidden_layers, mlp_dim = intermediate_size."""
+
+    vocab_size: int = 32000
+    width: int = 4096
+    depth: int = 32
+    num_heads: int = 32
+    num_kv_heads: int = 32
+    head_dim: int = 0  # 0: width // num_heads
+    mlp_dim: int = 11008
+    eps: float = 1e-5  # rms_norm_eps (Llama 2 files: 1e-5)
+    rope_theta: float = 10000.0
+    max_positions: int = 4096
+    tie_embeddings: bool = False
+    dtype: Any = jnp.float32  # compute dtype; params stay float32
+    attention_impl: str | None = None  # jax.nn.dot_product_attention's implementation (None: XLA picks)
+
+    @property
+    def hd(self) -> int:
+        return self.head_dim or self.width // self.num_heads
+
+    def layer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of one decoder layer's params (Flax kernels are (in, out))."""
+        d, h, kv, hd, f = self.width, self.num_heads, self.num_kv_heads, self.hd, self.mlp_dim
+        return {"attn_norm": (d,), "q": (d, h * hd), "k": (d, kv * hd), "v": (d, kv * hd), "o": (h * hd, d),
+                "mlp_norm": (d,), "gate": (d, f), "up": (d, f), "down": (f, d)}
+
+    def init_layers(self, key: Array, shapes: dict[str, tuple[int, ...]], lead: tuple[int, ...] = ()) -> LayerParams:
+        """Fresh params for `shapes` with leading axes `lead`: norms 1, everything else N(0, 0.02²)."""
+        keys = jax.random.split(key, len(shapes))
+        return {name: jnp.ones(lead + shape) if name.endswith("norm") else normal_02(k, lead + shape)
+                for k, (name, shape) in zip(keys, shapes.items(), strict=True)}
+
+    def layer_params(self) -> LayerParams:
+        """Stacked (depth, ...) layer params; learngene aux models compute them from their gene instead."""
+        return self.param("layers", lambda key: self.init_layers(key, self.layer_shapes(), (self.depth,)))
+
+    def layer(self, x: Array, p: LayerParams, cos: Array, sin: Array, padding: Array | None) -> Array:
+        """One pre-norm decoder layer: attention then SwiGLU MLP, each added to the residual stream."""
+        b, t, _ = x.shape
+        p = jax.tree_util.tree_map(lambda a: a.astype(self.dtype), p)
+        y = rms_norm(x, p["attn_norm"], self.eps)
+        q = apply_rope((y @ p["q"]).reshape(b, t, self.num_heads, self.hd), cos, sin)
+        k = apply_rope((y @ p["k"]).reshape(b, t, self.num_kv_heads, self.hd), cos, sin)
+        v = (y @ p["v"]).reshape(b, t, self.num_kv_heads, self.hd)
+        attended = causal_attention(q, k, v, padding, self.attention_impl)
+        x = x + attended.reshape(b, t, -1) @ p["o"]
+        y = rms_norm(x, p["mlp_norm"], self.eps)
+        return x + (jax.nn.silu(y @ p["gate"]) * (y @ p["up"])) @ p["down"]
+
+    @nn.compact
+    def __call__(self, tokens: Array, padding: Array | None = None, positions: Array | None = None,
+                 train: bool = False) -> Array:
+        embed = self.param("embed", normal_02, (self.vocab_size, self.width))
+        layers = self.layer_params()
+        norm = self.param("norm", nn.initializers.ones, (self.width,))
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        cos, sin = rope_tables(positions, self.hd, self.rope_theta)
+        x = jnp.take(jnp.asarray(embed, self.dtype), tokens, axis=0)
+
+        def body(x, p):
+            return self.layer(x, p, cos.astype(self.dtype), sin.astype(self.dtype), padding), None
+
+        x, _ = jax.lax.scan(body, x, layers)
+        x = rms_norm(x, norm, self.eps)
+        head = embed.T if self.tie_embeddings else self.param("lm_head", normal_02, (self.width, self.vocab_size))
+        return (x @ head.astype(self.dtype)).astype(jnp.float32)
+
+
+class GPT2(nn.Module):
+    """GPT-2: `__call__(tokens (batch, tokens) int32) → logits (batch, tokens, vocab)`, the head tied to the token
+    embedding. Fields: width = n_embd, depth = n_layer, num_heads = n_head, max_positions = n_positions."""
+
+    vocab_size: int = 50257
+    width: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 0  # 0: 4 · width (n_inner)
+    eps: float = 1e-5
+    max_positions: int = 1024
+    dtype: Any = jnp.float32
+    attention_impl: str | None = None
+
+    @property
+    def hidden(self) -> int:
+        return self.mlp_dim or 4 * self.width
+
+    def layer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of one block's params (Conv1D weights are already (in, out), like Flax kernels)."""
+        d, f = self.width, self.hidden
+        return {"ln_1_scale": (d,), "ln_1_bias": (d,), "c_attn": (d, 3 * d), "c_attn_bias": (3 * d,),
+                "attn_proj": (d, d), "attn_proj_bias": (d,), "ln_2_scale": (d,), "ln_2_bias": (d,),
+                "c_fc": (d, f), "c_fc_bias": (f,), "mlp_proj": (f, d), "mlp_proj_bias": (d,)}
+
+    def init_layers(self, key: Array, shapes: dict[str, tuple[int, ...]], lead: tuple[int, ...] = ()) -> LayerParams:
+        """GPT-2's init: LayerNorm 1/0, biases 0, weights N(0, 0.02²), residual projections N(0, (0.02/√(2L))²)."""
+        keys = jax.random.split(key, len(shapes))
+        out = {}
+        for k, (name, shape) in zip(keys, shapes.items(), strict=True):
+            if name.endswith("_scale"):
+                out[name] = jnp.ones(lead + shape)
+            elif name.endswith("bias"):
+                out[name] = jnp.zeros(lead + shape)
+            else:
+                std = 0.02 / (2 * self.depth) ** 0.5 if name.endswith("proj") else 0.02
+                out[name] = std * jax.random.normal(k, lead + shape)
+        return out
+
+    def layer_params(self) -> LayerParams:
+        """Stacked (depth, ...) block params; learngene aux models compute them from their gene instead."""
+        return self.param("layers", lambda key: self.init_layers(key, self.layer_shapes(), (self.depth,)))
+
+    def layer(self, x: Array, p: LayerParams, padding: Array | None) -> Array:
+        """One pre-norm block: attention then the tanh-GELU MLP, each added to the residual stream."""
+        b, t, d = x.shape
+        hd = d // self.num_heads
+        p = jax.tree_util.tree_map(lambda a: a.astype(self.dtype), p)
+        y = layer_norm(x, p["ln_1_scale"], p["ln_1_bias"], self.eps)
+        q, k, v = jnp.split(y @ p["c_attn"] + p["c_attn_bias"], 3, axis=-1)
+        q, k, v = (z.reshape(b, t, self.num_heads, hd) for z in (q, k, v))
+        x = x + causal_attention(q, k, v, padding, self.attention_impl).reshape(b, t, d) @ p["attn_proj"] \
+            + p["attn_proj_bias"]
+        y = layer_norm(x, p["ln_2_scale"], p["ln_2_bias"], self.eps)
+        return x + jax.nn.gelu(y @ p["c_fc"] + p["c_fc_bias"], approximate=True) @ p["mlp_proj"] + p["mlp_proj_bias"]
+
+    @nn.compact
+    def __call__(self, tokens: Array, padding: Array | None = None, positions: Array | None = None,
+                 train: bool = False) -> Array:
+        wte = self.param("wte", normal_02, (self.vocab_size, self.width))
+        wpe = self.param("wpe", lambda k, s: 0.01 * jax.random.normal(k, s), (self.max_positions, self.width))
+        layers = self.layer_params()
+        ln_f = self.param("ln_f", lambda k: {"scale": jnp.ones(self.width), "bias": jnp.zeros(self.width)})
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        x = jnp.take(jnp.asarray(wte), tokens, axis=0) + jnp.take(jnp.asarray(wpe), positions, axis=0)
+        x = x.astype(self.dtype)
+        x, _ = jax.lax.scan(lambda x, p: (self.layer(x, p, padding), None), x, layers)
+        x = layer_norm(x, ln_f["scale"], ln_f["bias"], self.eps)
+        return (x @ wte.T.astype(self.dtype)).astype(jnp.float32)
+
+
+def abstract_lm_params(model: Llama | GPT2) -> dict[str, Any]:
+    """The LM's param tree as `jax.ShapeDtypeStruct`s (nothing is allocated)."""
+    tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+    return jax.eval_shape(lambda t: model.init(jax.random.key(0), t), tokens)["params"]
+
+
+def check_tokens(tokens: Any, vocab_size: int) -> np.ndarray:
+    """Token ids (batch, tokens) as int32, checked: whole numbers in 0..vocab_size−1 (an embedding lookup in JAX
+    would clamp any other id silently). ValueError otherwise."""
+    array = np.asarray(tokens)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"expected int32 token ids of shape (batch, tokens), got {array.dtype} {array.shape}")
+    if array.size and (array.min() < 0 or array.max() >= vocab_size):
+        raise ValueError(f"token ids must lie in 0..{vocab_size - 1} (the model's vocabulary), got "
+                         f"{array.min()}..{array.max()}")
+    return array.astype(np.int32)
+
+
+def generate(model: Llama | GPT2, variables: dict[str, Any], prompt: Array, steps: int, *, temperature: float = 0.0,
+             rng: Array | None = None) -> Array:
+    """`prompt` (batch, tokens) int32 continued by `steps` tokens: greedy at temperature 0, else sampled from
+    softmax(logits / temperature). Recomputes the whole sequence per token (no KV cache): for notebooks and tests,
+    not for serving. Returns (batch, tokens + steps)."""
+    if temperature < 0 or steps < 0:
+        raise ValueError(f"temperature and steps must be >= 0, got {temperature}, {steps}")
+    rng = jax.random.key(0) if rng is None else rng
+    prompt = check_tokens(prompt, model.vocab_size)
+    b, t = prompt.shape
+    if t + steps > model.max_positions:
+        raise ValueError(f"{t} prompt tokens + {steps} steps exceed the model's {model.max_positions} positions")
+    seq = jnp.zeros((b, t + steps), jnp.int32).at[:, :t].set(prompt)
+
+    @jax.jit
+    def step(seq, i, key):
+        logits = model.apply(variables, seq)  # causal: positions after i do not change logits[:, i]
+        last = jax.lax.dynamic_index_in_dim(logits, i - 1, axis=1, keepdims=False)
+        if temperature == 0:
+            nxt = jnp.argmax(last, axis=-1)
+        else:
+            nxt = jax.random.categorical(key, last / temperature, axis=-1)
+        return seq.at[:, i].set(nxt.astype(jnp.int32))
+
+    for i in range(t, t + steps):
+        seq = step(seq, i, jax.random.fold_in(rng, i))
+    return seq

@@ -1,0 +1,179 @@
+"""Decoder LMs (models/llama.py) against Hugging Face transformers on random tiny models: logits, parameter counts,
+greedy generation, the from-hf / to-hf conversions (sharded and bfloat16 files included) and their bad inputs."""
+
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import run_module
+
+from learngene_jax.convert import hf
+from learngene_jax.errors import ConversionError
+from learngene_jax.models.llama import GPT2, Llama, abstract_lm_params, check_tokens, generate
+from learngene_jax.models.vit import count_params
+
+pytestmark = pytest.mark.torch
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+VOCAB = 97
+TOKENS = np.random.default_rng(0).integers(0, VOCAB, (2, 13))
+LLAMA = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=500.0)
+CASES = {
+    "llama_gqa": ("llama", dict(LLAMA, num_key_value_heads=2, tie_word_embeddings=False)),
+    "llama_tied": ("llama", dict(LLAMA, num_key_value_heads=4, tie_word_embeddings=True)),
+    "gpt2": ("gpt2", dict(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=32, bos_token_id=0,
+                          eos_token_id=0)),
+}
+
+
+@pytest.fixture(scope="module")
+def transformers():
+    from learngene_jax.torch_ref import import_transformers
+
+    return import_transformers()
+
+
+def hf_model(transformers, case, seed=0):
+    import torch
+
+    kind, kwargs = CASES[case]
+    torch.manual_seed(seed)
+    if kind == "llama":
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(**kwargs)).eval()
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**kwargs)).eval()
+
+
+def hf_logits(model, tokens):
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor(tokens)).logits.numpy()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_from_hf_logits_and_param_count_equal_transformers(transformers, case, tmp_path):
+    ref = hf_model(transformers, case)
+    ref.save_pretrained(tmp_path / "hf")
+    model, variables = hf.from_hf(tmp_path / "hf")
+    got = np.asarray(model.apply(variables, jnp.asarray(TOKENS)))
+    np.testing.assert_allclose(got, hf_logits(ref, TOKENS), rtol=0, atol=1e-5)
+    assert count_params(variables["params"]) == sum(p.numel() for p in ref.parameters())
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_to_hf_loads_in_transformers_without_warnings_and_gives_the_same_logits(transformers, case, tmp_path,
+                                                                                 caplog):
+    kind, kwargs = CASES[case]
+    model, _ = hf.from_hf(_saved(transformers, case, tmp_path / "ref"))  # the architecture
+    variables = model.init(jax.random.key(3), jnp.asarray(TOKENS))
+    hf.to_hf(model, variables, tmp_path / "out")
+    with caplog.at_level(logging.WARNING):
+        loaded, info = type(hf_model(transformers, case)).from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not info["missing_keys"], info
+    assert not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
+    np.testing.assert_allclose(hf_logits(loaded.eval(), TOKENS), np.asarray(model.apply(variables, TOKENS)),
+                               rtol=0, atol=1e-5)
+
+
+def _saved(transformers, case, path, **save):
+    hf_model(transformers, case).save_pretrained(path, **save)
+    return path
+
+
+def test_sharded_bfloat16_checkpoint_reads_like_transformers(transformers, tmp_path):
+    import torch
+
+    ref = hf_model(transformers, "llama_gqa").to(torch.bfloat16)
+    ref.save_pretrained(tmp_path / "hf", max_shard_size="40KB")
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    model, variables = hf.from_hf(tmp_path / "hf")
+    want = {k: v.float().numpy() for k, v in ref.state_dict().items()}
+    q1 = want["model.layers.1.self_attn.q_proj.weight"].T
+    np.testing.assert_array_equal(variables["params"]["layers"]["q"][1], q1)
+    np.testing.assert_array_equal(variables["params"]["embed"], want["model.embed_tokens.weight"])
+
+
+def test_greedy_generation_equals_transformers(transformers):
+    ref = hf_model(transformers, "llama_gqa")
+    import torch
+
+    with torch.no_grad():
+        want = ref.generate(torch.tensor(TOKENS[:, :5]), max_new_tokens=6, do_sample=False, min_new_tokens=6,
+                            pad_token_id=0).numpy()
+    state = {k: v.numpy() for k, v in ref.state_dict().items()}
+    model = hf.model_from_config(ref.config.to_dict())
+    params = hf.torch_to_flax(state, hf.LLAMA_RULES, abstract_lm_params(model))
+    got = generate(model, {"params": params}, jnp.asarray(TOKENS[:, :5]), 6)
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_causal_and_padding_masks():
+    model = Llama(vocab_size=VOCAB, width=32, depth=1, num_heads=2, num_kv_heads=1, mlp_dim=48, max_positions=32)
+    variables = model.init(jax.random.key(0), jnp.asarray(TOKENS))
+    full = model.apply(variables, jnp.asarray(TOKENS))
+    changed = TOKENS.copy()
+    changed[:, -1] = (changed[:, -1] + 1) % VOCAB
+    # a later token never changes earlier logits
+    np.testing.assert_allclose(model.apply(variables, jnp.asarray(changed))[:, :-1], full[:, :-1], atol=1e-6)
+    # right padding: the real tokens' logits do not depend on what the padded positions hold
+    padding = np.ones_like(TOKENS)
+    padding[:, -3:] = 0
+    a = model.apply(variables, jnp.asarray(TOKENS), jnp.asarray(padding))
+    b = model.apply(variables, jnp.asarray(changed), jnp.asarray(padding))
+    np.testing.assert_allclose(a[:, :-3], b[:, :-3], atol=1e-6)
+
+
+def test_tokens_outside_the_vocabulary_are_an_error_not_a_clamp():
+    with pytest.raises(ValueError, match="token ids must lie in 0..96"):
+        check_tokens(np.array([[1, 97]]), VOCAB)
+    with pytest.raises(ValueError, match="int32 token ids of shape"):
+        check_tokens(np.zeros((2, 3), np.float32), VOCAB)
+    with pytest.raises(ValueError, match="exceed"):
+        generate(GPT2(vocab_size=VOCAB, width=32, depth=1, num_heads=2, max_positions=8), {}, jnp.zeros((1, 6),
+                 jnp.int32), 5)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: _json_edit(d / "config.json", model_type="bert"), "model_type 'bert'"),
+    (lambda d: _json_edit(d / "config.json", rope_scaling={"rope_type": "yarn", "factor": 2.0}), "rope_type 'yarn'"),
+    (lambda d: _json_edit(d / "config.json", rope_parameters={"rope_type": "llama3", "rope_theta": 5e5}),
+     "rope_type 'llama3'"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 10), "damaged or incomplete"),
+    (lambda d: (d / "config.json").unlink(), "has no config.json"),
+])
+def test_bad_hf_directories_are_one_line_errors(transformers, tmp_path, edit, message):
+    path = _saved(transformers, "llama_gqa", tmp_path / "hf")
+    edit(path)
+    with pytest.raises(ConversionError, match=message):
+        hf.from_hf(path)
+
+
+def test_a_missing_shard_is_named(transformers, tmp_path):
+    path = _saved(transformers, "gpt2", tmp_path / "hf", max_shard_size="40KB")
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    lost = sorted(set(index["weight_map"].values()))[-1]
+    (path / lost).unlink()
+    with pytest.raises(ConversionError, match=f"shard.*{lost}"):
+        hf.from_hf(path)
+
+
+def _json_edit(path, **changes):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_cli_from_hf_then_to_hf_round_trip(transformers, tmp_path):
+    src = _saved(transformers, "llama_tied", tmp_path / "hf")
+    run_module("learngene_jax.convert", "from-hf", "--checkpoint", str(src), "--out", str(tmp_path / "m"))
+    run_module("learngene_jax.convert", "to-hf", "--model-dir", str(tmp_path / "m"), "--out", str(tmp_path / "back"))
+    loaded = type(hf_model(transformers, "llama_tied")).from_pretrained(tmp_path / "back").eval()
+    np.testing.assert_allclose(hf_logits(loaded, TOKENS), hf_logits(hf_model(transformers, "llama_tied"), TOKENS),
+                               rtol=0, atol=1e-6)
+    bad = run_module("learngene_jax.convert", "from-hf", "--checkpoint", str(tmp_path / "nope"), "--out",
+                     str(tmp_path / "x"), check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
