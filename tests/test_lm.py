@@ -177,3 +177,91 @@ def test_cli_from_hf_then_to_hf_round_trip(transformers, tmp_path):
     bad = run_module("learngene_jax.convert", "from-hf", "--checkpoint", str(tmp_path / "nope"), "--out",
                      str(tmp_path / "x"), check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+# -- genes over depth for language models ------------------------------------------------------------------------
+LM_SMALL = dict(vocab_size=VOCAB, width=32, num_heads=4, mlp_dim=48, max_positions=32)
+
+
+def _aux(method, arch, seed=0, **kw):
+    from conftest import randomize
+
+    from learngene_jax import genes
+    from learngene_jax.models import create_model
+
+    extra = dict(depth=4) if method == "tleg" else dict(depth=5, stage_sizes=(2, 1, 2))
+    fields = dict(LM_SMALL, **({"num_kv_heads": 2} if arch == "llama" else {}))
+    model = create_model(f"{method}_{arch}", **fields, **extra, **kw)
+    params = randomize(model.init(jax.random.key(seed), jnp.asarray(TOKENS))["params"], seed)
+    return model, params, genes.extract_gene(params, genes.get_method(f"{method}_lm").meta_from_aux(model))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_tleg_lm_descendant_layers_follow_the_rule_and_reproduce_the_aux_at_its_depth(arch):
+    from learngene_jax import genes
+
+    aux, params, gene = _aux("tleg", arch)
+    for depth in (2, 4, 7):
+        expanded = genes.expand(gene, depth)
+        theta = params["tleg"]
+        for name, stack in expanded["layers"].items():
+            for i in range(depth):
+                np.testing.assert_allclose(stack[i], theta["theta_b"][name] + np.float32(i / depth)
+                                           * theta["theta_a"][name], rtol=1e-6, atol=1e-6)
+    descendant = genes.descendant_model(gene, 4)
+    assert type(descendant) in (Llama, GPT2)
+    np.testing.assert_allclose(descendant.apply({"params": genes.expand(gene, 4)}, TOKENS),
+                               aux.apply({"params": params}, TOKENS), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_sws_lm_descendants_copy_stages_and_reproduce_the_aux_with_its_layout(arch):
+    from learngene_jax import genes
+
+    aux, params, gene = _aux("sws", arch)
+    expanded = genes.expand(gene, layers_source="0,0,1,2,2")  # the aux layout
+    np.testing.assert_allclose(genes.descendant_model(gene, 5).apply({"params": expanded}, TOKENS),
+                               aux.apply({"params": params}, TOKENS), rtol=0, atol=1e-5)
+    three = genes.expand(gene, 3)
+    from learngene_jax.methods.sws.gene import default_layers_source
+
+    for i, stage in enumerate(default_layers_source((2, 1, 2), 3)):
+        for name, stack in three["layers"].items():
+            np.testing.assert_array_equal(stack[i], params["sws"]["stages"][name][stage])
+
+
+def test_gradients_reach_theta_a_and_theta_b():
+    aux, params, _ = _aux("tleg", "llama")
+
+    def loss(p):
+        logits = aux.apply({"params": p}, TOKENS)
+        return -jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+
+    grads = jax.grad(loss)(params)["tleg"]
+    for part in ("theta_a", "theta_b"):
+        for name, g in grads[part].items():
+            assert float(jnp.abs(g).sum()) > 0, (part, name)
+
+
+def test_lm_genes_round_trip_through_orbax_and_the_single_file(tmp_path):
+    from learngene_jax.genes.files import load_gene_safetensors, save_gene_safetensors
+    from learngene_jax.genes.io import load_gene, save_gene
+
+    for method, arch in (("tleg", "llama"), ("sws", "gpt2")):
+        _, _, gene = _aux(method, arch)
+        save_gene_safetensors(gene, tmp_path / f"{method}.safetensors")
+        for back in (load_gene(save_gene(tmp_path / f"{method}_dir", gene)),
+                     load_gene_safetensors(tmp_path / f"{method}.safetensors")):
+            assert back.meta == gene.meta
+            jax.tree_util.tree_map(np.testing.assert_array_equal, back.params, gene.params)
+
+
+def test_tleg_lm_descendant_exports_to_transformers(transformers, tmp_path):
+    from learngene_jax import genes
+
+    _, _, gene = _aux("tleg", "llama")
+    model, params = genes.descendant_model(gene, 3), genes.expand(gene, 3)
+    hf.to_hf(model, {"params": params}, tmp_path / "des")
+    loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "des").eval()
+    np.testing.assert_allclose(hf_logits(loaded, TOKENS), np.asarray(model.apply({"params": params}, TOKENS)),
+                               rtol=0, atol=1e-5)

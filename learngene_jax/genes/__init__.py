@@ -12,6 +12,7 @@ import jax
 
 from learngene_jax.errors import GeneError, fail
 from learngene_jax.genes.core import Gene, GeneMeta, descendant, shape_mismatches
+from learngene_jax.models.llama import abstract_lm_params
 from learngene_jax.models.vit import abstract_params
 
 METHODS: dict[str, ModuleType] = {}
@@ -69,7 +70,9 @@ def aux_model(meta: GeneMeta, **overrides: Any):
 
 def aux_params(gene: Gene) -> dict[str, Any]:
     """Params to run the gene's own aux model (fails when the aux had per-layer params outside the gene)."""
-    problems = shape_mismatches(abstract_params(aux_model(gene.meta)), gene.params)
+    aux = aux_model(gene.meta)
+    problems = shape_mismatches(abstract_lm_params(aux) if hasattr(aux, "vocab_size") else abstract_params(aux),
+                                gene.params)
     if problems:
         fail(GeneError, "the aux model needs params that are not part of this gene (" + "; ".join(problems[:3])
              + "); expand it to a descendant with a depth instead")
@@ -78,9 +81,12 @@ def aux_params(gene: Gene) -> dict[str, Any]:
 
 def descendant_model(gene: Gene, depth: int | None, *, layers_source: Any = None, layout: str = "official",
                      num_classes: int | None = None, **overrides: Any):
-    """The plain ViT that `expand` fills for these arguments."""
-    return descendant(gene.meta, descendant_depth(gene, depth, layers_source), layout=layout,
-                      num_classes=num_classes, **overrides)
+    """The plain model (ViT, or Llama / GPT-2 for language-model genes) that `expand` fills for these arguments."""
+    method = get_method(gene.meta.method)
+    depth = descendant_depth(gene, depth, layers_source)
+    if hasattr(method, "descendant_model"):  # language-model genes: no layouts or class heads
+        return method.descendant_model(gene.meta, depth, **overrides)
+    return descendant(gene.meta, depth, layout=layout, num_classes=num_classes, **overrides)
 
 
 def extract_gene(aux_params: dict[str, Any], meta: GeneMeta) -> Gene:

@@ -68,6 +68,42 @@ class GeneMeta:
         return json.dumps(self.to_json())
 
 
+LM_ARCHS = ("llama", "gpt2")
+
+
+@dataclasses.dataclass(frozen=True)
+class LMGeneMeta:
+    """What a language-model gene is: its method, the aux decoder's family (`arch`: llama | gpt2) and its
+    architecture fields (`fields`: vocab_size, width, heads, ... as sorted (name, value) pairs, hashable so a Gene
+    can be a jit argument), the aux depth, and the method's own settings."""
+
+    method: str
+    arch: str
+    fields: tuple[tuple[str, Any], ...]
+    depth: int
+    expanded: tuple[str, ...] = ()  # TLEG: the layer params that are θ_B + c·θ_A (empty: all of them)
+    stage_sizes: tuple[int, ...] = ()  # SWS
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (`fields` as an object)."""
+        return {**dataclasses.asdict(self), "fields": dict(self.fields)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LMGeneMeta:
+        """Parse and validate stored metadata (unknown keys, a newer format or an unknown arch are errors)."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("fields"), Mapping):
+            fail(GeneError, "language-model gene metadata needs a `fields` object (the aux architecture)")
+        meta = parse_meta(cls, {**data, "fields": tuple(sorted(
+            (k, tuple(v) if isinstance(v, list) else v) for k, v in data["fields"].items()))})
+        if meta.arch not in LM_ARCHS:
+            fail(GeneError, f"gene arch {meta.arch!r} is not one of {LM_ARCHS}")
+        return meta
+
+    def __str__(self) -> str:
+        return json.dumps(self.to_json())
+
+
 def parse_meta(cls: type, data: Any) -> Any:
     """Build the gene-metadata dataclass `cls` from stored JSON: unknown keys, a newer format or missing fields
     are errors; JSON lists become tuples."""

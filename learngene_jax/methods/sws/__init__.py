@@ -2,10 +2,14 @@
 descendant copies stage `layers_source[i]`'s block into its layer i. `aux_net` is the Aux-Net, `gene` the contract."""
 
 from learngene_jax import genes, models
-from learngene_jax.methods.sws import gene
+from learngene_jax.methods.sws import gene, lm
 from learngene_jax.methods.sws.aux_net import SWSAux
 
 genes.register_method(gene)
+genes.register_method(lm)  # decoder language models (Llama, GPT-2)
+for _arch, _cls in lm.AUX.items():
+    models.register(f"sws_{_arch}")(lambda _c=_cls, **kw: _c(**kw))
+    models.register_class(_cls, f"sws_{_arch}")
 models.register_class(SWSAux, "sws_aux")
 models.register("sws_aux")(lambda **kw: SWSAux(**{"depth": 16, **kw}))
 for _size, _dims in models.VIT_SIZES.items():

@@ -2,10 +2,14 @@
 sub-layer; layer l of a depth-L model is θ_B + (l−1)/L·θ_A. `aux_net` is the Aux-Net, `gene` the contract."""
 
 from learngene_jax import genes, models
-from learngene_jax.methods.tleg import gene
+from learngene_jax.methods.tleg import gene, lm
 from learngene_jax.methods.tleg.aux_net import TLEGAux
 
 genes.register_method(gene)
+genes.register_method(lm)  # decoder language models (Llama, GPT-2)
+for _arch, _cls in lm.AUX.items():
+    models.register(f"tleg_{_arch}")(lambda _c=_cls, **kw: _c(**kw))
+    models.register_class(_cls, f"tleg_{_arch}")
 models.register_class(TLEGAux, "tleg_aux")
 models.register("tleg_aux")(lambda **kw: TLEGAux(**kw))
 for _size, _dims in models.VIT_SIZES.items():
