@@ -1,5 +1,6 @@
 """python -m learngene_jax.predict — logits of a gene's aux model, an expanded descendant, or a model
-directory, on normalised float32 images from a .npy file (eval mode)."""
+directory, on normalised float32 images (--images) or, for language models, int32 token ids (--tokens, (batch,
+tokens)) from a .npy file (eval mode)."""
 
 from __future__ import annotations
 
@@ -98,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--depth", type=int, default=None, help="expand the gene to a descendant of this depth")
     p.add_argument("--layers-source", default=None, help="SWS: stage id per descendant layer")
     p.add_argument("--layout", default="official", choices=["official", "exact"], help="descendant layout")
-    p.add_argument("--images", required=True, help=".npy of float32 images, already normalised")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--images", help=".npy of float32 images, already normalised")
+    data.add_argument("--tokens", help=".npy of integer token ids (batch, tokens), for language models")
     p.add_argument("--layout-images", default="auto", choices=["auto", "nchw", "nhwc"])
     p.add_argument("--out", required=True, help="where to save the logits (.npy)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -110,13 +113,30 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.out).expanduser().absolute().parent
     if not out_dir.is_dir():
         fail(UserError, f"--out: no directory {out_dir}; create it first")
+    source = args.images or args.tokens
     try:
-        images = np.load(args.images, allow_pickle=False)
+        images = np.load(source, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        fail(UserError, f"cannot read images from {args.images}: {e}")
+        fail(UserError, f"cannot read {'images' if args.images else 'tokens'} from {source}: {e}")
     model, variables = resolve_model(args)
     if not isinstance(images, np.ndarray):
-        fail(UserError, f"{args.images} holds several arrays (an .npz?); save one array with np.save")
+        fail(UserError, f"{source} holds several arrays (an .npz?); save one array with np.save")
+    if hasattr(model, "vocab_size") != bool(args.tokens):
+        fail(UserError, f"{type(model).__name__} takes {'--tokens' if hasattr(model, 'vocab_size') else '--images'}")
+    if args.tokens:
+        from learngene_jax.models.llama import check_tokens
+
+        try:
+            tokens = check_tokens(images, model.vocab_size)
+        except ValueError as e:
+            fail(UserError, f"{source}: {e}")
+        if tokens.shape[1] > model.max_positions:
+            fail(UserError, f"{source}: {tokens.shape[1]} tokens per row exceed the model's {model.max_positions} "
+                            f"positions")
+        logits = batched_apply(model, variables, tokens, args.batch_size)
+        np.save(args.out, logits)
+        print(f"saved logits {logits.shape} to {args.out}")
+        return
     images = to_nhwc(images, args.layout_images, model.in_chans, args.images)
     check_normalised(images, model.image_size, args.images, args.allow_unit_range)
     images = images.astype(np.float32)

@@ -265,3 +265,20 @@ def test_tleg_lm_descendant_exports_to_transformers(transformers, tmp_path):
     loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "des").eval()
     np.testing.assert_allclose(hf_logits(loaded, TOKENS), np.asarray(model.apply({"params": params}, TOKENS)),
                                rtol=0, atol=1e-5)
+
+
+def test_predict_takes_token_ids_for_language_models(transformers, tmp_path):
+    src = _saved(transformers, "gpt2", tmp_path / "hf")
+    run_module("learngene_jax.convert", "from-hf", "--checkpoint", str(src), "--out", str(tmp_path / "m"))
+    np.save(tmp_path / "tokens.npy", TOKENS.astype(np.int32))
+    run_module("learngene_jax.predict", "--model-dir", str(tmp_path / "m"), "--tokens", str(tmp_path / "tokens.npy"),
+               "--out", str(tmp_path / "logits.npy"), "--batch-size", "1")
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), hf_logits(hf_model(transformers, "gpt2"), TOKENS),
+                               rtol=0, atol=1e-5)
+    np.save(tmp_path / "bad.npy", np.full((1, 4), VOCAB, np.int32))
+    for data, message in ((["--tokens", str(tmp_path / "bad.npy")], "token ids must lie in 0..96"),
+                          (["--images", str(tmp_path / "tokens.npy")], "GPT2 takes --tokens")):
+        proc = run_module("learngene_jax.predict", "--model-dir", str(tmp_path / "m"), *data, "--out",
+                          str(tmp_path / "x.npy"), check=False)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert message in proc.stderr
