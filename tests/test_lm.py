@@ -282,3 +282,42 @@ def test_predict_takes_token_ids_for_language_models(transformers, tmp_path):
                           str(tmp_path / "x.npy"), check=False)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert message in proc.stderr
+
+
+# -- LoRA --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_lora_unmerged_forward_equals_the_merged_model_and_unmerge_restores_the_base(arch):
+    from learngene_jax.models import lora
+
+    kw = dict(LM_SMALL, depth=3, **({"num_kv_heads": 2} if arch == "llama" else {}))
+    base = Llama(**kw) if arch == "llama" else GPT2(**kw)
+    model = lora.with_lora(base, rank=4, alpha=8.0, layers=(0, 2),
+                           targets=("q", "v", "down") if arch == "llama" else ("c_attn", "mlp_proj"))
+    params = model.init(jax.random.key(0), TOKENS)["params"]
+    assert set(params) - set(base.init(jax.random.key(0), TOKENS)["params"]) == {"lora"}
+    # a fresh adapter (B = 0) changes nothing
+    plain = {k: v for k, v in params.items() if k != "lora"}
+    np.testing.assert_allclose(model.apply({"params": params}, TOKENS), base.apply({"params": plain}, TOKENS),
+                               rtol=0, atol=1e-6)
+    # trained adapters: the unmerged forward (x W + s (x A) B) equals the plain model with W + s A B
+    params["lora"] = jax.tree_util.tree_map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape),
+                                            params["lora"])
+    merged = lora.merge(model, params)
+    unmerged_logits = model.apply({"params": params}, TOKENS)
+    np.testing.assert_allclose(unmerged_logits, base.apply({"params": merged}, TOKENS), rtol=0, atol=2e-5)
+    assert float(jnp.abs(unmerged_logits - base.apply({"params": plain}, TOKENS)).max()) > 1e-3  # it did something
+    # layer 1 carries no adapter: its weights are untouched by merge
+    name = "q" if arch == "llama" else "c_attn"
+    np.testing.assert_array_equal(merged["layers"][name][1], plain["layers"][name][1])
+    back = lora.unmerge(model, merged, params["lora"])
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6), back, params)
+
+
+def test_lora_scale_follows_alpha_over_rank_or_rslora():
+    from learngene_jax.models import lora
+
+    base = Llama(**dict(LM_SMALL, depth=1, num_kv_heads=2))
+    assert lora.with_lora(base, rank=4, alpha=8.0).lora_scale == 2.0
+    assert lora.with_lora(base, rank=4, alpha=8.0, rslora=True).lora_scale == 4.0
+    with pytest.raises(ValueError, match="lora_layers"):
+        lora.with_lora(base, rank=2, alpha=2.0, layers=(3,)).init(jax.random.key(0), TOKENS)

@@ -57,6 +57,15 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
     return (x * cos[:, :, None, :] + rotated * sin[:, :, None, :]).astype(x.dtype)
 
 
+def project(y: Array, p: LayerParams, name: str, lora_scale: float) -> Array:
+    """y @ W for the layer param `name`, plus (α/r)·(y A) B when the layer carries LoRA adapters `name_lora_a`
+    (in, r) and `name_lora_b` (r, out) (models/lora.py): the unmerged LoRA forward, which never forms W + AB."""
+    out = y @ p[name]
+    if f"{name}_lora_a" in p:
+        out = out + lora_scale * ((y @ p[f"{name}_lora_a"]) @ p[f"{name}_lora_b"])
+    return out
+
+
 def causal_attention(q: Array, k: Array, v: Array, padding: Array | None, implementation: str | None) -> Array:
     """Causal softmax attention, q (batch, tokens, heads, head_dim) and k, v with kv_heads dividing heads (query
     head j reads kv head j // (heads / kv_heads), as Hugging Face's repeat_kv); `padding` (batch, tokens) is 1
@@ -83,6 +92,7 @@ class Llama(nn.Module):
     tie_embeddings: bool = False
     dtype: Any = jnp.float32  # compute dtype; params stay float32
     attention_impl: str | None = None  # jax.nn.dot_product_attention's implementation (None: XLA picks)
+    lora_scale: float = 0.0  # α/r of LoRA adapters in the layer params (models/lora.py); unused without them
 
     @property
     def hd(self) -> int:
@@ -109,13 +119,14 @@ class Llama(nn.Module):
         b, t, _ = x.shape
         p = jax.tree_util.tree_map(lambda a: a.astype(self.dtype), p)
         y = rms_norm(x, p["attn_norm"], self.eps)
-        q = apply_rope((y @ p["q"]).reshape(b, t, self.num_heads, self.hd), cos, sin)
-        k = apply_rope((y @ p["k"]).reshape(b, t, self.num_kv_heads, self.hd), cos, sin)
-        v = (y @ p["v"]).reshape(b, t, self.num_kv_heads, self.hd)
+        s = self.lora_scale
+        q = apply_rope(project(y, p, "q", s).reshape(b, t, self.num_heads, self.hd), cos, sin)
+        k = apply_rope(project(y, p, "k", s).reshape(b, t, self.num_kv_heads, self.hd), cos, sin)
+        v = project(y, p, "v", s).reshape(b, t, self.num_kv_heads, self.hd)
         attended = causal_attention(q, k, v, padding, self.attention_impl)
-        x = x + attended.reshape(b, t, -1) @ p["o"]
+        x = x + project(attended.reshape(b, t, -1), p, "o", s)
         y = rms_norm(x, p["mlp_norm"], self.eps)
-        return x + (jax.nn.silu(y @ p["gate"]) * (y @ p["up"])) @ p["down"]
+        return x + project(jax.nn.silu(project(y, p, "gate", s)) * project(y, p, "up", s), p, "down", s)
 
     @nn.compact
     def __call__(self, tokens: Array, padding: Array | None = None, positions: Array | None = None,
@@ -150,6 +161,7 @@ class GPT2(nn.Module):
     max_positions: int = 1024
     dtype: Any = jnp.float32
     attention_impl: str | None = None
+    lora_scale: float = 0.0  # α/r of LoRA adapters in the layer params (models/lora.py); unused without them
 
     @property
     def hidden(self) -> int:
@@ -186,12 +198,14 @@ class GPT2(nn.Module):
         hd = d // self.num_heads
         p = jax.tree_util.tree_map(lambda a: a.astype(self.dtype), p)
         y = layer_norm(x, p["ln_1_scale"], p["ln_1_bias"], self.eps)
-        q, k, v = jnp.split(y @ p["c_attn"] + p["c_attn_bias"], 3, axis=-1)
+        s = self.lora_scale
+        q, k, v = jnp.split(project(y, p, "c_attn", s) + p["c_attn_bias"], 3, axis=-1)
         q, k, v = (z.reshape(b, t, self.num_heads, hd) for z in (q, k, v))
-        x = x + causal_attention(q, k, v, padding, self.attention_impl).reshape(b, t, d) @ p["attn_proj"] \
+        x = x + project(causal_attention(q, k, v, padding, self.attention_impl).reshape(b, t, d), p, "attn_proj", s) \
             + p["attn_proj_bias"]
         y = layer_norm(x, p["ln_2_scale"], p["ln_2_bias"], self.eps)
-        return x + jax.nn.gelu(y @ p["c_fc"] + p["c_fc_bias"], approximate=True) @ p["mlp_proj"] + p["mlp_proj_bias"]
+        hidden = jax.nn.gelu(project(y, p, "c_fc", s) + p["c_fc_bias"], approximate=True)
+        return x + project(hidden, p, "mlp_proj", s) + p["mlp_proj_bias"]
 
     @nn.compact
     def __call__(self, tokens: Array, padding: Array | None = None, positions: Array | None = None,
