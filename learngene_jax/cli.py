@@ -89,15 +89,13 @@ def _absl_command(command: str, rest: list[str]) -> None:
 
     from learngene_jax import main
 
-    task = None
+    task, recorded = None, list(rest)
     if command in ("adapt", "sweep"):
         p = argparse.ArgumentParser(prog=f"learngene {command}", add_help=False)
+        p.error = _one_line_error
         p.add_argument("--gene", required=True)
         p.add_argument("--depth" if command == "adapt" else "--depths", required=True)
-        try:
-            known, rest = p.parse_known_args(rest)
-        except SystemExit:
-            sys.exit(2)
+        known, rest = p.parse_known_args(rest)
         if command == "adapt":
             rest = [*rest, f"--config.gene={known.gene}", f"--config.depth={known.depth}"]
         else:
@@ -110,7 +108,13 @@ def _absl_command(command: str, rest: list[str]) -> None:
                 sys.exit(2)
             task = functools.partial(sweep.run, gene=known.gene, depths=depths)
     sys.argv = [f"learngene {command}", *rest]
-    main.run(program=f"learngene {command}", task=task)
+    main.run(program=f"learngene {command}", task=task, recorded=recorded)
+
+
+def _one_line_error(message: str) -> None:
+    """argparse's error(), as the toolkit's one `error:` line and exit status 2 (no usage block)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def expand(argv: list[str] | None = None) -> None:

@@ -54,10 +54,12 @@ MARKER = "# learngene_jax: transparent huge pages for malloc's big blocks (learn
 
 
 def export_line() -> str:
-    """The shell line that sets the tunable (empty where it cannot help)."""
+    """The shell line that adds the tunable when it is sourced (empty where it cannot help): the user's other
+    tunables are kept, and a glibc.malloc.hugetlb the user already set wins."""
     if not can_use_huge_pages():
         return ""
-    return f'export GLIBC_TUNABLES="{environment_with_huge_pages(dict(os.environ))["GLIBC_TUNABLES"]}"'
+    return ('case ":${GLIBC_TUNABLES:-}:" in *:glibc.malloc.hugetlb=*) ;; '
+            f'*) export GLIBC_TUNABLES="${{GLIBC_TUNABLES:+$GLIBC_TUNABLES:}}{TUNABLE}" ;; esac')
 
 
 def add_to_activate(path: str | Path) -> bool:

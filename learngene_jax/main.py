@@ -20,6 +20,7 @@ from learngene_jax.errors import UserError
 
 PROGRAM = "python -m learngene_jax.main"  # how commands.txt names this entry point (`learngene` sets its own)
 _task: Callable[[Any, str], Any] | None = None  # runs instead of config.task (`learngene sweep`)
+_recorded: list[str] | None = None  # the arguments commands.txt records (default: sys.argv[1:])
 
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
 flags.DEFINE_string("workdir", None, "where checkpoints, metrics, genes and summaries go (resumes if present)")
@@ -51,7 +52,7 @@ def record_command(workdir: str) -> None:
     if distributed.is_main_process():
         path = Path(workdir).expanduser()
         path.mkdir(parents=True, exist_ok=True)
-        command = " ".join([PROGRAM, *sys.argv[1:]])
+        command = " ".join([PROGRAM, *(_recorded if _recorded is not None else sys.argv[1:])])
         with open(path / "commands.txt", "a") as f:
             f.write(command + "\n")
 
@@ -100,10 +101,12 @@ def _exit(message: str) -> None:
     sys.exit(2)
 
 
-def run(program: str | None = None, task: Callable[[Any, str], Any] | None = None) -> None:
-    """Entry point (sys.argv holds the flags); `program` names it in commands.txt, `task` replaces config.task."""
-    global PROGRAM, _task
-    PROGRAM, _task = program or PROGRAM, task
+def run(program: str | None = None, task: Callable[[Any, str], Any] | None = None,
+        recorded: list[str] | None = None) -> None:
+    """Entry point (sys.argv holds the flags); `program` and `recorded` (its arguments) are what commands.txt
+    records, so that the line reruns the job; `task` replaces config.task."""
+    global PROGRAM, _task, _recorded
+    PROGRAM, _task, _recorded = program or PROGRAM, task, recorded
     app.run(main, flags_parser=parse_flags)
 
 

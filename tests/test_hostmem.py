@@ -59,9 +59,14 @@ def test_setup_writes_the_export_into_the_venv_activate_script_once(tmp_path):
         subprocess.run([sys.executable, "-m", "learngene_jax.hostmem", "activate", str(activate)], cwd=REPO,
                        check=True, capture_output=True, timeout=120)
     assert activate.read_text().count(hostmem.MARKER) == 1
-    shell = subprocess.run(["bash", "-c", f". {activate}; echo $GLIBC_TUNABLES"], capture_output=True, text=True,
-                           env={k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}, check=True)
-    assert shell.stdout.strip() == hostmem.TUNABLE
+    plain = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    for before, after in ((None, hostmem.TUNABLE),
+                          ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0"),  # the user's choice wins
+                          ("glibc.malloc.arena_max=2", "glibc.malloc.arena_max=2:" + hostmem.TUNABLE)):  # others kept
+        env = plain if before is None else {**plain, "GLIBC_TUNABLES": before}
+        shell = subprocess.run(["bash", "-c", f". {activate}; echo $GLIBC_TUNABLES"], capture_output=True,
+                               text=True, env=env, check=True)
+        assert shell.stdout.strip() == after, (before, shell.stdout)
 
 
 def test_a_missing_activate_script_is_a_one_line_error(tmp_path):

@@ -116,11 +116,13 @@ def test_learngene_verbs_expand_adapt_and_sweep_a_gene(digits_gene, tmp_path):
     assert adapt.returncode == 0, adapt.stderr
     final = json.loads((tmp_path / "adapt" / "final.json").read_text())
     assert final["origin"] == f"gene:{digits_gene}" and final["steps"] == 2
-    assert (tmp_path / "adapt" / "commands.txt").read_text().startswith("learngene adapt ")
+    recorded = (tmp_path / "adapt" / "commands.txt").read_text().strip()
+    assert recorded.startswith("learngene adapt --gene ") and "--depth 2" in recorded  # the line reruns the job
     sweep = _learngene("sweep", "--gene", digits_gene, "--depths", "1,2", "--workdir", str(tmp_path / "sweep"), *quick)
     assert sweep.returncode == 0, sweep.stderr
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
-    assert [r["depth"] for r in summary["rows"]] == [1, 2]
+    assert [r["depth"] for r in summary["rows"]] == [1, 2] and [r["steps"] for r in summary["rows"]] == [2, 2]
+    assert "--depths 1,2" in (tmp_path / "sweep" / "commands.txt").read_text()
     assert [r["params"] for r in summary["rows"]] == [
         json.loads((tmp_path / "sweep" / f"L{d}" / "final.json").read_text())["params"] for d in (1, 2)]
     assert (tmp_path / "sweep" / "summary.png").stat().st_size > 0
@@ -128,7 +130,8 @@ def test_learngene_verbs_expand_adapt_and_sweep_a_gene(digits_gene, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (("nope",), "error: unknown command 'nope'"),
-    (("adapt", "--depth", "2", "--config", "configs/digits.py", "--workdir", "/tmp/x"), "--gene"),
+    (("adapt", "--depth", "2", "--config", "configs/digits.py", "--workdir", "/tmp/x"),
+     "error: the following arguments are required: --gene"),
     (("sweep", "--gene", "g", "--depths", "2,x", "--config", "configs/digits.py", "--workdir", "/tmp/x"),
      "error: --depths: expected comma-separated integers"),
     (("train", "--config", "configs/digits.py:nope=1", "--workdir", "/tmp/x"), "error: config argument 'nope=1'"),
@@ -137,7 +140,8 @@ def test_learngene_verbs_expand_adapt_and_sweep_a_gene(digits_gene, tmp_path):
 def test_learngene_bad_input_is_one_line_with_exit_2(args, message):
     proc = _learngene(*args)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in proc.stderr
+    assert message in proc.stderr
 
 
 def test_learngene_lists_its_commands():

@@ -23,11 +23,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *, gene: str, de
     for depth in depths:
         out = pipe.stage(f"L{depth}", gene=gene, depth=depth, eval_at_start=True)
         rows.append({"depth": depth, "params": out["params"], "init_top1": out["init"]["top1"], "top1": out["top1"],
-                     "loss": out["loss"], "wall_s": out["wall_s"]})
-    results = {"gene": gene, "epochs": config.epochs, "rows": rows, "stages": pipe.results, "total_s": pipe.total_s}
-    table = markdown_table(["depth", "params", "top-1 at init", f"top-1 after {config.epochs} ep", "wall (s)"],
-                           [[r["depth"], f"{r['params']:,}", f"{r['init_top1']:.3f}", f"{r['top1']:.3f}", r["wall_s"]]
-                            for r in rows])
+                     "loss": out["loss"], "steps": out["steps"], "epochs": out["epochs"], "wall_s": out["wall_s"]})
+    results = {"gene": gene, "rows": rows, "stages": pipe.results, "total_s": pipe.total_s}
+    # the epochs actually trained (max_steps may stop a stage early), not the config's
+    table = markdown_table(["depth", "params", "top-1 at init", "top-1 fine-tuned", "steps (epochs)", "wall (s)"],
+                           [[r["depth"], f"{r['params']:,}", f"{r['init_top1']:.3f}", f"{r['top1']:.3f}",
+                             f"{r['steps']} ({r['epochs']:.3g})", r["wall_s"]] for r in rows])
     stages.write_summary(pipe.workdir, results, title=f"Descendants of {gene}", table=table,
                          sections=["## Stages", timings_table(pipe.timings), f"Total: {pipe.total_s:.0f} s."],
                          plot=lambda path: plot(path, rows))
