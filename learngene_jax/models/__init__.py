@@ -128,6 +128,13 @@ def register_class(cls: type, name: str) -> None:
     _CLASS_NAMES[cls] = name
 
 
+def register_model_class(name: str, cls: type, **defaults: Any) -> None:
+    """Register `cls` under `name` both ways: `create_model(name, **kw)` builds cls(**defaults, **kw) and
+    `model_spec` names its instances `name`."""
+    register(name)(lambda **kw: cls(**{**defaults, **kw}))
+    register_class(cls, name)
+
+
 
 def model_spec(module: nn.Module) -> dict[str, Any]:
     """JSON description {'model': name, 'kwargs': {...}} that `create_model` turns back into `module`."""

@@ -6,10 +6,9 @@ SN-Net style into a pool of variable-sized descendants, fine-tune the pool, eval
 from learngene_jax import registry
 from learngene_jax.methods.lgpool import objectives  # noqa: F401 - registers the pool objectives
 from learngene_jax.methods.lgpool.models import LearngenePool, PoolStudent, StitchedViT
-from learngene_jax.models import register, register_class
+from learngene_jax.models import register_model_class
 
 # stage-1 student with its feature projections, the stitched pool, a stitched descendant
 for _name, _cls in (("lgpool_student", PoolStudent), ("lgpool", LearngenePool), ("stitched_vit", StitchedViT)):
-    register(_name)(lambda _c=_cls, **kw: _c(**kw))
-    register_class(_cls, _name)
+    register_model_class(_name, _cls)
 registry.TASKS.register("lgpool", "learngene_jax.methods.lgpool.run:run")

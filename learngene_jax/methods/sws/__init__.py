@@ -8,10 +8,8 @@ from learngene_jax.methods.sws.aux_net import SWSAux
 genes.register_method(gene)
 genes.register_method(lm)  # decoder language models (Llama, GPT-2)
 for _arch, _cls in lm.AUX.items():
-    models.register(f"sws_{_arch}")(lambda _c=_cls, **kw: _c(**kw))
-    models.register_class(_cls, f"sws_{_arch}")
-models.register_class(SWSAux, "sws_aux")
-models.register("sws_aux")(lambda **kw: SWSAux(**{"depth": 16, **kw}))
+    models.register_model_class(f"sws_{_arch}", _cls)
+models.register_model_class("sws_aux", SWSAux, depth=16)
 for _size, _dims in models.VIT_SIZES.items():
     # The official SWS Aux-S uses 12 heads of dim 32 (Des-S uses 6 of dim 64); Aux-B is 12 x 64.
     models.register(f"sws_aux_{_size}")(lambda _d=_dims, _s=_size, **kw: SWSAux(

@@ -8,9 +8,7 @@ from learngene_jax.methods.tleg.aux_net import TLEGAux
 genes.register_method(gene)
 genes.register_method(lm)  # decoder language models (Llama, GPT-2)
 for _arch, _cls in lm.AUX.items():
-    models.register(f"tleg_{_arch}")(lambda _c=_cls, **kw: _c(**kw))
-    models.register_class(_cls, f"tleg_{_arch}")
-models.register_class(TLEGAux, "tleg_aux")
-models.register("tleg_aux")(lambda **kw: TLEGAux(**kw))
+    models.register_model_class(f"tleg_{_arch}", _cls)
+models.register_model_class("tleg_aux", TLEGAux)
 for _size, _dims in models.VIT_SIZES.items():
     models.register(f"tleg_aux_{_size}")(lambda _d=_dims, **kw: TLEGAux(**{**_d, **kw}))
