@@ -84,7 +84,8 @@ def base_config() -> ml_collections.ConfigDict:
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0,
         workers=0,  # grain worker processes that decode and transform (0: in this process, for small data/debugging)
         image_key="image", label_key="label",
-        classes=(), shots=0, subset_seed=0))  # a task: only these classes (relabelled), `shots` train examples each
+        classes=(), shots=0, subset_seed=0,  # a task: only these classes (relabelled), `shots` train examples each
+        context=128, eval_windows=128))  # text corpora (data/text.py): tokens per window, validation windows
     c.aug = ml_collections.ConfigDict(dict(
         random_resized_crop=False, rrc_scale_min=0.08, flip=False, randaugment=False, randaugment_ops=2,
         randaugment_magnitude=9.0, randaugment_mstd=0.5, random_erasing=0.0, mixup=0.0, cutmix=0.0,

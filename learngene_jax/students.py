@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from learngene_jax import genes, logs
+from learngene_jax import data, genes, logs
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.genes.io import load_gene
 from learngene_jax.models import RUNTIME_FIELDS, compute_dtype, create_model
@@ -68,13 +68,19 @@ def registry_model(config: Any, num_classes: int) -> nn.Module:
     if config.model.name == "descendant":
         fail(ConfigError, "config.model.name='descendant' expands a gene: pass --config.gene=GENE_DIR (a stage-1 "
                           "WORKDIR/gene or a converted official gene) and --config.depth=N")
-    kwargs = {"num_classes": num_classes, "image_size": config.data.image_size, "in_chans": config.data.channels,
-              **model_kwargs(config)}
-    return create_model(config.model.name, **kwargs, dtype=compute_dtype(config.precision))
+    if data.is_text(config):  # a language model: the corpus's vocabulary, positions for one window by default
+        defaults = {"vocab_size": num_classes, "max_positions": config.data.context}
+    else:
+        defaults = {"num_classes": num_classes, "image_size": config.data.image_size, "in_chans": config.data.channels}
+    dtype = compute_dtype(config.precision)
+    return create_model(config.model.name, **{**defaults, **model_kwargs(config)}, dtype=dtype)
 
 
 def dummy_images(model: nn.Module) -> jax.Array:
-    """One zero image of the model's input shape (batch 1, height, width, channels), to initialise it."""
+    """One zero input to initialise the model: an image (1, height, width, channels), or token ids (1, 8) for a
+    language model."""
+    if hasattr(model, "vocab_size"):
+        return jnp.zeros((1, 8), jnp.int32)
     return jnp.zeros((1, model.image_size, model.image_size, model.in_chans), jnp.float32)
 
 
@@ -97,7 +103,7 @@ def from_gene(config: Any, num_classes: int) -> Student:
         if key not in RUNTIME_FIELDS and getattr(model, key, value) != value:
             fail(ConfigError, f"gene {config.gene} has {key}={getattr(model, key)} but config.model.{key}="
                               f"{value}; drop the override or use a gene that matches")
-    if config.data.image_size != gene.meta.image_size:
+    if not data.is_text(config) and config.data.image_size != gene.meta.image_size:
         fail(ConfigError, f"gene {config.gene} takes {gene.meta.image_size}px images but data.image_size is "
                           f"{config.data.image_size}")
 

@@ -35,6 +35,7 @@ from learngene_jax.metrics import MetricWriter, Progress
 from learngene_jax.models import compute_dtype
 from learngene_jax.models.io import save_model
 from learngene_jax.models.vit import count_params
+from learngene_jax.objectives import language  # noqa: F401 - registers the 'lm' objective
 from learngene_jax.objectives.classification import BATCH_STATS, StepInputs, make_objective
 from learngene_jax.objectives.losses import cross_entropy, topk_correct
 from learngene_jax.objectives.teacher import Teacher, load_teacher
@@ -340,12 +341,16 @@ def make_train_step(config: Any, model: nn.Module, tx: optax.GradientTransformat
     def step_fn(state, batch, frozen):
         step_key = jax.random.fold_in(rng, state["step"])
         r_mix, r_drop = jax.random.split(step_key)
-        r_erase = jax.random.fold_in(step_key, 0xE2A5E)  # its own stream: mixup and dropout draws stay as they were
-        images = prepare_batch(batch, mean, std, r_erase)
-        images, targets = mix_batch(
-            r_mix, images, batch["labels"], num_classes, mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix,
-            switch_prob=aug.mixup_switch_prob, prob=aug.mixup_prob, smoothing=aug.label_smoothing, groups=groups)
-        inputs = StepInputs(images, targets, batch["labels"], r_drop)
+        if "tokens" in batch:  # text: token ids in, the next tokens as labels (objective 'lm')
+            tokens = batch["tokens"]
+            inputs = StepInputs(tokens[:, :-1], None, tokens[:, 1:], r_drop)
+        else:
+            r_erase = jax.random.fold_in(step_key, 0xE2A5E)  # its own stream: mixup and dropout draws stay as they were
+            images = prepare_batch(batch, mean, std, r_erase)
+            images, targets = mix_batch(
+                r_mix, images, batch["labels"], num_classes, mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix,
+                switch_prob=aug.mixup_switch_prob, prob=aug.mixup_prob, smoothing=aug.label_smoothing, groups=groups)
+            inputs = StepInputs(images, targets, batch["labels"], r_drop)
         collections = {k: v for k, v in state.items() if k not in ("step", "params", "opt_state")}
 
         def loss_fn(params):
@@ -370,11 +375,18 @@ def make_eval_step(model: nn.Module, mean: tuple[float, ...], std: tuple[float, 
     (uint8 images normalised with `mean`/`std`)."""
 
     def eval_fn(variables, batch):
-        logits = model.apply(variables, normalize(batch["images"], mean, std), train=False)
-        mask = batch["mask"]
-        return {"loss": jnp.sum(cross_entropy(logits, batch["labels"]) * mask),
-                "top1": jnp.sum(topk_correct(logits, batch["labels"], 1) * mask),
-                "top5": jnp.sum(topk_correct(logits, batch["labels"], 5) * mask), "count": jnp.sum(mask)}
+        if "tokens" in batch:  # text: per-token loss (nats) and next-token top-1/top-5 over every real token
+            tokens = batch["tokens"]
+            logits = model.apply(variables, tokens[:, :-1], train=False)
+            labels = tokens[:, 1:].reshape(-1)
+            logits = logits.reshape(labels.shape[0], -1)
+            mask = jnp.repeat(batch["mask"], tokens.shape[1] - 1)
+        else:
+            logits = model.apply(variables, normalize(batch["images"], mean, std), train=False)
+            labels, mask = batch["labels"], batch["mask"]
+        return {"loss": jnp.sum(cross_entropy(logits, labels) * mask),
+                "top1": jnp.sum(topk_correct(logits, labels, 1) * mask),
+                "top5": jnp.sum(topk_correct(logits, labels, 5) * mask), "count": jnp.sum(mask)}
 
     return eval_fn
 

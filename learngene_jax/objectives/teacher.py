@@ -43,6 +43,11 @@ def load_teacher(distill: Any, image_size: int, num_classes: int | None = None, 
                           f"learngene_jax.convert from-timm` or from a teacher run's WORKDIR/model), "
                           f"or --config.distill.type=none")
     model, variables = load_model(distill.teacher_init, **runtime)
+    if hasattr(model, "vocab_size"):  # a teacher language model: same vocabulary, token-level targets
+        if num_classes is not None and model.vocab_size != num_classes:
+            fail(ConfigError, f"the teacher at {distill.teacher_init} has a vocabulary of {model.vocab_size} tokens "
+                              f"but the data's is {num_classes}; teacher and student must share the tokenizer")
+        return Teacher(model, variables)
     if distill.teacher:
         want = model_spec(create_model(distill.teacher, num_classes=model.num_classes, image_size=model.image_size))
         if want != model_spec(model):

