@@ -44,6 +44,14 @@ def workdir_section(workdir: Path, base: Path) -> str:
         if "descendants" in summary:
             factor = scratch_factor(summary)
             parts.append(f"### Learngene demo (from `summary.json`)\n\n{summary_table(summary, factor)}")
+        elif "corpus" in summary:  # the language-model demo
+            from learngene_jax.experiments import lm_demo
+
+            factor = max(int(k.split("_x")[1]) for k in summary["rows"][0] if k.startswith("scratch_x"))
+            c = summary["corpus"]
+            parts.append(f"### Language-model demo (from `summary.json`; validation loss in nats per byte on "
+                         f"{c['validation']['documents']} held-out documents of {c['corpus']}, sha256 "
+                         f"{c['sha256'][:16]}…)\n\n{lm_demo.summary_table(summary, factor)}")
     if (workdir / "comparison.json").exists():
         comparison = json.loads((workdir / "comparison.json").read_text())
         parts.append("### Baselines (from `comparison.json`; cost = epochs × forward GMACs per image)\n\n"

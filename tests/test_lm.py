@@ -321,3 +321,49 @@ def test_lora_scale_follows_alpha_over_rank_or_rslora():
     assert lora.with_lora(base, rank=4, alpha=8.0, rslora=True).lora_scale == 4.0
     with pytest.raises(ValueError, match="lora_layers"):
         lora.with_lora(base, rank=2, alpha=2.0, layers=(3,)).init(jax.random.key(0), TOKENS)
+
+
+# -- language models through the trainer --------------------------------------------------------------------------
+def test_text_batches_are_a_function_of_the_step_and_eval_pads_with_a_mask():
+    from learngene_jax.data import text
+
+    source = text.TextSource("t", np.frombuffer(bytes(range(256)) * 8, np.uint8), length=8, eval_windows=0)
+    loader = text.TextLoader(source, 4, seed=3, train=True)
+    first = [b["tokens"] for _, b in zip(range(5), loader.steps(5), strict=False)]
+    resumed = next(iter(loader.steps(5, start=3)))
+    np.testing.assert_array_equal(resumed["tokens"], first[3])  # resuming at step 3 gives step 3's batch
+    assert all(b.shape == (4, 9) for b in first) and not np.array_equal(first[0], first[1])
+    assert (np.diff(first[0], axis=1) % 256 == 1).all()  # windows of consecutive bytes: inputs and next tokens
+    evaluation = text.TextLoader(text.TextSource("v", source.tokens, 8, eval_windows=6), 4, seed=0, train=False)
+    batches = list(evaluation.epoch(0))
+    assert [b["mask"].tolist() for b in batches] == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    loader.close()
+
+
+@pytest.mark.slow
+def test_lm_demo_smoke_run_through_main(transformers, tmp_path):
+    from learngene_jax.genes.io import load_gene
+    from learngene_jax.models.io import load_model
+
+    run_module("learngene_jax.main", "--config=configs/lm_demo.py:smoke=True", f"--workdir={tmp_path}")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["depth"] for r in summary["rows"]] == [1, 2] and len(summary["corpus"]["sha256"]) == 64
+    for row in summary["rows"]:
+        for key in ("tleg", "sws"):
+            assert np.isfinite(row[key]["init_loss"]) and np.isfinite(row[key]["loss"])
+    assert {load_gene(tmp_path / f"{m}_aux" / "gene").meta.method for m in ("tleg", "sws")} == {"tleg_lm", "sws_lm"}
+    model, variables = load_model(tmp_path / "tleg_L2" / "model")  # a fine-tuned descendant: a plain Llama
+    hf.to_hf(model, variables, tmp_path / "hf")
+    loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    tokens = TOKENS % model.vocab_size
+    np.testing.assert_allclose(hf_logits(loaded, tokens), np.asarray(model.apply(variables, tokens)), atol=1e-5)
+
+
+def test_text_data_needs_the_lm_objective(tmp_path):
+    from helpers import tiny_train_config
+
+    from learngene_jax.errors import ConfigError
+    from learngene_jax.train import train
+
+    with pytest.raises(ConfigError, match="config.objective='lm'"):
+        train(tiny_train_config(**{"data.name": "stdlib"}), tmp_path)
