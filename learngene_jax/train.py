@@ -92,7 +92,8 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     if data.is_text(config) != (config.objective == "lm"):
         fail(ConfigError, f"data.name={config.data.name!r} with objective={config.objective!r}: text corpora train "
                           f"language models with config.objective='lm', and the 'lm' objective needs a text corpus")
-    # Data: each process loads its own share of every global batch (uint8; normalised inside the steps).
+    # Data: each process loads its own share of every global batch (uint8 images, normalised inside the steps,
+    # or int32 token windows of a text corpus).
     proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
     train_data = data.make_loader(config, config.data.train_split, train=True, batch_size=config.batch_size,
                                   device_shards=data_shards, **proc)
