@@ -96,6 +96,34 @@ def timings_table(timings: dict[str, float]) -> str:
     return markdown_table(["stage", "wall (s)"], [[name, seconds] for name, seconds in timings.items()])
 
 
+# One plotted line: (y values, matplotlib format string, legend label, extra plot kwargs such as alpha).
+Line = tuple[Sequence[float], str, str, dict[str, Any]]
+
+
+def plot_against_depth(path: Path, depths: Sequence[int], lines: Sequence[Line], ylabel: str, *,
+                       size: tuple[float, float] = (6, 4), ylim: tuple[float, float] | None = None,
+                       legend_loc: str = "best") -> None:
+    """A PNG of `lines` against descendant depth (the demos' and the sweep's summary.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size)
+    for values, style, label, kwargs in lines:
+        ax.plot(depths, values, style, label=label, **kwargs)
+    ax.set_xlabel("descendant depth")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(depths)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc=legend_loc)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_summary(workdir: str | Path, results: dict[str, Any], *, title: str, table: str,
                   sections: Sequence[str] = (), plot: Callable[[Path], None] | None = None,
                   name: str = "summary") -> Path:

@@ -7,6 +7,7 @@ parts (models, transforms) import; only detection ops such as nms stay unavailab
 
 from __future__ import annotations
 
+import importlib
 import sys
 from types import ModuleType
 
@@ -41,21 +42,20 @@ def _torchvision_importable(torch: ModuleType) -> None:
         _library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
 
 
-def import_timm() -> ModuleType:
-    """timm, importable next to CPU torch (see module docstring)."""
+def _import_next_to_torch(name: str, pin: str) -> ModuleType:
+    """`import name` once torchvision can be imported (see module docstring), or a one-line install hint."""
     _torchvision_importable(import_torch())
     try:
-        import timm
+        return importlib.import_module(name)
     except ImportError:
-        fail(UserError, "this needs timm: pip install timm==1.0.31 -c constraints.txt")
-    return timm
+        fail(UserError, f"this needs {name}: pip install {name}=={pin} -c constraints.txt")
+
+
+def import_timm() -> ModuleType:
+    """timm, importable next to CPU torch (see module docstring)."""
+    return _import_next_to_torch("timm", "1.0.31")
 
 
 def import_transformers() -> ModuleType:
     """Hugging Face transformers with its PyTorch models, importable next to CPU torch (see module docstring)."""
-    _torchvision_importable(import_torch())
-    try:
-        import transformers
-    except ImportError:
-        fail(UserError, "this needs transformers: pip install transformers==5.23.0 -c constraints.txt")
-    return transformers
+    return _import_next_to_torch("transformers", "5.23.0")

@@ -85,28 +85,14 @@ def write_summary(workdir: Path, results: dict[str, Any], factor: int) -> None:
 
 def plot_summary(path: Path, results: dict[str, Any], factor: int) -> None:
     """Top-1 against depth for gene-initialised and scratch descendants."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = results["descendants"]
-    depths = [r["depth"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    lines = []
     for method, label in METHOD_LABELS.items():
         if method in rows[0]:
             e = rows[0][method]["epochs"]
-            ax.plot(depths, [r[method]["top1"] for r in rows], "o-", label=f"{label} gene, {e} ep")
-            ax.plot(depths, [r[method]["init_top1"] for r in rows], "o:", alpha=0.6, label=f"{label} gene, no training")
+            lines.append(([r[method]["top1"] for r in rows], "o-", f"{label} gene, {e} ep", {}))
+            lines.append(([r[method]["init_top1"] for r in rows], "o:", f"{label} gene, no training", {"alpha": 0.6}))
     for key, style in (("scratch_x1", "s--"), (f"scratch_x{factor}", "s-.")):
-        ax.plot(depths, [r[key]["top1"] for r in rows], style, label=f"scratch, {rows[0][key]['epochs']} ep")
-    ax.set_xlabel("descendant depth")
-    ax.set_ylabel("top-1 (digits test)")
-    ax.set_xticks(depths)
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
+        lines.append(([r[key]["top1"] for r in rows], style, f"scratch, {rows[0][key]['epochs']} ep", {}))
+    stages.plot_against_depth(path, [r["depth"] for r in rows], lines, "top-1 (digits test)", ylim=(0, 1),
+                              legend_loc="lower right")

@@ -90,25 +90,9 @@ def write_summary(workdir: Path, results: dict[str, Any], factor: int) -> None:
 
 def plot(path: Path, results: dict[str, Any], factor: int) -> None:
     """Validation loss against depth for gene descendants and scratch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = results["rows"]
-    depths = [r["depth"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m, label in METHODS.items():
-        if m in rows[0]:
-            ax.plot(depths, [r[m]["loss"] for r in rows], "o-", label=f"{label} gene, fine-tuned")
-    for key in ("scratch_x1", f"scratch_x{factor}"):
-        ax.plot(depths, [r[key]["loss"] for r in rows], "s--", label=f"scratch, {rows[0][key]['steps']} steps")
-    ax.set_xlabel("descendant depth")
-    ax.set_ylabel("validation loss (nats / byte)")
-    ax.set_xticks(depths)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
+    lines = [([r[m]["loss"] for r in rows], "o-", f"{label} gene, fine-tuned", {})
+             for m, label in METHODS.items() if m in rows[0]]
+    lines += [([r[key]["loss"] for r in rows], "s--", f"scratch, {rows[0][key]['steps']} steps", {})
+              for key in ("scratch_x1", f"scratch_x{factor}")]
+    stages.plot_against_depth(path, [r["depth"] for r in rows], lines, "validation loss (nats / byte)")

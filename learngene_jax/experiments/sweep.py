@@ -37,20 +37,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, *, gene: str, de
 
 def plot(path: Path, rows: list[dict[str, Any]]) -> None:
     """Top-1 against descendant depth, at init and after fine-tuning."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    depths = [r["depth"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(depths, [r["top1"] for r in rows], "o-", label="fine-tuned")
-    ax.plot(depths, [r["init_top1"] for r in rows], "o:", label="at init (expanded gene)")
-    ax.set_xlabel("descendant depth")
-    ax.set_ylabel("top-1")
-    ax.set_xticks(depths)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    stages.plot_against_depth(path, [r["depth"] for r in rows],
+                              [([r["top1"] for r in rows], "o-", "fine-tuned", {}),
+                               ([r["init_top1"] for r in rows], "o:", "at init (expanded gene)", {})],
+                              "top-1", size=(5, 3.5))
