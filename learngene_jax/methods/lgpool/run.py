@@ -22,7 +22,6 @@ from learngene_jax import data, stages
 from learngene_jax.convert import state_dict, vit
 from learngene_jax.data.device import normalize
 from learngene_jax.errors import ConfigError, fail
-from learngene_jax.methods.lgpool import objectives  # noqa: F401 - registers the lgpool objectives
 from learngene_jax.methods.lgpool.descendants import STITCH_INITS, assemble_pool, config_cost, describe, export_config
 from learngene_jax.methods.lgpool.models import DEIT_LAYOUT, LearngenePool, instance_of
 from learngene_jax.models.io import load_model, save_model
