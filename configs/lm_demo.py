@@ -1,6 +1,8 @@
 """Offline language-model learngene demo: a Llama-style teacher on byte tokens → TLEG and SWS aux decoders distilled
 from it (token-level KD) → descendants of several depths expanded from each gene and fine-tuned briefly → scratch
-decoders of the same depths for the same and 3× the steps; validation loss in nats per byte on held-out documents.
+decoders of the same depths for the same and 3× the steps, and the teacher's first D layers (a layer gene,
+Inheritune); then Heur / Auto Learngene with LoRA on the teacher against plain LoRA on a stream of stdlib packages
+(methods/heur/lm_stream.py). Validation loss in nats per byte on held-out documents.
 
     learngene train --config configs/lm_demo.py --workdir runs/lm_demo
 
@@ -29,14 +31,30 @@ def get_config(arg=None):
     c.log_every_steps = 50
     c.optim.update(dict(scale_lr=False, lr=3e-3, min_lr=3e-4, b2=0.95, weight_decay=0.1, grad_clip=1.0))
     c.checkpoint.every_steps = 100_000
-    c.model = ml_collections.ConfigDict(dict(name="llama", width=128, num_heads=2, num_kv_heads=2, mlp_dim=352))
+    c.model = ml_collections.ConfigDict(dict(name="llama", width=128, num_heads=2, num_kv_heads=2, mlp_dim=352,
+                                             scan_unroll=True))
     c.lm_demo = ml_collections.ConfigDict(dict(
         teacher_depth=6, teacher_steps=500, tleg_depth=10, sws_stage_sizes=(3, 4, 3), aux_steps=250, kd_alpha=0.5,
-        kd_temperature=1.0, depths=(2, 4, 6), finetune_steps=100, finetune_lr=1e-3, scratch_factor=3,
-        warmup_fraction=0.05))
+        kd_temperature=1.0, depths=(2, 4, 6), finetune_steps=80, finetune_lr=1e-3, scratch_factor=3,
+        warmup_fraction=0.05,
+        inherit=True,  # also the layer gene (Inheritune): the teacher's first D layers + its embeddings and head
+        lora_stream=True))  # and Heur / Auto with LoRA on the teacher (c.lora_stream, methods/heur/lm_stream.py)
+    c.lora_stream = lora_stream_settings(smoke)
     if smoke:
         c.data.update(dict(context=16, eval_windows=16))
         c.model.update(dict(width=32, mlp_dim=64))
         c.lm_demo.update(dict(teacher_depth=2, teacher_steps=4, tleg_depth=3, sws_stage_sizes=(1, 2), aux_steps=4,
                               depths=(1, 2), finetune_steps=2, scratch_factor=2))
     return c
+
+
+def lora_stream_settings(smoke: bool = False) -> ml_collections.ConfigDict:
+    """Heur / Auto Learngene with LoRA: source tasks (stdlib packages, in stream order), the target task, LoRA rank
+    8 (α 16) on every linear map of every layer, genes of 2 layers, budgets in steps, the data fractions."""
+    s = ml_collections.ConfigDict(dict(
+        sources=("idlelib/*", "asyncio/*", "xml/*"), target="email/*", rank=8, alpha=16.0,
+        targets=("q", "k", "v", "o", "gate", "up", "down"), lr=3e-3, warmup_fraction=0.05, source_steps=40,
+        target_steps=100, eval_every=10, gene_layers=2, fractions=(0.5,)))
+    if smoke:
+        s.update(dict(source_steps=2, target_steps=4, eval_every=2, gene_layers=1, rank=2))
+    return s

@@ -1,10 +1,14 @@
-"""python -m learngene_jax.bench {forward,train-step,expand,input} — throughput of JAX next to the PyTorch reference.
+"""python -m learngene_jax.bench {forward,train-step,lm-train-step,expand,input} — throughput of JAX next to the PyTorch
+reference.
 
 `forward`: a jitted eval forward of a model with a timm counterpart (LeViT) against timm's.
 `train-step`: one training step of the trainer (loss, gradients, AdamW with the DeiT no-decay rule, and for
 `--stage aux` the frozen LeViT teacher on the same images with the DeiT soft-distillation loss) against the
 same step in PyTorch (timm models, torch.optim.AdamW, the official losses; eager, and `torch.compile` with
 `--compile`).
+`lm-train-step`: one training step of the trainer on a Llama decoder (`--config`'s recipe, the LM demo's by default:
+next-token cross-entropy, AdamW, gradient clipping) against Hugging Face transformers' LlamaForCausalLM with the same
+weights, tokens and optimizer in PyTorch; tokens/s, and both frameworks' losses at the first and the last step.
 `expand`: gene → descendant params against the official PyTorch rule.
 `input`: images/s of the host input pipeline (`data.make_loader` with a config's train transform) against timm's
 `create_transform` + torch `DataLoader` with the same settings and number of workers, with the CPU cores busy,
@@ -19,6 +23,7 @@ frameworks pair by pair (same round). Prints a table, then one JSON object per f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -34,11 +39,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from learngene_jax import cli, hostmem
-from learngene_jax.config_lib import load_config
+from learngene_jax.config_lib import load_config, with_changes
+from learngene_jax.data.text import BYTE_VOCAB
 from learngene_jax.errors import UserError, fail
 
 if TYPE_CHECKING:
     import jax
+
+    from learngene_jax.models.llama import Llama
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # holds learngene_jax/ (and configs/ in a checkout)
 # Frameworks whose process keeps the accelerator; the others see JAX on the CPU only (where it builds weights).
@@ -87,11 +95,18 @@ def time_calls(step: Callable[[], None], count: int, warmup: int) -> list[float]
     return times
 
 
-def step_row(framework: str, seconds: list[float], batch: int, **fields: Any) -> dict[str, Any]:
-    """One process's result: median and fastest step."""
+# What one step processes, by throughput field of a step row: the rate is this count over the step time.
+PER_STEP: dict[str, Callable[[dict[str, Any]], int]] = {
+    "images_per_s": lambda row: row["batch"], "tokens_per_s": lambda row: row["batch"] * row["context"]}
+
+
+def step_row(framework: str, seconds: list[float], batch: int, rate: str = "images_per_s",
+             **fields: Any) -> dict[str, Any]:
+    """One process's result: median and fastest step, and the throughput `rate` (a PER_STEP field)."""
     step = statistics.median(seconds)
-    return dict(framework=framework, **fields, batch=batch, images_per_s=round(batch / step, 2),
-                step_ms=round(1000 * step, 2), step_ms_min=round(1000 * min(seconds), 2), steps=len(seconds))
+    row = dict(framework=framework, **fields, batch=batch)
+    return {**row, rate: round(PER_STEP[rate](row) / step, 2), "step_ms": round(1000 * step, 2),
+            "step_ms_min": round(1000 * min(seconds), 2), "steps": len(seconds)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -170,8 +185,10 @@ def combine(results: dict[str, list[dict[str, Any]]], key: str) -> list[dict[str
         row = {**rounds[0], key: round(statistics.median(values), 2), f"{key}_spread": _spread(values),
                f"{key}_rounds": values, "rounds": len(rounds)}
         row.update({k: round(how([r[k] for r in rounds]), 2) for k, how in OVER_ROUNDS.items() if k in row})
-        if key == "step_ms" and row["images_per_s"]:
-            row["images_per_s"] = round(row["batch"] * 1000 / row["step_ms"], 2)
+        if key == "step_ms":
+            for rate, count in PER_STEP.items():
+                if row.get(rate):
+                    row[rate] = round(count(row) * 1000 / row["step_ms"], 2)
         row.pop("check", None)
         rows.append(row)
     first = next(iter(results), None)
@@ -201,13 +218,15 @@ def _ratio_lines(rows: list[dict[str, Any]], key: str) -> list[str]:
 
 def report_steps(rows: list[dict[str, Any]]) -> None:
     """Step benchmarks: a table for people, ratio and MFU lines, then one JSON object per framework."""
-    print(f"{'framework':<14} {'device':<16} {'model':<12} {'batch':>5} {'img':>4} {'step_ms':>9} "
-          f"{'(min–max over rounds)':>22} {'images/s':>9}")
+    rate, size, size_label = ("tokens_per_s", "context", "ctx") if "tokens_per_s" in rows[0] else (
+        "images_per_s", "img", "img")
+    print(f"{'framework':<14} {'device':<16} {'model':<12} {'batch':>5} {size_label:>5} {'step_ms':>9} "
+          f"{'(min–max over rounds)':>22} {rate.replace('_per_s', '/s'):>10}")
     for r in rows:
         low, high = r["step_ms_spread"]
         spread = f"{low:.1f}–{high:.1f}"
-        print(f"{r['framework']:<14} {r['device']:<16} {r['model']:<12} {r['batch']:>5} {r['img']:>4} "
-              f"{r['step_ms']:>9.1f} {spread:>22} {r['images_per_s']:>9.1f}")
+        print(f"{r['framework']:<14} {r['device']:<16} {r['model']:<12} {r['batch']:>5} {r[size]:>5} "
+              f"{r['step_ms']:>9.1f} {spread:>22} {r[rate]:>10.1f}")
     for line in _ratio_lines(rows, "step_ms"):
         print(line)
     if any(r.get("mfu") for r in rows):
@@ -323,6 +342,10 @@ def _train_step_check(args: argparse.Namespace) -> None:
         fail(UserError, f"--model must be one of {', '.join(VIT_SIZES)} (the student's size), got {args.model!r}")
     if args.img % args.patch:
         fail(UserError, f"--img {args.img} is not a multiple of --patch {args.patch}")
+    _check_precision(args)
+
+
+def _check_precision(args: argparse.Namespace) -> None:
     if args.device == "cpu" and args.precision == "bf16":
         fail(UserError, "bf16 is for GPUs here (on CPU XLA emulates it slowly): drop --precision or use --device gpu")
 
@@ -396,18 +419,27 @@ def _jax_train_step(args: argparse.Namespace, device: jax.Device) -> tuple[Calla
     params = jax.device_put(jax.jit(model.init)(jax.random.key(0), x0)["params"], device)
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": jax.jit(tx.init)(params)}
     frozen = {"teacher": teacher.variables} if teacher is not None else {}
-    step = jax.jit(make_train_step(cfg, model, tx, schedule, teacher, args.classes, 1, jax.random.key(2)),
-                   donate_argnums=0)
-    compiled = step.lower(state, batch, frozen).compile()
+    step_fn = make_train_step(cfg, model, tx, schedule, teacher, args.classes, 1, jax.random.key(2))
+    run, flops, _ = _compiled_step(step_fn, state, batch, frozen)
+    return run, flops
+
+
+def _compiled_step(step_fn: Callable, state: dict[str, Any], batch: dict[str, Any], frozen: dict[str, Any]
+                   ) -> tuple[Callable[[], None], float, list[Any]]:
+    """The trainer's `step_fn` jitted (state donated) and compiled: a call runs one step on the kept state until its
+    loss is ready; XLA's FLOP count; the losses of the steps run so far."""
+    import jax
+
+    compiled = jax.jit(step_fn, donate_argnums=0).lower(state, batch, frozen).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    holder = {"state": state}
+    holder, losses = {"state": state}, []
 
     def run() -> None:
         holder["state"], metrics = compiled(holder["state"], batch, frozen)
-        metrics["loss"].block_until_ready()
+        losses.append(metrics["loss"].block_until_ready())
 
-    return run, float(cost.get("flops", 0.0))
+    return run, float(cost.get("flops", 0.0)), losses
 
 
 def _torch_train_step(args: argparse.Namespace, compile_model: bool) -> Callable[[], None]:
@@ -440,7 +472,6 @@ def _torch_train_step(args: argparse.Namespace, compile_model: bool) -> Callable
     x = torch.from_numpy(np.ascontiguousarray(_normalised(images).transpose(0, 3, 1, 2))).to(dev)
     y = torch.from_numpy(labels.astype(np.int64)).to(dev)
     targets = F.one_hot(y, args.classes).float()
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if args.precision == "bf16" and dev == "cuda" else None
     forward = torch.compile(student) if compile_model else student
 
     def loss_fn() -> torch.Tensor:
@@ -457,10 +488,7 @@ def _torch_train_step(args: argparse.Namespace, compile_model: bool) -> Callable
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        if amp is not None:
-            with amp:
-                loss = loss_fn()
-        else:
+        with _autocast(args):
             loss = loss_fn()
         loss.backward()
         opt.step()
@@ -469,28 +497,48 @@ def _torch_train_step(args: argparse.Namespace, compile_model: bool) -> Callable
     return step
 
 
-def _train_step_one(args: argparse.Namespace, framework: str) -> dict[str, Any]:
-    threads = len(os.sched_getaffinity(0))
-    flops = None
+def _autocast(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """torch's bf16 autocast for `--precision bf16` on the GPU, else a context that does nothing."""
+    import torch
+
+    if args.precision == "bf16" and args.device == "gpu":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _framework_device(args: argparse.Namespace, framework: str) -> tuple[str, Any]:
+    """(the device's name for the row, the JAX device) for JAX; (name, None) for PyTorch, checked to have CUDA for
+    `--device gpu` and given every core on the CPU, as XLA's CPU client uses."""
     if framework == "jax":
         device = jax_device(args.device)
-        name = args.device if args.device == "cpu" else device.device_kind
+        return (args.device if args.device == "cpu" else device.device_kind), device
+    import torch
+
+    if args.device == "gpu" and not torch.cuda.is_available():
+        fail(UserError, "torch has no CUDA here: pass --skip-torch to time JAX alone")
+    if args.device == "cpu":
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        return args.device, None
+    return torch.cuda.get_device_name(), None
+
+
+def _step_fields(args: argparse.Namespace, name: str, flops: float | None) -> dict[str, Any]:
+    """What every train-step row carries besides its sizes: the device, precision, CPU threads, FLOPs, peak."""
+    return dict(device=name, precision=args.precision,
+                threads=len(os.sched_getaffinity(0)) if args.device == "cpu" else None,
+                step_gflop=None if flops is None else round(flops / 1e9, 2), peak_tflops=_peak_tflops(args, name))
+
+
+def _train_step_one(args: argparse.Namespace, framework: str) -> dict[str, Any]:
+    name, device = _framework_device(args, framework)
+    flops = None
+    if framework == "jax":
         step, flops = _jax_train_step(args, device)
     else:
-        import torch
-
-        if args.device == "gpu" and not torch.cuda.is_available():
-            fail(UserError, "torch has no CUDA here: pass --skip-torch to time JAX alone")
-        if args.device == "cpu":
-            torch.set_num_threads(threads)  # XLA's CPU client uses every core
-        name = args.device if args.device == "cpu" else torch.cuda.get_device_name()
         step = _torch_train_step(args, compile_model=framework == "torch_compile")
     seconds = time_calls(step, args.steps, args.warmup)
-    return step_row(framework, seconds, args.batch, device=name, model=args.model, stage=args.stage,
-                    depth=args.depth, img=args.img, patch=args.patch, precision=args.precision,
-                    threads=threads if args.device == "cpu" else None,
-                    step_gflop=None if flops is None else round(flops / 1e9, 2),
-                    peak_tflops=_peak_tflops(args, name))
+    return step_row(framework, seconds, args.batch, model=args.model, stage=args.stage, depth=args.depth,
+                    img=args.img, patch=args.patch, **_step_fields(args, name, flops))
 
 
 def _with_mfu(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -501,6 +549,174 @@ def _with_mfu(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if gflop and r.get("peak_tflops"):
             r["mfu"] = round(gflop * 1e9 / (r["step_ms"] / 1000) / (r["peak_tflops"] * 1e12), 4)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# lm-train-step
+
+LM_CONFIG = "configs/lm_demo.py"
+LM_DEPTH = 6  # the LM demo's teacher; its config leaves the depth to each stage
+LM_SIZES = {"width": "model.width", "heads": "model.num_heads", "kv_heads": "model.num_kv_heads",
+            "mlp_dim": "model.mlp_dim", "batch": "batch_size", "context": "data.context"}  # option → config key
+
+
+def lm_config(args: argparse.Namespace) -> Any:
+    """`--config`'s recipe (decoder, batch, context, optimizer) with the command line's sizes, the lm objective
+    without a teacher and a constant learning rate (the step's cost does not depend on the rate)."""
+    config = load_config(args.config)
+    if config.model.get("name") != "llama":
+        fail(UserError, f"{args.config} trains model.name={config.model.get('name')!r}; lm-train-step times the "
+                        f"llama decoder (against transformers' LlamaForCausalLM)")
+    sizes = {key: getattr(args, option) for option, key in LM_SIZES.items() if getattr(args, option) is not None}
+    return with_changes(config, **sizes, **{"model.depth": args.depth, "model.vocab_size": args.vocab,
+                                            "objective": "lm", "distill.type": "none", "optim.schedule": "constant"})
+
+
+def _lm_check(args: argparse.Namespace) -> None:
+    _check_precision(args)
+    model = lm_config(args).model
+    if model.num_heads % model.num_kv_heads:
+        fail(UserError, f"--heads {model.num_heads} is not a multiple of --kv-heads {model.num_kv_heads}")
+
+
+def lm_model(config: Any, dtype: Any = None) -> Llama:
+    """The Flax Llama of `config.model` for windows of `config.data.context` tokens."""
+    import jax.numpy as jnp
+
+    from learngene_jax.models.llama import Llama
+
+    arch = {k: v for k, v in config.model.to_dict().items() if k != "name"}
+    return Llama(**arch, max_positions=config.data.context, dtype=dtype or jnp.float32)
+
+
+def lm_params(model: Llama) -> dict[str, Any]:
+    """The decoder's initial params as numpy, built on the CPU in every framework's process (the same numbers)."""
+    import jax
+
+    tokens = jax.device_put(np.zeros((1, 8), np.int32), jax.devices("cpu")[0])
+    return jax.device_get(jax.jit(model.init)(jax.random.key(0), tokens)["params"])  # placed where its input is
+
+
+def lm_tokens(config: Any) -> np.ndarray:
+    """The same token windows (batch, context + 1) int32 in every framework's process: inputs and their
+    next-token targets, as the text loader gives them."""
+    shape = (config.batch_size, config.data.context + 1)
+    return np.random.default_rng(0).integers(0, config.model.vocab_size, shape).astype(np.int32)
+
+
+def lm_train_flops(model: Llama, batch: int, context: int) -> float:
+    """FLOPs of one training step by the usual count (Kaplan et al.; PaLM's MFU): 6 per token per weight of each
+    matmul (the embedding lookup has none), plus 12·context·heads·head_dim per token per layer for attention's two
+    matmuls over every position, masked ones included. Not XLA's cost analysis: it counts the body of a `lax.scan`
+    once, not once per layer, for a decoder that is not unrolled."""
+    per_layer = sum(int(np.prod(shape)) for name, shape in model.layer_shapes().items() if not name.endswith("norm"))
+    tokens = batch * context
+    return (6.0 * tokens * (model.depth * per_layer + model.width * model.vocab_size)
+            + 12.0 * tokens * model.depth * context * model.num_heads * model.hd)
+
+
+def _jax_lm_step(args: argparse.Namespace, device: jax.Device) -> tuple[Callable[[], None], list[Any]]:
+    """The trainer's jitted step on the decoder and token windows, and the losses of the steps run so far."""
+    import jax
+    import jax.numpy as jnp
+
+    from learngene_jax.optim import build_optimizer, lr_schedule
+    from learngene_jax.train import make_train_step
+
+    jax_cache()
+    config = lm_config(args)
+    model = lm_model(config, jnp.bfloat16 if args.precision == "bf16" else jnp.float32)
+    schedule = lr_schedule(config.optim, config.batch_size, 1, 1)
+    tx = build_optimizer(config.optim, schedule)
+    params = jax.device_put(lm_params(model), device)
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": jax.jit(tx.init)(params)}
+    batch = jax.device_put({"tokens": lm_tokens(config)}, device)
+    step_fn = make_train_step(config, model, tx, schedule, None, model.vocab_size, 1, jax.random.key(2))
+    run, _, losses = _compiled_step(step_fn, state, batch, {})
+    return run, losses
+
+
+def _torch_decayed(params: dict[str, Any]) -> set[str]:
+    """transformers' names of the weights the trainer's AdamW decays (optim.decay_mask through the conversion
+    table)."""
+    import jax
+
+    from learngene_jax.convert import hf
+    from learngene_jax.optim import decay_mask
+
+    mask = jax.tree.map(lambda decayed, p: np.broadcast_to(decayed, np.shape(p)), decay_mask(params), params)
+    return {name for name, decayed in hf.flax_to_torch(mask, hf.LLAMA_RULES).items() if decayed.all()}
+
+
+def _torch_lm_step(args: argparse.Namespace, compile_model: bool) -> tuple[Callable[[], None], list[Any]]:
+    """The same step in PyTorch: transformers' LlamaForCausalLM built offline from the Flax decoder's config and
+    weights (convert/hf.py), next-token cross-entropy in float32, gradient clipping and torch.optim.AdamW with the
+    trainer's settings on the weights the trainer decays; and the losses of the steps run so far."""
+    import torch
+    import torch.nn.functional as F
+
+    from learngene_jax.convert import hf
+    from learngene_jax.optim import peak_lr
+    from learngene_jax.torch_ref import import_transformers
+
+    transformers = import_transformers()
+    dev = "cuda" if args.device == "gpu" else "cpu"
+    config = lm_config(args)
+    model, opt_config = lm_model(config), config.optim
+    params = lm_params(model)
+    ref = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf.hf_config(model), use_cache=False))
+    ref.load_state_dict({k: torch.tensor(v) for k, v in hf.flax_to_torch(params, hf.LLAMA_RULES).items()},
+                        strict=True)
+    ref = ref.to(dev).train()
+    decayed = _torch_decayed(params)
+    groups = [{"params": [p for n, p in ref.named_parameters() if (n in decayed) == decay],
+               "weight_decay": opt_config.weight_decay if decay else 0.0} for decay in (True, False)]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=peak_lr(opt_config, config.batch_size),
+                            betas=(opt_config.b1, opt_config.b2), eps=opt_config.eps)
+    tokens = torch.from_numpy(lm_tokens(config).astype(np.int64)).to(dev)
+    inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].reshape(-1)
+    forward = torch.compile(ref) if compile_model else ref
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    losses = []
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with _autocast(args):
+            logits = forward(input_ids=inputs).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets)  # as objectives/language.py: in float32
+        loss.backward()
+        if opt_config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(ref.parameters(), opt_config.grad_clip)
+        opt.step()
+        sync()
+        losses.append(loss.detach())
+
+    return step, losses
+
+
+def _lm_train_step_one(args: argparse.Namespace, framework: str) -> dict[str, Any]:
+    name, device = _framework_device(args, framework)
+    if framework == "jax":
+        step, losses = _jax_lm_step(args, device)
+    else:
+        step, losses = _torch_lm_step(args, compile_model=framework == "torch_compile")
+    seconds = time_calls(step, args.steps, args.warmup)
+    config = lm_config(args)
+    model = lm_model(config)
+    flops = lm_train_flops(model, config.batch_size, config.data.context)
+    return step_row(framework, seconds, config.batch_size, rate="tokens_per_s", model="llama", depth=model.depth,
+                    width=model.width, heads=model.num_heads, kv_heads=model.num_kv_heads, mlp_dim=model.mlp_dim,
+                    vocab=model.vocab_size, context=config.data.context, loss_step0=float(losses[0]),
+                    last_step=len(losses) - 1, loss_last=float(losses[-1]), **_step_fields(args, name, flops))
+
+
+def same_loss_line(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The frameworks' losses at step 0 (the same weights and tokens) and at the last step (after as many updates
+    of the same optimizer), first round, and their largest difference."""
+    first = [r[0] for r in results.values()]
+    diff = max(abs(r[k] - first[0][k]) for r in first for k in ("loss_step0", "loss_last"))
+    losses = ", ".join(f"{r['framework']} {r['loss_step0']:.6f} / {r['loss_last']:.6f}" for r in first)
+    return f"loss at step 0 / step {first[0]['last_step']}: {losses} (max |difference| {diff:.1e})"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -563,8 +779,6 @@ def _folder(args: argparse.Namespace) -> Path:
 
 def input_config(args: argparse.Namespace) -> Any:
     """The config whose train transform is timed, reading the image folder with `--workers` workers."""
-    from learngene_jax.config_lib import with_changes
-
     config = with_changes(load_config(args.config), **{
         "data.name": "folder", "data.path": str(_folder(args)), "data.workers": args.workers})
     if args.img is not None:
@@ -815,7 +1029,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(check=_forward_check, frameworks=_forward_frameworks, run_one=_forward_one, key="step_ms",
                    describe=_describe_step, report=report_steps)
 
-    t = sub.add_parser("train-step", parents=[common],
+    steps = argparse.ArgumentParser(add_help=False)  # the train-step benchmarks' device, precision and timing
+    steps.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    steps.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: compute dtype (GPU), "
+                       "params and optimizer state stay float32; torch uses autocast")
+    steps.add_argument("--compile", action="store_true", help="also time torch.compile")
+    steps.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (default: known GPUs)")
+    steps.add_argument("--steps", type=int, default=10, help="timed steps per process")
+    steps.add_argument("--warmup", type=int, default=2, help="untimed steps after the first (compiling) one")
+    steps.add_argument("--skip-torch", action="store_true", help="time JAX alone (no torch needed)")
+
+    t = sub.add_parser("train-step", parents=[common, steps],
                        help="one training step: the trainer's jitted step vs PyTorch (timm, AdamW)")
     t.add_argument("--model", default="vit_ti", help="student size: vit_ti, vit_s or vit_b")
     t.add_argument("--stage", default="descendant", choices=["descendant", "aux"],
@@ -826,18 +1050,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--classes", type=int, default=1000)
     t.add_argument("--teacher", default="levit_384", help="teacher for --stage aux")
-    t.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
-    t.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: compute dtype (GPU), "
-                   "params and optimizer state stay float32; torch uses autocast")
     t.add_argument("--scan", action="store_true", help="run the blocks with lax.scan (faster compiles)")
-    t.add_argument("--compile", action="store_true", help="also time torch.compile")
-    t.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (default: known GPUs)")
-    t.add_argument("--steps", type=int, default=10, help="timed steps per process")
-    t.add_argument("--warmup", type=int, default=2, help="untimed steps after the first (compiling) one")
-    t.add_argument("--skip-torch", action="store_true", help="time JAX alone (no torch needed)")
     framework_option(t, ["jax", "torch", "torch_compile"])
     t.set_defaults(check=_train_step_check, frameworks=_train_step_frameworks, run_one=_train_step_one,
                    key="step_ms", describe=_describe_step, report=report_steps)
+
+    m = sub.add_parser("lm-train-step", parents=[common, steps],
+                       help="one training step of a Llama decoder: the trainer's jitted step vs transformers' "
+                            "LlamaForCausalLM (AdamW)")
+    m.add_argument("--config", default=LM_CONFIG, help="configs/X.py[:arg] whose decoder, batch, context and "
+                   "optimizer are timed (default: the LM demo's)")
+    m.add_argument("--depth", type=int, default=LM_DEPTH, help=f"layers (default {LM_DEPTH}, the LM demo's teacher)")
+    m.add_argument("--vocab", type=int, default=BYTE_VOCAB, help=f"vocabulary (default {BYTE_VOCAB}: byte tokens)")
+    m.add_argument("--width", type=int, help="model width (default: the config's)")
+    m.add_argument("--heads", type=int, help="attention heads (default: the config's)")
+    m.add_argument("--kv-heads", type=int, help="key/value heads (default: the config's)")
+    m.add_argument("--mlp-dim", type=int, help="SwiGLU hidden size (default: the config's)")
+    m.add_argument("--batch", type=int, help="sequences per step (default: the config's batch_size)")
+    m.add_argument("--context", type=int, help="tokens per sequence (default: the config's data.context)")
+    framework_option(m, ["jax", "torch", "torch_compile"])
+    m.set_defaults(check=_lm_check, frameworks=_train_step_frameworks, run_one=_lm_train_step_one, key="step_ms",
+                   describe=_describe_step, report=report_steps)
 
     e = sub.add_parser("expand", parents=[common],
                        help="time expanding a TLEG gene into a descendant param tree (vs PyTorch)")
@@ -872,9 +1105,10 @@ def main(argv: list[str] | None = None) -> int | None:
     args = build_parser().parse_args(argv)
     if args.system_malloc:
         os.environ[SYSTEM_MALLOC] = "1"  # read by _child_env
-    for name in ("batch", "img", "steps", "depth", "rounds"):
+    for name in ("batch", "img", "steps", "depth", "rounds", "width", "heads", "kv_heads", "mlp_dim", "vocab",
+                 "context"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
-            fail(UserError, f"--{name} must be >= 1")
+            fail(UserError, f"--{name.replace('_', '-')} must be >= 1")
     if args.check is not None:
         args.check(args)
     malloc = "glibc, huge pages" if hostmem.huge_pages_active() else "glibc defaults"
@@ -886,7 +1120,9 @@ def main(argv: list[str] | None = None) -> int | None:
     rows = combine(results, args.key) if results else []
     if args.command == "forward" and "timm" in results:
         print(f"same weights: {results['timm'][0]['check']}")
-    if args.command == "train-step":
+    if args.command == "lm-train-step" and len(results) > 1:
+        print(same_loss_line(results))
+    if args.command in ("train-step", "lm-train-step"):
         rows = _with_mfu(rows)
     if rows:
         args.report(rows)

@@ -62,6 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 0  # 0: same as batch_size
     c.eval_every_epochs = 1
     c.eval_at_start = False  # also evaluate the initial weights (e.g. an untrained gene-initialised descendant)
+    c.eval_every_steps = 0  # > 0: also evaluate every this many steps (a loss-vs-epochs curve in final.json)
     c.log_every_steps = 20
     c.profile_steps = 0  # > 0: jax.profiler trace of this many steps after the first, compiling, one (WORKDIR/profile)
     c.precision = "float32"  # or bfloat16, or auto (bfloat16 on GPU/TPU, float32 on CPU): the compute dtype;
@@ -78,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.retokenize = ()  # ((start_epoch, stride, dilation), ...): progressive re-tokenization of the patch embedding
     # inherit: all of its weights (pre-train then fine-tune); weight_selection: see methods/weight_selection
     c.init_method = "inherit"
+    # init_method='layer_gene' (language models, methods/heur/lm.py): a decoder of `depth` layers with these layers
+    # of the init model at its bottom (Inheritune) or top (Heur), fresh layers elsewhere
+    c.layer_gene = ml_collections.ConfigDict(dict(layers=(), place="bottom"))
 
     c.data = ml_collections.ConfigDict(dict(
         name="digits", data_dir="", path="", train_split="train", eval_split="test", image_size=16, channels=3,
@@ -85,7 +89,9 @@ def base_config() -> ml_collections.ConfigDict:
         workers=0,  # grain worker processes that decode and transform (0: in this process, for small data/debugging)
         image_key="image", label_key="label",
         classes=(), shots=0, subset_seed=0,  # a task: only these classes (relabelled), `shots` train examples each
-        context=128, eval_windows=128))  # text corpora (data/text.py): tokens per window, validation windows
+        context=128, eval_windows=128,  # text corpora (data/text.py): tokens per window, validation windows,
+        documents=(),  # text: only the documents whose names match these fnmatch patterns (a task of a stream)
+        fraction=1.0))  # text: train on the first `fraction` of the train token stream (a data-fraction sweep)
     c.aug = ml_collections.ConfigDict(dict(
         random_resized_crop=False, rrc_scale_min=0.08, flip=False, randaugment=False, randaugment_ops=2,
         randaugment_magnitude=9.0, randaugment_mstd=0.5, random_erasing=0.0, mixup=0.0, cutmix=0.0,
@@ -98,6 +104,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.distill = ml_collections.ConfigDict(dict(type="none", teacher="", teacher_init="", alpha=0.5,
                                                temperature=1.0))
     c.ewc = ml_collections.ConfigDict(dict(weight=0.0, path=""))  # see methods/heur/ewc.py
+    # LoRA fine-tuning of the decoder in config.init (models/lora.py; rank 0 = off): only the adapters train.
+    # `gene`: an adapter gene (methods/heur/lm.py) whose adapters start the layers `gene_layers` (default: the
+    # gene's own layers); the other adapters start as PEFT's (A random, B = 0).
+    c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, targets=(), layers=(), rslora=False, gene="",
+                                            gene_layers=()))
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, num_devices=0))  # num_devices 0: all
     c.sharding = ml_collections.ConfigDict(dict(strategy="dp", rules=()))

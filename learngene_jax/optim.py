@@ -17,14 +17,18 @@ from learngene_jax.errors import ConfigError, fail
 # Leaves that get weight decay: Dense/Conv kernels. Everything 1-D in PyTorch terms (biases, norm scales),
 # pos_embed, cls_token and LeViT's attention_biases do not (DeiT/timm `no_weight_decay`). Stacked block
 # params carry an extra depth axis, so the rule goes by name, not by ndim.
-DECAYED_LEAVES = ("kernel",)
+# Decoder LMs (models/llama.py) name their weight matrices, stacked or not: those and the token / position
+# embeddings decay, norm scales and biases do not (GPT-2 / nanoGPT / Llama recipes); LoRA adapters decay like the
+# weights they adapt (Hugging Face Trainer's rule for PEFT models).
+DECAYED_LEAVES = ("kernel", "q", "k", "v", "o", "gate", "up", "down", "c_attn", "attn_proj", "c_fc", "mlp_proj",
+                  "embed", "lm_head", "wte", "wpe")
 
 
 def decay_mask(params: Any) -> Any:
     """True for the leaves that get weight decay."""
     def decayed(path, _):
-        last = path[-1]
-        return getattr(last, "key", getattr(last, "name", None)) in DECAYED_LEAVES
+        last = getattr(path[-1], "key", getattr(path[-1], "name", None))
+        return last in DECAYED_LEAVES or str(last).endswith(("_lora_a", "_lora_b"))
     return jax.tree_util.tree_map_with_path(decayed, params)
 
 
@@ -91,3 +95,13 @@ def build_optimizer(opt: Any, schedule: optax.Schedule) -> optax.GradientTransfo
     else:
         fail(ConfigError, f"optim.name must be 'adamw' or 'sgd', got {opt.name!r}")
     return optax.chain(*parts)
+
+
+def only_trainable(tx: optax.GradientTransformation, trainable: Any) -> optax.GradientTransformation:
+    """`tx` on the params whose path (key names) `trainable` accepts; the others get zero updates (no weight decay,
+    no optimizer state) — e.g. a frozen base under LoRA adapters."""
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "train" if trainable(tuple(getattr(k, "key", getattr(k, "name", k)) for k in path))
+            else "frozen", params)
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

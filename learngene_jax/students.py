@@ -19,7 +19,9 @@ from learngene_jax import data, genes, logs
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.genes.io import load_gene
 from learngene_jax.models import RUNTIME_FIELDS, compute_dtype, create_model
+from learngene_jax.models import lora
 from learngene_jax.models.io import load_model
+from learngene_jax.models.llama import GPT2, Llama
 from learngene_jax.models.vit import ViT, resample_pos_embed
 from learngene_jax.registry import STUDENTS
 
@@ -33,13 +35,17 @@ class Student:
     source: Any  # arrays `init` starts from (gene params, a model's variables) or None
     method: ModuleType | None  # the learngene method when the model is an aux model
     origin: str  # 'scratch', 'gene:DIR' or 'init:DIR', for logs and summaries
+    # which params the optimizer updates (a predicate on the param path's key names); None: all of them
+    trainable: Callable[[tuple[str, ...]], bool] | None = None
 
 
 def student_kind(config: Any) -> str:
-    """The registered builder this config asks for: `gene` with config.gene, config.init_method with config.init,
-    else `scratch`."""
+    """The registered builder this config asks for: `gene` with config.gene, `lora` with config.lora.rank > 0,
+    config.init_method with config.init, else `scratch`."""
     if config.gene:
         return "gene"
+    if config.lora.rank:
+        return "lora"
     return config.init_method if config.init else "scratch"
 
 
@@ -118,6 +124,12 @@ def inherit(config: Any, num_classes: int) -> Student:
     """All weights of the model directory config.init that still fit (a new head for another class count)."""
     runtime = runtime_kwargs(config)
     model, variables = load_model(config.init, **runtime)
+    if hasattr(model, "vocab_size"):  # a language model keeps its vocabulary
+        if model.vocab_size != num_classes or not data.is_text(config):
+            fail(ConfigError, f"init {config.init} is a language model with a {model.vocab_size}-token vocabulary; "
+                              f"it trains on a text corpus of that vocabulary (objective 'lm'), here "
+                              f"{config.data.name} with {num_classes} classes")
+        return Student(model, lambda rng, loaded: loaded, variables, genes.method_of(model), f"init:{config.init}")
     model, variables = fit_image_size(config.init, model, variables, config.data.image_size)
     if model.num_classes != num_classes:
         if not model.num_classes:
@@ -131,6 +143,47 @@ def inherit(config: Any, num_classes: int) -> Student:
         # loaded model never had)
         return unflatten_dict({k: old[k] if k in old and old[k].shape == v.shape else v for k, v in fresh.items()})
     return Student(model, init, variables, genes.method_of(model), f"init:{config.init}")
+
+
+@STUDENTS.register("lora")
+def lora_student(config: Any, num_classes: int) -> Student:
+    """The decoder of the model directory config.init, frozen, with LoRA adapters (config.lora: rank, alpha,
+    targets, layers, rslora) that alone train; an adapter gene (config.lora.gene) starts the adapters of its
+    layers (config.lora.gene_layers), the rest start as PEFT's (A random, B = 0)."""
+    cfg = config.lora
+    if not config.init:
+        fail(ConfigError, "lora.rank > 0 fine-tunes the decoder of a model directory: pass --config.init=MODEL_DIR "
+                          "(a trained Llama / GPT-2, e.g. from `learngene convert from-hf`)")
+    base, variables = load_model(config.init, **runtime_kwargs(config))
+    if not isinstance(base, (Llama, GPT2)):
+        fail(ConfigError, f"lora needs a Llama or GPT-2 model directory; {config.init} holds a {type(base).__name__}")
+    if not data.is_text(config) or base.vocab_size != num_classes:
+        fail(ConfigError, f"lora: {config.init} has a {base.vocab_size}-token vocabulary; train it on a text corpus "
+                          f"of that vocabulary (objective 'lm'), here {config.data.name} with {num_classes} classes")
+    if lora.is_lora(base):  # a LoRA run's model directory: its adapters become part of the frozen base
+        variables = {"params": lora.merge(base, variables["params"])}
+        base = lora.plain(base)
+    weights = sorted(n for n, shape in base.layer_shapes().items() if len(shape) == 2)
+    unknown = sorted(set(cfg.targets) - set(weights))
+    if unknown or int(cfg.rank) < 1 or any(not 0 <= i < base.depth for i in cfg.layers):
+        fail(ConfigError, f"lora needs rank >= 1 (got {cfg.rank}), targets among {weights} (unknown: {unknown}) and "
+                          f"layers in 0..{base.depth - 1} (got {tuple(cfg.layers)})")
+    model = lora.with_lora(base, int(cfg.rank), float(cfg.alpha), tuple(cfg.targets) or None, tuple(cfg.layers),
+                           bool(cfg.rslora))
+    gene = load_gene(cfg.gene) if cfg.gene else None
+    method = genes.get_method(gene.meta.method) if gene else None
+    if gene is not None and not hasattr(method, "lora_adapters"):
+        fail(ConfigError, f"lora.gene={cfg.gene} is a {gene.meta.method} gene; it takes an adapter gene "
+                          f"(WORKDIR/gene of a LoRA run, or a Heur / Auto selection of one)")
+
+    def init(rng, loaded):
+        adapters = model.init(rng, dummy_images(model), train=False)["params"]["lora"]
+        if gene is not None:
+            adapters = method.lora_adapters(gene, model, tuple(cfg.gene_layers), adapters)
+        return {"params": {**loaded["params"], "lora": adapters}}
+    origin = f"lora:{config.init}" + (f"+gene:{cfg.gene}" if cfg.gene else "")
+    return Student(model, init, variables, genes.method_of(model), origin,
+                   trainable=lambda path: path[0] == "lora")
 
 
 def fit_image_size(path: str, model: nn.Module, variables: dict[str, Any], image_size: int

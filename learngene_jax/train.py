@@ -39,7 +39,7 @@ from learngene_jax.objectives import language  # noqa: F401 - registers the 'lm'
 from learngene_jax.objectives.classification import BATCH_STATS, StepInputs, make_objective
 from learngene_jax.objectives.losses import cross_entropy, topk_correct
 from learngene_jax.objectives.teacher import Teacher, load_teacher
-from learngene_jax.optim import build_optimizer, lr_schedule
+from learngene_jax.optim import build_optimizer, lr_schedule, only_trainable
 from learngene_jax.registry import LOSS_TERMS, STEP_VARIANTS
 from learngene_jax.students import Student, build_student
 
@@ -116,6 +116,8 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     init_rng, step_rng = jax.random.split(rng)
     schedule = lr_schedule(config.optim, config.batch_size, steps_per_epoch, total_steps)
     tx = build_optimizer(config.optim, schedule)
+    if student.trainable is not None:  # e.g. LoRA: only the adapters train
+        tx = only_trainable(tx, student.trainable)
 
     def init_state(rng, source):
         variables = student.init(rng, source)
@@ -253,6 +255,12 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
                 if step % config.checkpoint.every_steps == 0:
                     save(step)
                 if step % steps_per_epoch and step < total_steps:
+                    if config.eval_every_steps and step % config.eval_every_steps == 0:
+                        flush()
+                        phase = phase_of(epoch)
+                        results = evaluate(eval_step_for(phase), state, eval_data, mesh)
+                        writer.write(step, "eval", {**results, "epoch": step / steps_per_epoch,
+                                                    **({"phase": dict(phase)} if phase else {})})
                     continue
                 if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == num_epochs:
                     flush()
@@ -279,6 +287,8 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
                "images_per_s": round(images_seen / train_time, 1) if images_seen else None, **results}
     if init_results is not None:
         summary["init"] = init_results
+    if config.eval_every_steps and main:
+        summary["curve"] = _eval_curve(workdir, step, steps_per_epoch)
     export(config, workdir, student, state, summary, main)
     return summary
 
@@ -307,6 +317,19 @@ class Profile:
         if self.active:
             self.active = False
             jax.profiler.stop_trace()
+
+
+def _eval_curve(workdir: Path, last_step: int, steps_per_epoch: int) -> list[dict[str, float]]:
+    """Every evaluation of the exported model recorded in this workdir up to `last_step` (resumed runs included,
+    the newest record per step): [{'step', 'epoch', 'loss', 'top1'}, ...] in step order."""
+    rows: dict[int, dict[str, float]] = {}
+    path = workdir / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else ():
+        row = json.loads(line)
+        if row.get("split") == "eval" and "phase" not in row and row["step"] <= last_step:
+            rows[row["step"]] = {"step": row["step"], "epoch": row["step"] / steps_per_epoch, "loss": row["loss"],
+                                 "top1": row["top1"]}
+    return [rows[k] for k in sorted(rows)]
 
 
 def _first_eval(workdir: Path) -> dict[str, float] | None:

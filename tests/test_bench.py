@@ -1,5 +1,6 @@
 """The throughput benchmark: each framework timed in its own processes (A/B/A/B), one JSON object per framework;
-the input benchmark on a folder from make_folder; the GPU benchmark script's CPU smoke run."""
+the LM train step against transformers on the same model; the input benchmark on a folder from make_folder; the GPU
+benchmark script's CPU smoke run."""
 
 import argparse
 import json
@@ -7,12 +8,20 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 from conftest import REPO, run_module
 
 from learngene_jax import bench, data
 from learngene_jax.data import make_folder
 from learngene_jax.errors import UserError
+from learngene_jax.objectives.language import token_cross_entropy
+
+# A tiny decoder: grouped-query attention (2 heads, 1 kv head), 2 layers, 2 windows of 16 tokens.
+LM_TINY = ["--depth", "2", "--width", "32", "--heads", "2", "--kv-heads", "1", "--mlp-dim", "48", "--vocab", "64",
+           "--batch", "2", "--context", "16"]
+LOSS_TOLERANCE = 1e-5  # JAX and PyTorch agree to ~1e-6 here; a query kernel left untransposed moves step 0 by 5e-5
 
 
 @pytest.mark.torch
@@ -50,6 +59,76 @@ def test_train_step_prints_json_per_framework(timm, capsys, stage, extra, rounds
     low, high = rows[0]["step_time_ratio_vs_torch_spread"]
     assert low <= rows[0]["step_time_ratio_vs_torch"] <= high
     assert any(line.startswith("jax/torch step-time ratio") for line in lines)
+
+
+def lm_config(*argv):
+    return bench.lm_config(bench.build_parser().parse_args(["lm-train-step", *argv]))
+
+
+@pytest.mark.torch
+def test_lm_train_step_times_both_frameworks_on_the_same_model(timm, capsys):
+    """The trainer's step on the Flax Llama and the PyTorch step on transformers' LlamaForCausalLM, each in its own
+    process, start from the same loss and stay together after two updates of the same optimizer; a decoder that
+    differs only in one untransposed kernel is further off at step 0 than the tolerance, so the check resolves a
+    conversion slip (1e-4 would not)."""
+    bench.main(["lm-train-step", *LM_TINY, "--steps", "2", "--warmup", "0", "--rounds", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [json.loads(line) for line in lines[-2:]]
+    assert [r["framework"] for r in rows] == ["jax", "torch"]
+    for r in rows:
+        assert (r["device"], r["model"], r["depth"], r["width"], r["heads"], r["kv_heads"], r["mlp_dim"], r["vocab"],
+                r["batch"], r["context"], r["precision"], r["rounds"]) == (
+                    "cpu", "llama", 2, 32, 2, 1, 48, 64, 2, 16, "fp32", 1)
+        assert r["tokens_per_s"] == pytest.approx(2 * 16 * 1000 / r["step_ms"], rel=0.01) and "images_per_s" not in r
+        assert r["step_ms_spread"] == [r["step_ms"], r["step_ms"]] and r["last_step"] == 2
+    jax_row, torch_row = rows
+    assert jax_row["loss_step0"] == pytest.approx(torch_row["loss_step0"], abs=LOSS_TOLERANCE)
+    assert jax_row["loss_last"] == pytest.approx(torch_row["loss_last"], abs=LOSS_TOLERANCE)
+    assert jax_row["loss_last"] < jax_row["loss_step0"] - 0.1  # the optimizer really stepped
+    low, high = jax_row["step_time_ratio_vs_torch_spread"]
+    assert low <= jax_row["step_time_ratio_vs_torch"] <= high
+    assert any(line.startswith("jax/torch step-time ratio") for line in lines)
+    assert any(line.startswith("loss at step 0 / step 2: jax") for line in lines)
+    assert "tokens/s" in next(line for line in lines if line.startswith("framework"))
+    # the negative control: the same decoder with its query kernels untransposed (square here)
+    config = lm_config(*LM_TINY)
+    model, tokens = bench.lm_model(config), bench.lm_tokens(config)
+    params = bench.lm_params(model)
+
+    def loss(p):
+        return float(jnp.mean(token_cross_entropy(model.apply({"params": p}, tokens[:, :-1]), tokens[:, 1:])))
+
+    assert loss(params) == pytest.approx(jax_row["loss_step0"], abs=LOSS_TOLERANCE)
+    slipped = {**params, "layers": {**params["layers"], "q": params["layers"]["q"].swapaxes(1, 2)}}
+    assert abs(loss(slipped) - loss(params)) > LOSS_TOLERANCE
+
+
+def test_lm_flop_count_is_xla_count_of_an_unrolled_decoder():
+    """The MFU's FLOPs (6 per weight per token + attention) against XLA's count of the whole unrolled step, which
+    adds the elementwise work (measured +1.6% at the LM demo's size)."""
+    from learngene_jax.optim import build_optimizer, lr_schedule
+    from learngene_jax.train import make_train_step
+
+    config = lm_config("--depth", "2", "--batch", "2")
+    model = bench.lm_model(config).clone(scan_unroll=True)  # no loop: XLA counts every layer
+    schedule = lr_schedule(config.optim, 2, 1, 1)
+    tx = build_optimizer(config.optim, schedule)
+    params = bench.lm_params(model)
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+    step_fn = make_train_step(config, model, tx, schedule, None, model.vocab_size, 1, jax.random.key(0))
+    _, xla_flops, _ = bench._compiled_step(step_fn, state, {"tokens": bench.lm_tokens(config)}, {})
+    assert bench.lm_train_flops(model, 2, 128) == pytest.approx(xla_flops, rel=0.05)
+
+
+def test_lm_train_step_rejects_bad_arguments():
+    with pytest.raises(UserError, match="not a multiple of --kv-heads 2"):
+        bench.main(["lm-train-step", "--heads", "3", "--kv-heads", "2", "--skip-torch"])
+    with pytest.raises(UserError, match="lm-train-step times the llama decoder"):
+        bench.main(["lm-train-step", "--config", "configs/tleg_s.py", "--skip-torch"])
+    with pytest.raises(UserError, match="--kv-heads must be >= 1"):
+        bench.main(["lm-train-step", "--kv-heads", "0", "--skip-torch"])
+    with pytest.raises(UserError, match="bf16 is for GPUs"):
+        bench.main(["lm-train-step", "--precision", "bf16", "--skip-torch"])
 
 
 def test_rounds_alternate_and_ratios_pair_by_pair(monkeypatch):
@@ -145,6 +224,8 @@ def test_gpu_bench_script_dry_run():
     commands = proc.stdout.splitlines()
     assert ("python -m learngene_jax.bench train-step --device gpu --stage aux --teacher levit_384 --model vit_s "
             "--img 224 --patch 16 --depth 12 --batch 256 --precision bf16 --compile") in "\n".join(commands)
+    assert ("python -m learngene_jax.bench lm-train-step --device gpu --width 768 --depth 12 --heads 12 --kv-heads 12 "
+            "--mlp-dim 2048 --vocab 32000 --batch 8 --context 1024 --precision bf16") in "\n".join(commands)
     inputs = [c for c in commands if "learngene_jax.bench input " in c]
     assert [c.split("--workers ")[1].split()[0] for c in inputs] == ["4", "8", "16"]
 
@@ -159,8 +240,9 @@ def test_gpu_bench_script_cpu_smoke_run(timm, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((tmp_path / "bench.json").read_text())
     steps = {s["name"]: s for s in result["steps"]}
-    for name in ("jax_info", "make_folder", "train_step_aux", "input_w1"):
+    for name in ("jax_info", "make_folder", "train_step_aux", "lm_train_step", "input_w1"):
         assert steps[name]["exit"] == 0, steps[name]
     assert [r["framework"] for r in steps["train_step_aux"]["rows"]] == ["jax", "torch"]
+    assert [r["framework"] for r in steps["lm_train_step"]["rows"]] == ["jax", "torch"]
     assert [r["framework"] for r in steps["input_w1"]["rows"]] == ["learngene_jax", "timm"]
-    assert len(result["rows"]) == 4 and result["info"]["jax"]
+    assert len(result["rows"]) == 6 and result["info"]["jax"]

@@ -17,6 +17,7 @@ import numpy as np
 
 from learngene_jax.convert.table import Rule, flax_to_torch, torch_to_flax
 from learngene_jax.errors import ConversionError, fail
+from learngene_jax.models import lora
 from learngene_jax.models.llama import GPT2, Llama, abstract_lm_params
 
 LLAMA_RULES = [
@@ -166,6 +167,9 @@ def to_hf(model: Llama | GPT2, variables: Mapping[str, Any], directory: str | Pa
     if directory.exists() and any(directory.iterdir()) and not overwrite:
         fail(ConversionError, f"{directory} exists and is not empty; choose another --out or pass --overwrite")
     directory.mkdir(parents=True, exist_ok=True)
+    if lora.is_lora(model):  # LoRA adapters are folded into the weights: Hugging Face gets the plain model
+        variables = {"params": lora.merge(model, variables["params"])}
+        model = lora.plain(model)
     rules = LLAMA_RULES if isinstance(model, Llama) else GPT2_RULES
     tensors = flax_to_torch(variables["params"], rules)
     (directory / "config.json").write_text(json.dumps(hf_config(model), indent=2) + "\n")

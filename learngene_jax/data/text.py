@@ -11,6 +11,7 @@ henry_v, sonnets, as in reference/learngene-lm.md; otherwise every tenth documen
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import sys
 import sysconfig
@@ -51,6 +52,21 @@ class Corpus:
                 "train": {"documents": len(self.train), "bytes": sum(map(len, self.train.values()))},
                 "validation": {"documents": len(self.validation), "bytes": sum(map(len, self.validation.values())),
                                "names": sorted(self.validation)}}
+
+    def select(self, patterns: tuple[str, ...] | list[str]) -> Corpus:
+        """The documents whose names match any of the fnmatch `patterns` (all when empty), both splits; a DataError
+        when no train or no held-out document matches."""
+        if not patterns:
+            return self
+
+        def keep(docs: dict[str, bytes]) -> dict[str, bytes]:
+            return {n: d for n, d in docs.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+        train, validation = keep(self.train), keep(self.validation)
+        if not train or not validation:
+            fail(DataError, f"data.documents={tuple(patterns)} selects {len(train)} train and {len(validation)} "
+                            f"held-out documents of {self.name}; a selection needs both (held out: "
+                            f"{', '.join(sorted(self.validation)[:5])}, ...)")
+        return Corpus(f"{self.name}[{','.join(patterns)}]", train, validation)
 
 
 def _stdlib_documents() -> dict[str, bytes]:
@@ -171,10 +187,16 @@ class TextBatchMaker:
 
 def text_source(data: Any, split: str, train: bool) -> TextSource:
     """The `train` split (training documents) or any other split name (the held-out documents) of the corpus
-    config.data names, as windows of data.context tokens."""
-    corpus = load_corpus(data.name, data.get("path", ""))
-    documents = corpus.train if train or split == data.get("train_split", "train") else corpus.validation
-    tokens = byte_tokens(documents)
+    config.data names, as windows of data.context tokens; data.documents selects documents by name (both splits),
+    data.fraction keeps the first part of the train stream."""
+    corpus = load_corpus(data.name, data.get("path", "")).select(tuple(data.get("documents", ())))
+    is_train = train or split == data.get("train_split", "train")
+    tokens = byte_tokens(corpus.train if is_train else corpus.validation)
+    fraction = float(data.get("fraction", 1.0))
+    if not 0 < fraction <= 1:
+        fail(ConfigError, f"data.fraction must lie in (0, 1], got {fraction}")
+    if is_train:
+        tokens = tokens[:max(1, int(round(fraction * len(tokens))))]
     length = int(data.context)
     if len(tokens) < length + 1:
         fail(DataError, f"the {split} split of {corpus.name} has {len(tokens)} tokens, fewer than one window of "

@@ -117,8 +117,8 @@ for _timm, _size in TIMM_SIZES.items():
         register(_alias)(lambda _a=_alias, **kw: ViT(**{**TIMM_ALIASES[_a], **kw}))
 
 # Fields that say how to run a model, not what it is; they are not stored with its weights.
-RUNTIME_FIELDS = ("dtype", "scan_layers", "remat", "attention_impl", "drop_path_rate", "distilled_training",
-                  "patch_stride", "patch_dilation")
+RUNTIME_FIELDS = ("dtype", "scan_layers", "scan_unroll", "remat", "attention_impl", "drop_path_rate",
+                  "distilled_training", "patch_stride", "patch_dilation")
 _CLASS_NAMES: dict[type, str] = {ViT: "vit", SmallCNN: "cnn", VGGAncestor: "vgg_ancestor",
                                  VGGDescendant: "vgg_descendant", Llama: "llama", GPT2: "gpt2"}
 
@@ -154,3 +154,8 @@ def model_from_spec(spec: dict[str, Any], **runtime: Any) -> nn.Module:
 
 
 register_class(LeViT, "levit")
+
+from learngene_jax.models.lora import LoRAGPT2, LoRALlama  # noqa: E402  (lora.py imports llama.py, so last)
+
+register_model_class("lora_llama", LoRALlama)
+register_model_class("lora_gpt2", LoRAGPT2)

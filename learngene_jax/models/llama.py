@@ -91,6 +91,7 @@ class Llama(nn.Module):
     max_positions: int = 4096
     tie_embeddings: bool = False
     dtype: Any = jnp.float32  # compute dtype; params stay float32
+    scan_unroll: int | bool = 1  # layers per scan iteration (True: no loop; ~7 % faster CPU steps, longer compiles)
     attention_impl: str | None = None  # jax.nn.dot_product_attention's implementation (None: XLA picks)
     lora_scale: float = 0.0  # α/r of LoRA adapters in the layer params (models/lora.py); unused without them
 
@@ -142,7 +143,7 @@ class Llama(nn.Module):
         def body(x, p):
             return self.layer(x, p, cos.astype(self.dtype), sin.astype(self.dtype), padding), None
 
-        x, _ = jax.lax.scan(body, x, layers)
+        x, _ = jax.lax.scan(body, x, layers, unroll=self.scan_unroll)
         x = rms_norm(x, norm, self.eps)
         head = embed.T if self.tie_embeddings else self.param("lm_head", normal_02, (self.width, self.vocab_size))
         return (x @ head.astype(self.dtype)).astype(jnp.float32)
@@ -160,6 +161,7 @@ class GPT2(nn.Module):
     eps: float = 1e-5
     max_positions: int = 1024
     dtype: Any = jnp.float32
+    scan_unroll: int | bool = 1  # layers per scan iteration (True: no loop; ~7 % faster CPU steps, longer compiles)
     attention_impl: str | None = None
     lora_scale: float = 0.0  # α/r of LoRA adapters in the layer params (models/lora.py); unused without them
 
@@ -218,7 +220,7 @@ class GPT2(nn.Module):
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         x = jnp.take(jnp.asarray(wte), tokens, axis=0) + jnp.take(jnp.asarray(wpe), positions, axis=0)
         x = x.astype(self.dtype)
-        x, _ = jax.lax.scan(lambda x, p: (self.layer(x, p, padding), None), x, layers)
+        x, _ = jax.lax.scan(lambda x, p: (self.layer(x, p, padding), None), x, layers, unroll=self.scan_unroll)
         x = layer_norm(x, ln_f["scale"], ln_f["bias"], self.eps)
         return (x @ wte.T.astype(self.dtype)).astype(jnp.float32)
 

@@ -48,6 +48,8 @@ class LoRADecoder:
 
         adapters = self.param("lora", init)
         chosen = layer_mask(self.depth, self.lora_layers)
+        # the base layers are frozen (the trainer's optimizer leaves them alone too): no weight gradients for them
+        base = jax.tree_util.tree_map(jax.lax.stop_gradient, base)
         return {**base, **{k: v * chosen.reshape(-1, 1, 1) for k, v in adapters.items()}}
 
 
@@ -84,6 +86,17 @@ def with_lora(model: Llama | GPT2, rank: int, alpha: float, targets: Sequence[st
     fields = {k: v for k, v in module_fields(model).items() if not k.startswith("lora_")}
     return cls(**fields, lora_rank=rank, lora_scale=scale, lora_targets=tuple(targets or default),
                lora_layers=tuple(layers))
+
+
+def plain(model: LoRALlama | LoRAGPT2) -> Llama | GPT2:
+    """The plain decoder under the adapters (what `merge`d params run in)."""
+    cls = Llama if isinstance(model, LoRALlama) else GPT2
+    return cls(**{k: v for k, v in module_fields(model).items() if not k.startswith("lora_")})
+
+
+def is_lora(model: Any) -> bool:
+    """Whether `model` carries LoRA adapters."""
+    return isinstance(model, LoRADecoder)
 
 
 def delta(model: LoRALlama | LoRAGPT2, lora: dict[str, Array]) -> dict[str, Array]:
