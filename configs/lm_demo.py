@@ -34,8 +34,8 @@ def get_config(arg=None):
     c.model = ml_collections.ConfigDict(dict(name="llama", width=128, num_heads=2, num_kv_heads=2, mlp_dim=352,
                                              scan_unroll=True))
     c.lm_demo = ml_collections.ConfigDict(dict(
-        teacher_depth=6, teacher_steps=500, tleg_depth=10, sws_stage_sizes=(3, 4, 3), aux_steps=250, kd_alpha=0.5,
-        kd_temperature=1.0, depths=(2, 4, 6), finetune_steps=80, finetune_lr=1e-3, scratch_factor=3,
+        teacher_depth=6, teacher_steps=500, tleg_depth=10, sws_stage_sizes=(3, 4, 3), aux_steps=240, kd_alpha=0.5,
+        kd_temperature=1.0, depths=(2, 4, 6), finetune_steps=70, finetune_lr=1e-3, scratch_factor=3,
         warmup_fraction=0.05,
         inherit=True,  # also the layer gene (Inheritune): the teacher's first D layers + its embeddings and head
         lora_stream=True))  # and Heur / Auto with LoRA on the teacher (c.lora_stream, methods/heur/lm_stream.py)
@@ -53,8 +53,8 @@ def lora_stream_settings(smoke: bool = False) -> ml_collections.ConfigDict:
     8 (α 16) on every linear map of every layer, genes of 2 layers, budgets in steps, the data fractions."""
     s = ml_collections.ConfigDict(dict(
         sources=("idlelib/*", "asyncio/*", "xml/*"), target="email/*", rank=8, alpha=16.0,
-        targets=("q", "k", "v", "o", "gate", "up", "down"), lr=3e-3, warmup_fraction=0.05, source_steps=40,
-        target_steps=100, eval_every=10, gene_layers=2, fractions=(0.5,)))
+        targets=("q", "k", "v", "o", "gate", "up", "down"), lr=3e-3, warmup_fraction=0.05, source_steps=30,
+        target_steps=80, eval_every=10, gene_layers=2, fractions=(0.5,)))
     if smoke:
         s.update(dict(source_steps=2, target_steps=4, eval_every=2, gene_layers=1, rank=2))
     return s

@@ -55,9 +55,11 @@ COMMANDS = {
     "analyze": "layer-linearity analysis (see `learngene analyze -h`)",
     "results": "the results page from experiment workdirs (see `learngene results -h`)",
     "bench": "JAX vs PyTorch benchmarks (see `learngene bench -h`)",
+    "tokenize": "a text corpus → memory-mapped token files (see `learngene tokenize -h`)",
 }
 MODULES = {"convert": "learngene_jax.convert.__main__", "predict": "learngene_jax.predict",
-           "analyze": "learngene_jax.analyze", "results": "learngene_jax.results", "bench": "learngene_jax.bench"}
+           "analyze": "learngene_jax.analyze", "results": "learngene_jax.results", "bench": "learngene_jax.bench",
+           "tokenize": "learngene_jax.data.tokenize"}
 
 
 def learngene(argv: list[str] | None = None) -> None:

@@ -90,6 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
         image_key="image", label_key="label",
         classes=(), shots=0, subset_seed=0,  # a task: only these classes (relabelled), `shots` train examples each
         context=128, eval_windows=128,  # text corpora (data/text.py): tokens per window, validation windows,
+        tokenizer="",  # text: '' (bytes), bpe:N (trained on the corpus), or a tokenizer.json / HF model directory
         documents=(),  # text: only the documents whose names match these fnmatch patterns (a task of a stream)
         fraction=1.0))  # text: train on the first `fraction` of the train token stream (a data-fraction sweep)
     c.aug = ml_collections.ConfigDict(dict(
@@ -98,6 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
         mixup_switch_prob=0.5, mixup_prob=1.0, label_smoothing=0.0, repeated_aug=1))
     c.optim = ml_collections.ConfigDict(dict(
         name="adamw", lr=5e-4, scale_lr=True, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=0.0,
+        warmup_steps=0,  # > 0: warm up over this many steps instead of warmup_epochs (token streams of any size)
         schedule="cosine",  # per step; cosine_epoch: timm's scheduler stepped after each epoch (official); constant
         weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, grad_clip=0.0))
     c.objective = "classification"  # see objectives/classification.py

@@ -38,9 +38,11 @@ def peak_lr(opt: Any, global_batch_size: int) -> float:
 
 
 def lr_schedule(opt: Any, global_batch_size: int, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
-    """Linear warmup from warmup_lr over warmup_epochs, then cosine to min_lr at the last step."""
+    """Linear warmup from warmup_lr over warmup_steps (when > 0) or warmup_epochs, then cosine to min_lr at the last
+    step."""
     peak = peak_lr(opt, global_batch_size)
-    warmup = min(int(round(opt.warmup_epochs * steps_per_epoch)), total_steps)
+    steps = opt.get("warmup_steps", 0) or int(round(opt.warmup_epochs * steps_per_epoch))
+    warmup = min(steps, total_steps)
     if opt.schedule == "constant":
         return optax.constant_schedule(peak)
     if opt.schedule == "cosine_epoch":

@@ -174,7 +174,7 @@ def lora_student(config: Any, num_classes: int) -> Student:
     method = genes.get_method(gene.meta.method) if gene else None
     if gene is not None and not hasattr(method, "lora_adapters"):
         fail(ConfigError, f"lora.gene={cfg.gene} is a {gene.meta.method} gene; it takes an adapter gene "
-                          f"(WORKDIR/gene of a LoRA run, or a Heur / Auto selection of one)")
+                          f"(WORKDIR/gene of a LoRA run, or a selection of its layers)")
 
     def init(rng, loaded):
         adapters = model.init(rng, dummy_images(model), train=False)["params"]["lora"]

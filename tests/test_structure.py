@@ -30,7 +30,7 @@ def test_method_packages_register_their_parts():
         registry.TASKS.names())
     assert {"scratch", "gene", "inherit", "weight_selection"} <= set(registry.STUDENTS.names())
     assert registry.LOSS_TERMS.names() == ["ewc"] and registry.STEP_VARIANTS.names() == ["retokenize"]
-    assert set(genes.METHODS) == {"tleg", "sws", "heur", "tleg_lm", "sws_lm"}
+    assert set(genes.METHODS) == {"tleg", "sws", "heur", "heur_lora", "tleg_lm", "sws_lm"}
     assert {"tleg_aux_s", "sws_aux_b", "tleg_llama", "sws_gpt2", "llama", "gpt2", "lgpool", "stitched_vit", "asvit",
             "vit_small_patch16_224", "deit_tiny_distilled_patch16_224"} <= set(model_names())
 

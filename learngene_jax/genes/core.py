@@ -92,13 +92,19 @@ class LMGeneMeta:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LMGeneMeta:
         """Parse and validate stored metadata (unknown keys, a newer format or an unknown arch are errors)."""
-        if not isinstance(data, Mapping) or not isinstance(data.get("fields"), Mapping):
-            fail(GeneError, "language-model gene metadata needs a `fields` object (the aux architecture)")
-        meta = parse_meta(cls, {**data, "fields": tuple(sorted(
-            (k, tuple(v) if isinstance(v, list) else v) for k, v in data["fields"].items()))})
-        if meta.arch not in LM_ARCHS:
-            fail(GeneError, f"gene arch {meta.arch!r} is not one of {LM_ARCHS}")
-        return meta
+        return parse_lm_meta(cls, data)
+
+
+def parse_lm_meta(cls: type, data: Any) -> Any:
+    """`parse_meta` for language-model gene metadata: `fields` (a JSON object of the decoder's architecture) become
+    sorted (name, value) pairs, and `arch` must be one of LM_ARCHS."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("fields"), Mapping):
+        fail(GeneError, "language-model gene metadata needs a `fields` object (the decoder's architecture)")
+    meta = parse_meta(cls, {**data, "fields": tuple(sorted(
+        (k, tuple(v) if isinstance(v, list) else v) for k, v in data["fields"].items()))})
+    if meta.arch not in LM_ARCHS:
+        fail(GeneError, f"gene arch {meta.arch!r} is not one of {LM_ARCHS}")
+    return meta
 
     def __str__(self) -> str:
         return json.dumps(self.to_json())

