@@ -352,6 +352,15 @@ def test_lm_demo_smoke_run_through_main(transformers, tmp_path):
         for key in ("tleg", "sws"):
             assert np.isfinite(row[key]["init_loss"]) and np.isfinite(row[key]["loss"])
     assert {load_gene(tmp_path / f"{m}_aux" / "gene").meta.method for m in ("tleg", "sws")} == {"tleg_lm", "sws_lm"}
+    assert np.isfinite(summary["rows"][0]["inherit"]["loss"]) and "inherit" not in summary["rows"][1]
+    teacher, tv = load_model(tmp_path / "teacher" / "model")
+    stream = summary["lora_stream"]  # Heur / Auto with LoRA on the teacher, against plain LoRA
+    assert set(stream["arms"]) == {"lora", "heur", "auto"} and stream["chosen_layers"]["heur"] == [1]
+    for arm, row in stream["arms"].items():
+        assert [c["step"] for c in row["curve"]] == [0, 2, 4] and row["curve"][-1]["loss"] == row["loss"]
+        lora_model, lv = load_model(tmp_path / f"lora_{arm}_email" / "model")
+        jax.tree.map(np.testing.assert_array_equal, lv["params"]["layers"], tv["params"]["layers"])  # frozen base
+    assert set(stream["fractions"]) == {"heur", "auto"} and (tmp_path / "lora_stream.png").is_file()
     model, variables = load_model(tmp_path / "tleg_L2" / "model")  # a fine-tuned descendant: a plain Llama
     hf.to_hf(model, variables, tmp_path / "hf")
     loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "hf").eval()
