@@ -66,7 +66,7 @@ def save_artifact(path: str | Path, params: Any, meta: dict[str, Any], *, overwr
 
 def read_meta(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
     """The JSON metadata of an artifact."""
-    path = Path(path).absolute()
+    path = Path(path).expanduser().absolute()
     _check_artifact(path, what)
     try:
         return _checkpointer().restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

@@ -90,6 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
         image_key="image", label_key="label",
         classes=(), shots=0, subset_seed=0,  # a task: only these classes (relabelled), `shots` train examples each
         context=128, eval_windows=128,  # text corpora (data/text.py): tokens per window, validation windows,
+        text_key="text",  # tfds_text: the feature holding each example's text
         tokenizer="",  # text: '' (bytes), bpe:N (trained on the corpus), or a tokenizer.json / HF model directory
         documents=(),  # text: only the documents whose names match these fnmatch patterns (a task of a stream)
         fraction=1.0))  # text: train on the first `fraction` of the train token stream (a data-fraction sweep)
@@ -109,8 +110,9 @@ def base_config() -> ml_collections.ConfigDict:
     # LoRA fine-tuning of the decoder in config.init (models/lora.py; rank 0 = off): only the adapters train.
     # `gene`: an adapter gene (methods/heur/lm.py) whose adapters start the layers `gene_layers` (default: the
     # gene's own layers); the other adapters start as PEFT's (A random, B = 0).
+    # `other_base`: allow a gene trained on another base decoder of the same architecture (normally an error).
     c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, targets=(), layers=(), rslora=False, gene="",
-                                            gene_layers=()))
+                                            gene_layers=(), other_base=False))
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, num_devices=0))  # num_devices 0: all
     c.sharding = ml_collections.ConfigDict(dict(strategy="dp", rules=()))

@@ -52,6 +52,12 @@ def workdir_section(workdir: Path, base: Path) -> str:
             parts.append(f"### Language-model demo (from `summary.json`; validation loss in nats per byte on "
                          f"{c['validation']['documents']} held-out documents of {c['corpus']}, sha256 "
                          f"{c['sha256'][:16]}…)\n\n{lm_demo.summary_table(summary, factor)}")
+            if summary.get("lora_stream"):
+                from learngene_jax.methods.heur import lm_stream
+
+                stream = summary["lora_stream"]
+                parts.append(f"### Heur / Auto Learngene with LoRA against plain LoRA (from `summary.json`)\n\n"
+                             f"{lm_stream.summary_table(stream)}\n\n{lm_stream.description(stream)}")
     if (workdir / "comparison.json").exists():
         comparison = json.loads((workdir / "comparison.json").read_text())
         parts.append("### Baselines (from `comparison.json`; cost = epochs × forward GMACs per image)\n\n"

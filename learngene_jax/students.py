@@ -44,8 +44,19 @@ def student_kind(config: Any) -> str:
     config.init_method with config.init, else `scratch`."""
     if config.gene:
         return "gene"
-    if config.lora.rank:
+    lora_cfg = config.lora
+    if not lora_cfg.rank and (lora_cfg.gene or lora_cfg.gene_layers):
+        fail(ConfigError, "lora.gene / lora.gene_layers start LoRA adapters: set lora.rank (the gene's rank) too")
+    if lora_cfg.gene_layers and not lora_cfg.gene:
+        fail(ConfigError, "lora.gene_layers places the adapters of lora.gene: pass --config.lora.gene=GENE_DIR")
+    if lora_cfg.rank:
+        if config.init_method != "inherit":
+            fail(ConfigError, f"lora.rank > 0 adapts the model of config.init as it is; init_method="
+                              f"{config.init_method!r} does not combine with LoRA (drop one of them)")
         return "lora"
+    if not config.init and config.init_method != "inherit":
+        fail(ConfigError, f"init_method={config.init_method!r} builds the student from a trained model: pass "
+                          f"--config.init=MODEL_DIR")
     return config.init_method if config.init else "scratch"
 
 
@@ -124,6 +135,9 @@ def inherit(config: Any, num_classes: int) -> Student:
     """All weights of the model directory config.init that still fit (a new head for another class count)."""
     runtime = runtime_kwargs(config)
     model, variables = load_model(config.init, **runtime)
+    if data.is_text(config) and not hasattr(model, "vocab_size"):
+        fail(ConfigError, f"init {config.init} holds a {type(model).__name__}, not a language model (Llama / GPT-2); "
+                          f"a text corpus trains language models")
     if hasattr(model, "vocab_size"):  # a language model keeps its vocabulary
         if model.vocab_size != num_classes or not data.is_text(config):
             fail(ConfigError, f"init {config.init} is a language model with a {model.vocab_size}-token vocabulary; "
@@ -163,27 +177,44 @@ def lora_student(config: Any, num_classes: int) -> Student:
     if lora.is_lora(base):  # a LoRA run's model directory: its adapters become part of the frozen base
         variables = {"params": lora.merge(base, variables["params"])}
         base = lora.plain(base)
-    weights = sorted(n for n, shape in base.layer_shapes().items() if len(shape) == 2)
-    unknown = sorted(set(cfg.targets) - set(weights))
-    if unknown or int(cfg.rank) < 1 or any(not 0 <= i < base.depth for i in cfg.layers):
-        fail(ConfigError, f"lora needs rank >= 1 (got {cfg.rank}), targets among {weights} (unknown: {unknown}) and "
-                          f"layers in 0..{base.depth - 1} (got {tuple(cfg.layers)})")
-    model = lora.with_lora(base, int(cfg.rank), float(cfg.alpha), tuple(cfg.targets) or None, tuple(cfg.layers),
-                           bool(cfg.rslora))
+    shapes = {n: shape for n, shape in base.layer_shapes().items() if len(shape) == 2}
+    targets = _names(cfg.targets)
+    layers = tuple(int(i) for i in _names(cfg.layers))
+    unknown = sorted(set(targets) - set(shapes))
+    if unknown:
+        fail(ConfigError, f"lora.targets: unknown {unknown}; the layer weights are {sorted(shapes)} (on the command "
+                          f"line: --config.lora.targets=\"('q','v')\")")
+    widest = min(min(shapes[t]) for t in targets or lora.default_targets(base))
+    if not 1 <= int(cfg.rank) <= widest or int(cfg.rank) != cfg.rank:
+        fail(ConfigError, f"lora.rank must be an integer in 1..{widest} (the narrowest adapted weight), got {cfg.rank}")
+    if not float(cfg.alpha) > 0:
+        fail(ConfigError, f"lora.alpha must be > 0 (the adapters' scale is α/r), got {cfg.alpha}")
+    if any(not 0 <= i < base.depth for i in layers) or len(set(layers)) != len(layers):
+        fail(ConfigError, f"lora.layers must be distinct layers in 0..{base.depth - 1}, got {layers}")
+    model = lora.with_lora(base, int(cfg.rank), float(cfg.alpha), targets or None, layers, bool(cfg.rslora))
     gene = load_gene(cfg.gene) if cfg.gene else None
     method = genes.get_method(gene.meta.method) if gene else None
     if gene is not None and not hasattr(method, "lora_adapters"):
         fail(ConfigError, f"lora.gene={cfg.gene} is a {gene.meta.method} gene; it takes an adapter gene "
                           f"(WORKDIR/gene of a LoRA run, or a selection of its layers)")
+    if gene is not None and not cfg.get("other_base", False):
+        method.check_base(gene, variables["params"], cfg.gene)
 
     def init(rng, loaded):
         adapters = model.init(rng, dummy_images(model), train=False)["params"]["lora"]
         if gene is not None:
-            adapters = method.lora_adapters(gene, model, tuple(cfg.gene_layers), adapters)
+            adapters = method.lora_adapters(gene, model, tuple(int(i) for i in _names(cfg.gene_layers)), adapters)
         return {"params": {**loaded["params"], "lora": adapters}}
     origin = f"lora:{config.init}" + (f"+gene:{cfg.gene}" if cfg.gene else "")
     return Student(model, init, variables, genes.method_of(model), origin,
                    trainable=lambda path: path[0] == "lora")
+
+
+def _names(value: Any) -> tuple[Any, ...]:
+    """A tuple setting whose items may arrive from the command line as comma-separated strings ('q,v' or ('q,v',))."""
+    items = (value,) if isinstance(value, str) else tuple(value)
+    return tuple(part.strip() if isinstance(item, str) else item for item in items
+                 for part in (item.split(",") if isinstance(item, str) else (item,)) if part != "")
 
 
 def fit_image_size(path: str, model: nn.Module, variables: dict[str, Any], image_size: int

@@ -90,8 +90,11 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
             fail(ConfigError, f"{what} {size} is not divisible by the {data_shards} devices that split the batch")
 
     if data.is_text(config) != (config.objective == "lm"):
-        fail(ConfigError, f"data.name={config.data.name!r} with objective={config.objective!r}: text corpora train "
-                          f"language models with config.objective='lm', and the 'lm' objective needs a text corpus")
+        from learngene_jax.data.text import CORPORA
+
+        fail(ConfigError, f"data.name={config.data.name!r} with objective={config.objective!r}: text corpora "
+                          f"({', '.join(CORPORA)}) train language models with config.objective='lm', and the 'lm' "
+                          f"objective needs one of them")
     # Data: each process loads its own share of every global batch (uint8 images, normalised inside the steps,
     # or int32 token windows of a text corpus).
     proc = dict(process_index=jax.process_index(), process_count=jax.process_count())

@@ -134,11 +134,22 @@ def test_epochs_to_reach_interpolates_between_evaluations():
 
 @pytest.mark.parametrize("changes, error, message", [
     ({"lora.rank": 2}, ConfigError, "--config.init=MODEL_DIR"),
-    ({"lora.rank": 2, "lora.targets": ("qkv",), "init": "BASE"}, ConfigError, "unknown: \\['qkv'\\]"),
+    ({"lora.rank": 2, "lora.targets": ("qkv",), "init": "BASE"}, ConfigError, "unknown \\['qkv'\\]"),
     ({"lora.rank": 2, "lora.layers": (5,), "init": "BASE"}, ConfigError, "layers in 0..2"),
     ({"lora.rank": 4, "lora.alpha": 8.0, "lora.targets": TARGETS, "lora.gene": "GENE", "init": "BASE"}, ConfigError,
      "rank 2"),
     ({"lora.rank": 2, "lora.gene": "TLEG", "init": "BASE"}, ConfigError, "is a tleg_lm gene"),
+    ({"lora.gene": "GENE"}, ConfigError, "set lora.rank"),
+    ({"lora.rank": 2, "init": "BASE", "init_method": "layer_gene"}, ConfigError, "does not combine with LoRA"),
+    ({"init_method": "layer_gene", "depth": 2}, ConfigError, "--config.init=MODEL_DIR"),
+    ({"init_method": "layer_gene", "init": "BASE"}, ConfigError, "--config.depth=D"),
+    ({"init_method": "layer_gene", "init": "BASE", "depth": 2, "layer_gene.layers": (0, 0)}, ConfigError,
+     "distinct layers"),
+    ({"lora.rank": 99, "init": "BASE"}, ConfigError, "integer in 1..8"),
+    ({"lora.rank": 2, "lora.alpha": 0.0, "init": "BASE"}, ConfigError, "alpha must be > 0"),
+    ({"lora.rank": 2, "lora.targets": TARGETS, "lora.alpha": 4.0, "lora.gene": "GENE", "init": "OTHER"}, ConfigError,
+     "other base weights"),
+    ({"init": "IMAGE"}, ConfigError, "not a language model"),
     ({"data.documents": ("nosuchpackage/*",)}, DataError, "selects 0 train and 0 held-out"),
     ({"data.fraction": 0.0}, ConfigError, "data.fraction"),
 ])
@@ -155,7 +166,13 @@ def test_bad_lora_and_task_settings_are_named_errors(tmp_path, changes, error, m
     tleg_meta = tleg_lm.meta_from_aux(aux)
     assert isinstance(tleg_meta, LMGeneMeta)
     tleg_dir = save_gene(tmp_path / "tleg", tleg_lm.extract(aux.init(jax.random.key(0), TOKENS)["params"], tleg_meta))
-    paths = {"BASE": str(base_dir), "GENE": str(gene_dir), "TLEG": str(tleg_dir)}
+    other = save_model(tmp_path / "other", model, model.init(jax.random.key(9), TOKENS))  # same shapes, other weights
+    from learngene_jax.models import create_model
+
+    vit = create_model("vit", width=16, depth=1, num_heads=2, patch_size=4, image_size=8, num_classes=3)
+    image = save_model(tmp_path / "image", vit, vit.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
+    paths = {"BASE": str(base_dir), "GENE": str(gene_dir), "TLEG": str(tleg_dir), "OTHER": str(other),
+             "IMAGE": str(image)}
     changes = {k: paths.get(v, v) if isinstance(v, str) else v for k, v in changes.items()}
     with pytest.raises(error, match=message):
         train(_lm_config(**changes), tmp_path / "run")
@@ -180,3 +197,32 @@ def test_decoder_weights_embeddings_and_adapters_get_weight_decay_norms_do_not()
     assert all(mask["layers"][k] for k in ("q", "k", "v", "o", "gate", "up", "down"))
     assert mask["embed"] and mask["lm_head"] and all(mask["lora"].values())
     assert not mask["norm"] and not mask["layers"]["attn_norm"] and not mask["layers"]["mlp_norm"]
+
+
+def test_an_adapter_gene_fits_its_base_read_from_hugging_face_and_targets_parse_from_the_command_line(tmp_path):
+    from learngene_jax.convert.hf import to_hf
+    from learngene_jax.students import build_student
+
+    model, variables, base_dir = _base(tmp_path)
+    anc, anc_vars = _trained_lora(model, variables)
+    gene_dir = save_gene(tmp_path / "gene", lm.extract(anc_vars["params"], lm.meta_from_aux(anc)))
+    hf_dir = to_hf(model, variables, tmp_path / "hf")  # the same base, spelled by Hugging Face (head_dim explicit)
+    cfg = _lm_config(init=str(hf_dir), **{"lora.rank": 2, "lora.alpha": 4.0, "lora.targets": ("q,v,up",),
+                                          "lora.gene": str(gene_dir)})
+    student = build_student(cfg, 256)
+    start = student.init(jax.random.key(1), student.source)["params"]["lora"]
+    np.testing.assert_array_equal(start["up_lora_b"], anc_vars["params"]["lora"]["up_lora_b"])
+    other = save_model(tmp_path / "other", model, model.init(jax.random.key(9), TOKENS))
+    allowed = build_student(with_changes(cfg, init=str(other), **{"lora.other_base": True}), 256)
+    assert allowed.model.lora_targets == TARGETS
+
+
+def test_to_hf_refuses_an_aux_decoder(tmp_path):
+    from learngene_jax.convert.hf import to_hf
+    from learngene_jax.errors import ConversionError
+    from learngene_jax.methods.tleg import lm as tleg_lm
+
+    aux = tleg_lm.AUX["llama"](vocab_size=256, width=16, depth=2, num_heads=2, num_kv_heads=1, mlp_dim=24,
+                               max_positions=32)
+    with pytest.raises(ConversionError, match="expand its gene"):
+        to_hf(aux, aux.init(jax.random.key(0), TOKENS), tmp_path / "hf")

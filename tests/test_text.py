@@ -124,11 +124,65 @@ def test_token_files_from_the_tokenize_command_train_a_model(tmp_path, monkeypat
     ({"tokenizer": "CORRUPT"}, "cannot read"),
     ({"name": "token_files", "path": "/nonexistent", "documents": ()}, "no meta.json"),
     ({"fraction": 1.5}, "data.fraction"),
+    ({"tokenizer": "bpe:100000"}, "supports only"),
+    ({"name": "token_files", "path": "BADMETA", "documents": ()}, "not the meta.json"),
+    ({"name": "token_files", "path": "OUTSIDE", "documents": ()}, "outside the vocabulary"),
 ])
 def test_bad_tokenizers_and_token_files_are_named(tmp_path, changes, message):
     from learngene_jax.errors import UserError
 
+    import json
+
     (tmp_path / "tokenizer.json").write_text("{not json")
-    changes = {k: str(tmp_path) if v == "CORRUPT" else v for k, v in changes.items()}
+    for name, meta, ids in (("BADMETA", '{"vocab_size": "x"', [1, 2]), ("OUTSIDE", '{"vocab_size": 256}', [1, 300])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "meta.json").write_text(meta)
+        np.save(tmp_path / name / "train.npy", np.asarray(ids * 40, np.int32))
+    assert json.loads((tmp_path / "OUTSIDE" / "meta.json").read_text())["vocab_size"] == 256
+    paths = {"CORRUPT": str(tmp_path), "BADMETA": str(tmp_path / "BADMETA"), "OUTSIDE": str(tmp_path / "OUTSIDE")}
+    changes = {k: paths.get(v, v) if isinstance(v, str) else v for k, v in changes.items()}
     with pytest.raises(UserError, match=message):
         text.text_source(_data(**changes), "train", train=True)
+
+
+def test_tokenize_refuses_an_out_path_that_is_a_file(tmp_path):
+    from learngene_jax.data import tokenize
+    from learngene_jax.errors import UserError
+
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(UserError, match="not an empty directory"):
+        tokenize.main(["--corpus", "stdlib", "--documents", "email/*", "--out", str(tmp_path / "f.txt")])
+
+
+def test_a_prepared_tfds_text_dataset_is_a_corpus(tmp_path):
+    import tensorflow_datasets as tfds
+
+    texts = {"train": ["first story about cats. " * 20, "second story about dogs. " * 20],
+             "test": ["a held-out story about birds. " * 20]}
+
+    class TinyStories(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+                {"text": tfds.features.Text()}))
+
+        def _split_generators(self, dl_manager):
+            return {split: self._generate_examples(split) for split in texts}
+
+        def _generate_examples(self, split):
+            for i, t in enumerate(texts[split]):
+                yield i, {"text": t}
+
+    TinyStories(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    data = _data(name="tfds_text", path="tiny_stories", data_dir=str(tmp_path), text_key="text",
+                 eval_split="test", documents=())
+    corpus = text.load_corpus("tfds_text", "tiny_stories", data)
+    assert sorted(corpus.train.values()) == sorted(t.encode() for t in texts["train"])
+    assert list(corpus.validation.values()) == [texts["test"][0].encode()]
+    source = text.text_source(data, "test", train=False)
+    assert bytes(source.tokens.tobytes()) == texts["test"][0].encode() and source.num_classes == 256
+    with pytest.raises(DataError, match="not prepared"):
+        text.load_corpus("tfds_text", "tiny_stories", _data(data_dir=str(tmp_path / "empty")))
+    with pytest.raises(DataError, match="set data.text_key"):
+        text.load_corpus("tfds_text", "tiny_stories", _data(data_dir=str(tmp_path), text_key="body"))

@@ -163,10 +163,18 @@ def to_hf(model: Llama | GPT2, variables: Mapping[str, Any], directory: str | Pa
     """Write `directory` (config.json + model.safetensors) that transformers' from_pretrained loads as is."""
     from safetensors.numpy import save_file
 
-    directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()) and not overwrite:
-        fail(ConversionError, f"{directory} exists and is not empty; choose another --out or pass --overwrite")
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = Path(directory).expanduser()
+    if type(model) not in (Llama, GPT2) and not lora.is_lora(model):
+        fail(ConversionError, f"{type(model).__name__} is a learngene aux decoder, not a plain Llama / GPT-2: expand "
+                              f"its gene into a descendant first (learngene expand --gene WORKDIR/gene --depth N "
+                              f"--out DIR), then export that")
+    if directory.exists() and (not directory.is_dir() or (any(directory.iterdir()) and not overwrite)):
+        fail(ConversionError, f"{directory} exists and is not an empty directory; choose another --out or pass "
+                              f"--overwrite")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(ConversionError, f"cannot create {directory} ({e.strerror})")
     if lora.is_lora(model):  # LoRA adapters are folded into the weights: Hugging Face gets the plain model
         variables = {"params": lora.merge(model, variables["params"])}
         model = lora.plain(model)

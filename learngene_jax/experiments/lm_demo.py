@@ -38,7 +38,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     arch = {k: v for k, v in model.items() if k != "name"}
     auxes = {
         "tleg": pipe.stage("tleg_aux", model={**arch, "name": "tleg_llama", "depth": d.tleg_depth}, **kd,
-                           **budget(d.aux_steps)),
+                           **budget(d.aux_steps), **{"optim.lr": d.get("tleg_aux_lr", config.optim.lr)}),
         "sws": pipe.stage("sws_aux", model={**arch, "name": "sws_llama", "depth": sum(d.sws_stage_sizes),
                                             "stage_sizes": tuple(d.sws_stage_sizes)}, **kd,
                           **budget(d.aux_steps)),

@@ -35,7 +35,8 @@ def abstract_variables(module: nn.Module) -> dict[str, Any]:
 def load_model(path: str | Path, **runtime: Any) -> tuple[nn.Module, dict[str, Any]]:
     """(module, variables) from a model directory, or from a Hugging Face Llama / GPT-2 directory (config.json +
     safetensors, read by `convert.hf.from_hf`); `runtime` sets fields such as dtype."""
-    if (Path(path) / "config.json").is_file() and not (Path(path) / "meta").exists():
+    path = Path(path).expanduser()
+    if (path / "config.json").is_file() and not (path / "meta").exists():
         from learngene_jax.convert.hf import from_hf
 
         module, variables = from_hf(path)

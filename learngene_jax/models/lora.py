@@ -88,6 +88,11 @@ def with_lora(model: Llama | GPT2, rank: int, alpha: float, targets: Sequence[st
                lora_layers=tuple(layers))
 
 
+def default_targets(model: Llama | GPT2) -> tuple[str, ...]:
+    """The targets `with_lora` adapts when none are given."""
+    return LLAMA_TARGETS if isinstance(model, Llama) else GPT2_TARGETS
+
+
 def plain(model: LoRALlama | LoRAGPT2) -> Llama | GPT2:
     """The plain decoder under the adapters (what `merge`d params run in)."""
     cls = Llama if isinstance(model, LoRALlama) else GPT2

@@ -18,6 +18,7 @@ descendant, fresh layers elsewhere.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,6 +51,7 @@ class AdapterGeneMeta:
     scale: float
     targets: tuple[str, ...]
     layers: tuple[int, ...]
+    base_fingerprint: str = ""  # `fingerprint` of the base decoder's weights the adapters were trained on
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -93,9 +95,35 @@ def gene_shapes(meta: AdapterGeneMeta) -> dict[str, Any]:
 
 
 def extract(params: dict[str, Any], meta: AdapterGeneMeta) -> Gene:
-    """The adapters of meta.layers out of LoRA-model params (stacked over all base layers)."""
+    """The adapters of meta.layers out of LoRA-model params (stacked over all base layers), with the base's
+    fingerprint in the metadata."""
     index = np.asarray(meta.layers, np.int64)
+    base = {k: v for k, v in params.items() if k != SECTION}
+    meta = dataclasses.replace(meta, base_fingerprint=meta.base_fingerprint or fingerprint(base))
     return Gene({SECTION: {k: np.asarray(v)[index] for k, v in params[SECTION].items()}}, meta)
+
+
+def fingerprint(params: dict[str, Any], samples: int = 4096) -> str:
+    """sha256 (16 hex digits) over every array's path, shape and `samples` evenly strided float32 values: the same
+    weights give the same fingerprint whether read from a model directory or a Hugging Face one, at any size."""
+    h = hashlib.sha256()
+    for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(params)[0], key=lambda x: jax.tree_util.keystr(x[0])):
+        flat = np.asarray(leaf).reshape(-1)
+        step = max(1, flat.size // samples)
+        h.update(jax.tree_util.keystr(path).encode() + str(np.shape(leaf)).encode())
+        h.update(np.ascontiguousarray(flat[::step], np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_base(gene: Gene, base_params: dict[str, Any], where: str) -> None:
+    """ConfigError when the adapter gene was trained on other base weights than `base_params` (the adapters are
+    updates of those weights); lora.other_base=True allows it."""
+    theirs = gene.meta.base_fingerprint
+    base = {k: v for k, v in base_params.items() if k != SECTION}
+    if theirs and theirs != fingerprint(base):
+        fail(ConfigError, f"the adapter gene {where} was trained on other base weights (fingerprint {theirs}, this "
+                          f"base {fingerprint(base)}); use the base it came from, or set lora.other_base=True to "
+                          f"transfer it anyway")
 
 
 def select(gene: Gene, layers: Sequence[int]) -> Gene:
@@ -115,7 +143,7 @@ def lora_adapters(gene: Gene, model: lora.LoRALlama | lora.LoRAGPT2, layers: Seq
     meta = gene.meta
     base = lora.plain(model)
     layers = tuple(layers) or meta.layers
-    if (arch_of(base), lm_fields(base)) != (meta.arch, meta.fields):
+    if (arch_of(base), _same_heads(lm_fields(base))) != (meta.arch, _same_heads(meta.fields)):
         fail(ConfigError, f"the adapter gene adapts a {meta.arch} {dict(meta.fields)}, not this "
                           f"{arch_of(base)} {dict(lm_fields(base))}; use a gene of the same base decoder")
     if (model.lora_rank, tuple(model.lora_targets)) != (meta.rank, meta.targets):
@@ -133,6 +161,14 @@ def lora_adapters(gene: Gene, model: lora.LoRALlama | lora.LoRAGPT2, layers: Seq
     index = np.asarray(layers, np.int64)
     return {k: v if k not in gene.params[SECTION] else _put(v, index, gene.params[SECTION][k])
             for k, v in fresh.items()}
+
+
+def _same_heads(fields: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
+    """`fields` with head_dim 0 (width / heads, the default) written out, so both spellings compare equal."""
+    f = dict(fields)
+    if not f.get("head_dim") and f.get("num_heads"):
+        f["head_dim"] = f["width"] // f["num_heads"]
+    return tuple(sorted(f.items()))
 
 
 def _put(x: Any, index: np.ndarray, rows: Any) -> jax.Array:
@@ -180,8 +216,11 @@ def layer_gene_params(params: dict[str, Any], source_depth: int, layers: Sequenc
     """Descendant params of `depth` layers: the source model's top-level params, its `layers` at the bottom
     (place='bottom', Inheritune) or the top ('top', Heur) in order, `fresh_layers` ((depth, ...) stacked) elsewhere."""
     k = len(layers)
-    if not layers or k > depth or not all(0 <= i < source_depth for i in layers):
-        fail(ConfigError, f"layer_gene.layers={tuple(layers)} must name 1..{depth} layers in 0..{source_depth - 1}")
+    if depth < 1:
+        fail(ConfigError, f"a layer-gene descendant needs config.depth >= 1, got {depth}")
+    if not layers or k > depth or not all(0 <= i < source_depth for i in layers) or len(set(layers)) != k:
+        fail(ConfigError, f"layer_gene.layers={tuple(layers)} must name 1..{depth} distinct layers in "
+                          f"0..{source_depth - 1}")
     if place not in ("bottom", "top"):
         fail(ConfigError, f"layer_gene.place must be 'bottom' or 'top', got {place!r}")
     slots = np.arange(k) if place == "bottom" else np.arange(depth - k, depth)
@@ -203,9 +242,13 @@ def layer_gene_student(config: Any, num_classes: int) -> Any:
                           f"holds a {type(source).__name__}")
     if source.vocab_size != num_classes:
         fail(ConfigError, f"{config.init} has a {source.vocab_size}-token vocabulary, the data {num_classes}")
-    depth = int(config.depth) or source.depth
-    model = source.clone(depth=depth)
-    layers, place = tuple(config.layer_gene.layers), config.layer_gene.place
+    if not config.depth:
+        fail(ConfigError, "init_method='layer_gene' needs the descendant's depth: pass --config.depth=D")
+    depth = int(config.depth)
+    model = source.clone(depth=max(depth, 1))
+    raw = config.layer_gene.layers
+    layers = tuple(int(i) for i in (raw.split(",") if isinstance(raw, str) else raw))
+    place = config.layer_gene.place
     layer_gene_params(variables["params"], source.depth, layers, depth, place, {})  # checks the settings now
 
     def init(rng, loaded):

@@ -62,17 +62,23 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, pipe: Stages | N
     lora = {"lora.rank": s.rank, "lora.alpha": s.alpha, "lora.targets": tuple(s.targets), "init": config.init,
             "optim.lr": s.lr, "epochs": 10_000}
 
+    def steps_per_epoch(pattern: str, fraction: float = 1.0) -> int:
+        data = with_changes(config, **{"data.documents": (pattern,), "data.fraction": fraction}).data
+        return max(1, len(text_source(data, data.train_split, train=True)) // config.batch_size)
+
     def task(pattern: str, steps: int, fraction: float = 1.0) -> dict[str, Any]:
         """The changes that train `steps` steps on the task `pattern` (warm-up over warmup_fraction of them)."""
-        data = with_changes(config, **{"data.documents": (pattern,), "data.fraction": fraction}).data
-        per_epoch = max(1, len(text_source(data, data.train_split, train=True)) // config.batch_size)
         return {"data.documents": (pattern,), "data.fraction": fraction, "max_steps": steps,
-                "optim.warmup_epochs": s.warmup_fraction * steps / per_epoch, "_per_epoch": per_epoch}
+                "optim.warmup_steps": max(1, round(s.warmup_fraction * steps))}
 
     def stage(name: str, **changes: Any) -> dict[str, Any]:
-        changes = {k: v for k, v in changes.items() if not k.startswith("_")}
         return pipe.stage(prefix + name, **lora, **changes)
 
+    for pattern in (*s.sources, s.target):  # every task must exist before anything trains
+        steps_per_epoch(pattern)
+    if any(not 0 < f < 1 for f in s.fractions):
+        fail(ConfigError, f"lora_stream.fractions must lie in (0, 1) (the full data is the arms' own run), got "
+                          f"{tuple(s.fractions)}")
     # 1. the ancestor's stream
     ancestors, gene_dir = [], ""
     for t, pattern in enumerate(s.sources):
@@ -89,7 +95,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, pipe: Stages | N
                                     overwrite=True)) for arm, layers in chosen.items()}
     # 3. descendants on the target task
     target = task(s.target, s.target_steps)
-    per_epoch = target["_per_epoch"]
+    per_epoch = steps_per_epoch(s.target)
     arms: dict[str, Any] = {}
     for arm in ARMS:
         out = stage(f"{arm}_{task_name(s.target)}", **target, eval_at_start=True, eval_every_steps=s.eval_every,
