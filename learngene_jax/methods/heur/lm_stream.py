@@ -88,7 +88,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, pipe: Stages | N
         gene_dir = out["gene"]
     # 2. the genes
     snapshots = [load_gene(a["gene"]) for a in ancestors]
-    rho = sum(lm.adapter_change(variables["params"]["layers"], a, b) for a, b in zip(snapshots, snapshots[1:]))
+    rho = sum(lm.adapter_change(variables["params"]["layers"], a, b)
+              for a, b in zip(snapshots, snapshots[1:], strict=False))
     chosen = {"heur": tuple(range(depth - s.gene_layers, depth)),
               "auto": tuple(sorted(least_changing(list(rho), s.gene_layers)))}
     gene_dirs = {arm: str(save_gene(pipe.workdir / f"{prefix}{arm}_gene", lm.select(snapshots[-1], layers),
@@ -110,7 +111,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, pipe: Stages | N
                         **task(s.target, steps, fraction), **{"lora.gene": gene_dirs[arm]})
             fractions.setdefault(arm, {})[f"{fraction:g}"] = out["loss"]
     baseline = arms["lora"]["loss"]
-    for arm, row in arms.items():
+    for row in arms.values():
         row["epochs_to_lora_final"] = epochs_to_reach(row["curve"], baseline)
     results = {"sources": list(s.sources), "target": s.target, "chosen_layers": chosen, "rho": [float(r) for r in rho],
                "steps_per_epoch": per_epoch, "arms": arms, "fractions": fractions,
@@ -125,7 +126,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, pipe: Stages | N
 def epochs_to_reach(curve: list[dict[str, float]], loss: float) -> float | None:
     """The first epoch at which the validation loss is at most `loss`, linearly interpolated between evaluations;
     None when the curve never gets there."""
-    for prev, cur in zip(curve, curve[1:]):
+    for prev, cur in zip(curve, curve[1:], strict=False):
         if cur["loss"] <= loss:
             if prev["loss"] <= loss:
                 return prev["epoch"]
@@ -155,7 +156,7 @@ def description(results: dict[str, Any]) -> str:
     epoch = results["steps_per_epoch"]
     return (f"Base decoder frozen; LoRA rank {results['rank']} on every layer. Ancestor stream: "
             + " → ".join(f"{task_name(p)} ({loss:.3f})" for p, loss in zip(results["sources"],
-                                                                           results["ancestor_loss"]))
+                                                                           results["ancestor_loss"], strict=True))
             + f" (validation loss after each task). Target task {task_name(results['target'])}: one epoch = "
             f"{epoch} steps. Gene = the adapters of {results['gene_layers']} layers: Heur the last, Auto the least "
             f"changing (ρ per layer: {', '.join(f'{r:.3f}' for r in results['rho'])}). Loss = nats per byte on the "
