@@ -75,29 +75,38 @@ def lgpool_distill(config: Any, model: nn.Module, teacher: Teacher | None) -> Ob
     return objective
 
 
+def finetune_loss(pool: LearngenePool, teacher: Teacher, params: Any, frozen: dict[str, Any], batch: StepInputs,
+                  config_id: int | Array, *, ce_weight: float, kd_weight: float,
+                  temperature: float) -> tuple[Array, dict[str, Array]]:
+    """Stage-2 loss of one pool configuration: c·CE(config, targets) + w·KD_soft(config, teacher) and its
+    {"ce", "kd"} terms (`config_id` a Python int or a traced int32 scalar)."""
+    t_logits = teacher.logits(frozen["teacher"], batch.images)
+    logits = pool.apply({"params": params}, batch.images, train=True, config_id=config_id)
+    ce = soft_target_cross_entropy(logits, batch.targets)
+    kd = kd_soft(logits, t_logits, temperature)
+    return ce_weight * ce + kd_weight * kd, {"ce": ce, "kd": kd}
+
+
 @register("lgpool_finetune")
 def lgpool_finetune(config: Any, model: nn.Module, teacher: Teacher | None) -> ObjectiveFn:
     """Stage 2 of Learngene Pool: each step samples one stitch configuration uniformly (inside the jitted step,
-    so one program serves them all) and minimises c·CE(config, targets) + w·KD_soft(config, teacher),
-    c = lgpool.ce_weight and w = lgpool.kd_weight (0.5 and 0.5 in the official code, on hard labels: the
-    recipes switch mixup and label smoothing off for this stage), KD in DeiT's soft form at
-    distill.temperature."""
+    so one program serves them all) and minimises its `finetune_loss`, c·CE(config, targets) +
+    w·KD_soft(config, teacher), c = lgpool.ce_weight and w = lgpool.kd_weight (0.5 and 0.5 in the official
+    code, on hard labels: the recipes switch mixup and label smoothing off for this stage), KD in DeiT's soft
+    form at distill.temperature. The sampled id is the metric "config"."""
     if not isinstance(model, LearngenePool):
         fail(ConfigError, f"objective 'lgpool_finetune' trains an 'lgpool' model, not {type(model).__name__}")
     teacher = _require(teacher, "lgpool_finetune")
     if "lgpool" not in config:
         fail(ConfigError, "objective 'lgpool_finetune' reads config.lgpool.kd_weight: use configs/lgpool_*.py")
-    weight, temperature = float(config.lgpool.kd_weight), float(config.distill.temperature)
-    ce_weight = float(config.lgpool.get("ce_weight", 1.0))
+    weights = {"ce_weight": float(config.lgpool.get("ce_weight", 1.0)), "kd_weight": float(config.lgpool.kd_weight),
+               "temperature": float(config.distill.temperature)}
     num_configs = len(model.configs())
 
     def objective(params, collections, frozen, batch: StepInputs):
         del collections  # the pool has no BatchNorm statistics
         config_id = jax.random.randint(jax.random.fold_in(batch.rng, 0x5717C), (), 0, num_configs)
-        t_logits = teacher.logits(frozen["teacher"], batch.images)
-        logits = model.apply({"params": params}, batch.images, train=True, config_id=config_id)
-        ce = soft_target_cross_entropy(logits, batch.targets)
-        kd = kd_soft(logits, t_logits, temperature)
-        return ce_weight * ce + weight * kd, {}, {"ce": ce, "kd": kd}
+        loss, metrics = finetune_loss(model, teacher, params, frozen, batch, config_id, **weights)
+        return loss, {}, {**metrics, "config": config_id}
 
     return objective
