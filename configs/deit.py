@@ -22,6 +22,7 @@ def get_config(arg=None):
     c.name = args["model"]
     c.model = ml_collections.ConfigDict({"name": args["model"], "drop_path_rate": 0.1})
     c.epochs = args["epochs"]
+    c.optim.schedule = "cosine_epoch"  # DeiT's main.py steps timm's cosine scheduler after each epoch
     return c
 
 
