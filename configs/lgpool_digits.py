@@ -44,8 +44,9 @@ def get_config(arg=None):
         temperature=1.0,
         pairs=("0-1", "1-2"), kernel_size=2, stride=1,  # stitched (front-end) instance pairs; paired stitching
         # stitch init: 'projections' (the paper's: from the trained distillation projections) or 'least_squares'
-        # (SN-Net's, on ls_batch training images); compare_stitch_init fine-tunes a pool from the other one too
-        stitch_init="projections", compare_stitch_init=True, ls_batch=128,
+        # (SN-Net's, on ls_batch training images: 'eval' unaugmented, 'train' through the training pipeline and
+        # its mixup, as the official code); compare_stitch_init fine-tunes a pool from the other one too
+        stitch_init="projections", compare_stitch_init=True, ls_batch=128, ls_pipeline="eval",
         # the pool starts trained: 5e-4 wrecked the widest instance in a trial, 1e-4 improves every config;
         # official loss 0.5·CE (hard labels) + 0.5·KD; finetune_aug: aug.* overrides for this stage
         finetune_epochs=3, finetune_lr=1e-4, finetune_batch_size=0, ce_weight=0.5, kd_weight=0.5,

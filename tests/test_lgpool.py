@@ -1,8 +1,10 @@
 """Learngene Pool: feature capture, stitch configurations, least-squares init, identity stitching, trained
-projections, exported descendants (and timm), costs, per-step config sampling, and an end-to-end smoke run."""
+projections, the stage-1 loss against the formula by hand, exported descendants (and timm), costs, per-step config
+sampling, the DeiT recipe's stages, and an end-to-end smoke run."""
 
 import importlib.util
 import json
+import math
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -13,8 +15,9 @@ import numpy as np
 import pytest
 from conftest import REPO, run_module
 
-from learngene_jax.config_lib import base_config
+from learngene_jax.config_lib import base_config, with_changes
 from learngene_jax.methods.lgpool import objectives  # noqa: F401 - registers the objectives
+from learngene_jax.methods.lgpool import run as lgpool_run
 from learngene_jax.methods.lgpool.descendants import (
     assemble_pool,
     block_inputs,
@@ -41,6 +44,7 @@ from learngene_jax.models.io import load_model, save_model
 from learngene_jax.models.vit import ViT, attention, classify, count_params, embed_tokens, layer_norm
 from learngene_jax.objectives.classification import StepInputs, make_objective
 from learngene_jax.objectives.teacher import Teacher
+from learngene_jax.stages import stage_config
 from learngene_jax.train import build_student
 
 SMALL = dict(num_classes=10, image_size=16, patch_size=4, **DEIT_LAYOUT)
@@ -326,6 +330,96 @@ def test_projections_receive_gradients_and_are_not_exported():
         plain.init, jax.random.key(0), images()))
 
 
+def _numpy_vit(params, x, num_heads, eps=1e-6):
+    """A DeiT-layout ViT (class token, final norm, token pooling) in float64 numpy, written from timm's forward
+    apart from the port: logits, each block's output and each attention sub-layer's output attn(LN1 x)."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    x = np.asarray(x, np.float64)
+    n, size, _, chans = x.shape
+    kernel = p["patch_embed"]["kernel"]  # (patch, patch, chans, width)
+    patch, width = kernel.shape[0], kernel.shape[-1]
+    grid, head_dim = size // patch, width // num_heads
+    patches = x.reshape(n, grid, patch, grid, patch, chans).transpose(0, 1, 3, 2, 4, 5).reshape(n, grid**2, -1)
+    h = patches @ kernel.reshape(-1, width) + p["patch_embed"]["bias"]
+    h = np.concatenate([np.broadcast_to(p["cls_token"], (n, 1, width)), h], 1) + p["pos_embed"]
+
+    def norm(v, q):
+        return (v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + eps) * q["scale"] + q["bias"]
+
+    def linear(v, q):
+        return v @ q["kernel"] + q["bias"]
+
+    erf = np.vectorize(math.erf)
+    blocks, attns = [], []
+    for i in range(p["blocks"]["qkv"]["kernel"].shape[0]):
+        b = jax.tree.map(lambda a, i=i: a[i], p["blocks"])
+        qkv = linear(norm(h, b["norm1"]), b["qkv"]).reshape(n, -1, 3, num_heads, head_dim)
+        q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # each (batch, heads, tokens, head_dim)
+        scores = q @ k.swapaxes(-1, -2) / np.sqrt(head_dim)
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)
+        attn = linear((weights @ v).transpose(0, 2, 1, 3).reshape(n, -1, width), b["proj"])
+        h = h + attn
+        hidden = linear(norm(h, b["norm2"]), b["fc1"])
+        h = h + linear(0.5 * hidden * (1 + erf(hidden / np.sqrt(2))), b["fc2"])
+        blocks.append(h)
+        attns.append(attn)
+    return linear(norm(h, p["norm"])[:, 0], p["head"]), blocks, attns
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def test_stage_one_loss_is_the_official_formula_by_hand():
+    # (1 − a)·CE + a·(soft-CE(s/T, t/T) + Σ over matched (student s, teacher t) blocks of MSE(S_s, P·T_t + b) on
+    # block outputs and on attention-sublayer outputs), from a float64 numpy ViT; student depth 3, teacher depth 6:
+    # the official thirds match student blocks 0, 1, 2 to teacher blocks 1, 3, 5 (never s = t). Float32 vs
+    # float64: rtol 1e-4.
+    alpha, temperature = 0.7, 2.0
+    teacher_model = ViT(width=32, depth=6, num_heads=2, **SMALL)
+    teacher_params = random_params(teacher_model, 1)
+    student = create_model("lgpool_student", width=16, num_heads=2, depth=3, teacher_width=32, teacher_depth=6,
+                           points=3, num_classes=10, image_size=16, patch_size=4)
+    params = random_params(student, 2)
+    x, labels = images(4, 5), np.array([3, 1, 4, 1])
+    targets = 0.7 * np.eye(10)[labels] + 0.3 * np.eye(10)[(labels + 5) % 10]  # mixed targets, as after mixup
+    config = _config("lgpool_distill")
+    config.distill.update({"alpha": alpha, "temperature": temperature})
+    objective = make_objective(config, student, Teacher(teacher_model, {"params": teacher_params}))
+    batch = StepInputs(x, jnp.asarray(targets, jnp.float32), jnp.asarray(labels), jax.random.key(0))
+    loss, _, metrics = jax.jit(lambda p: objective(p, {}, {"teacher": {"params": teacher_params}}, batch))(params)
+
+    s_logits, s_blocks, s_attns = _numpy_vit(params, x, 2)
+    t_logits, t_blocks, t_attns = _numpy_vit(teacher_params, x, 2)
+    proj = jax.tree.map(lambda a: np.asarray(a, np.float64), params["projections"])
+    ce = np.mean(np.sum(-targets * _log_softmax(s_logits), -1))
+    t_probs = np.exp(_log_softmax(t_logits / temperature))
+    soft = np.mean(np.sum(-t_probs * _log_softmax(s_logits / temperature), -1))
+
+    def features(teacher_block):
+        total = 0.0
+        for n, (s, t) in enumerate(((0, 1), (1, 3), (2, 5))):
+            t = teacher_block(s, t)
+            for kind, s_out, t_out in (("blocks", s_blocks, t_blocks), ("attn", s_attns, t_attns)):
+                target = t_out[t] @ proj[kind]["kernel"][n] + proj[kind]["bias"][n]
+                total += np.mean((s_out[s] - target) ** 2)
+        return total
+
+    feature = features(lambda s, t: t)
+    expected = (1 - alpha) * ce + alpha * (soft + feature)
+    np.testing.assert_allclose(float(metrics["ce"]), ce, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["soft_ce"]), soft, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["feature_mse"]), feature, rtol=1e-4)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+    # the test can tell the mistakes apart: teacher block s for t, a swapped weight, or one term off
+    assert abs(features(lambda s, t: s) - feature) > 1e-2 * feature
+    for wrong in (alpha * ce + (1 - alpha) * (soft + feature), (1 - alpha) * ce + alpha * soft + feature,
+                  (1 - alpha) * ce + alpha * (soft + feature / 2)):
+        assert abs(wrong - expected) > 1e-3 * expected
+
+
 def test_projections_need_a_vit_teacher_of_the_declared_size():
     from learngene_jax.errors import ConfigError
 
@@ -423,8 +517,34 @@ def test_deit_config_loads(arg, configs):
     assert lg.points[0] == 3 and set(lg.points[1:]) == {1}  # official: tiny '[front,end]', the others '[end]'
     # official stage 2: projection stitch init, 0.5·CE on hard labels + 0.5·KD, lr 5e-4 not scaled by batch
     assert lg.stitch_init == "projections" and (lg.ce_weight, lg.kd_weight) == (0.5, 0.5)
-    assert dict(lg.finetune_aug) == {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0}
+    assert dict(lg.finetune_aug) == {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0, "repeated_aug": 1}
     assert c.optim.scale_lr is False and lg.finetune_lr == lg.distill_lr == 5e-4
+
+
+@pytest.mark.parametrize("arg", [None, "depth=9", "instances=ti+s+b"])
+def test_deit_stage_one_students_have_no_drop_path_and_stage_two_no_repeated_augmentation(arg):
+    # official: `ViT_OutMidMap` rebuilds the students' blocks without drop-path; stage 1 runs on 2 processes with
+    # DeiT's RASampler, stage 2 on one GPU with a plain RandomSampler
+    c = _load_config("lgpool_deit", arg)
+    teacher, distill = create_model("deit_b"), {"type": "soft", "teacher_init": "DEIT_B_DIR"}
+    for k in range(len(c.lgpool.widths)):
+        cfg = stage_config(c, f"distill_{k}", **lgpool_run.distill_stage(c.lgpool, teacher, distill, k))
+        model = build_student(cfg, 1000).model
+        assert isinstance(model, PoolStudent) and model.width == c.lgpool.widths[k]
+        assert model.drop_path_rate == 0.0 and cfg.aug.repeated_aug == 3
+    cfg = stage_config(c, "finetune", **lgpool_run.finetune_stage(c, distill))
+    assert cfg.objective == "lgpool_finetune" and cfg.aug.repeated_aug == 1 and cfg.aug.mixup == 0.0
+
+
+def test_least_squares_batch_is_drawn_through_the_training_pipeline_and_mixed():
+    # official: one batch of stitch_init_bs images from the stage-2 train loader, then `mixup_fn`
+    c = with_changes(_load_config("lgpool_digits", "smoke=True"), **{"lgpool.ls_batch": 20, "aug.flip": True})
+    plain = lgpool_run.stitch_init_images(c, 10)
+    assert plain.shape == (20, 16, 16, 3)
+    drawn = {m: lgpool_run.stitch_init_images(with_changes(c, **{"lgpool.ls_pipeline": "train", "aug.mixup": m}), 10)
+             for m in (0.0, 0.8)}
+    assert drawn[0.8].shape == plain.shape and bool(jnp.all(jnp.isfinite(drawn[0.8])))
+    assert not np.allclose(drawn[0.0], plain) and not np.allclose(drawn[0.8], drawn[0.0])
 
 
 def test_smoke_run_through_main(tmp_path):

@@ -19,14 +19,18 @@ import ml_collections
 import numpy as np
 
 from learngene_jax import data, stages
+from learngene_jax.config_lib import with_changes
 from learngene_jax.convert import state_dict, vit
-from learngene_jax.data.device import normalize
+from learngene_jax.data.device import normalize, prepare_batch
+from learngene_jax.data.mix import mix_batch
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.methods.lgpool.descendants import STITCH_INITS, assemble_pool, config_cost, describe, export_config
 from learngene_jax.methods.lgpool.models import DEIT_LAYOUT, LearngenePool, instance_of
 from learngene_jax.models.io import load_model, save_model
 from learngene_jax.models.vit import ViT
 from learngene_jax.stages import Stages, timings_table
+
+LS_PIPELINES = ("train", "eval")  # how the least-squares stitch init draws its batch (see stitch_init_images)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -37,6 +41,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     n = len(lg.widths)
     if lg.stitch_init not in STITCH_INITS:
         fail(ConfigError, f"lgpool.stitch_init must be one of {STITCH_INITS}, got {lg.stitch_init!r}")
+    if lg.ls_pipeline not in LS_PIPELINES:
+        fail(ConfigError, f"lgpool.ls_pipeline must be one of {LS_PIPELINES}, got {lg.ls_pipeline!r}")
     if not (len(lg.heads) == len(lg.points) == n >= 1):
         fail(ConfigError, f"lgpool.widths {tuple(lg.widths)}, heads {tuple(lg.heads)} and points "
                           f"{tuple(lg.points)} need one entry per instance")
@@ -60,12 +66,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
 
     # Stage 1: one student per width, distilled from the teacher's logits and block features.
     instances, projections = [], []
-    for k, (width, heads, points) in enumerate(zip(lg.widths, lg.heads, lg.points, strict=True)):
-        model = {"name": "lgpool_student", "width": width, "num_heads": heads, "depth": lg.depth,
-                 "patch_size": teacher.patch_size, "teacher_width": teacher.width, "teacher_depth": teacher.depth,
-                 "points": points, "drop_path_rate": lg.drop_path_rate, "scan_layers": True, **DEIT_LAYOUT}
-        out = stage(f"distill_{k}_w{width}", model=model, objective="lgpool_distill", distill=distill,
-                    epochs=lg.distill_epochs, **{"optim.lr": lg.distill_lr})
+    for k in range(n):
+        out = stage(f"distill_{k}_w{lg.widths[k]}", **distill_stage(lg, teacher, distill, k))
         student, variables = load_model(out["model_dir"])
         params = {key: value for key, value in variables["params"].items() if key != "projections"}
         save_model(workdir / "instances" / str(k), instance_of(student), {"params": params}, overwrite=True,
@@ -80,14 +82,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
                          in_chans=stem.in_chans, widths=tuple(lg.widths), heads=tuple(lg.heads), depth=lg.depth,
                          pairs=tuple(lg.pairs), kernel_size=lg.kernel_size, stride=lg.stride,
                          eval_config=int(np.argmax(lg.widths)), **DEIT_LAYOUT)
-    ls_data = data.make_loader(config, config.data.train_split, train=False, batch_size=lg.ls_batch)
-    images = normalize(next(iter(ls_data.epoch(0)))["images"], ls_data.mean, ls_data.std)
+    images = stitch_init_images(config, stem.num_classes)
     loader = data.make_loader(config, config.data.eval_split, train=False,
                               batch_size=config.eval_batch_size or config.batch_size)
     modes = [lg.stitch_init] + [m for m in STITCH_INITS if m != lg.stitch_init and lg.compare_stitch_init]
-    finetune = {"model": {"name": "lgpool"}, "objective": "lgpool_finetune", "distill": distill,
-                "epochs": lg.finetune_epochs, "batch_size": lg.finetune_batch_size or config.batch_size,
-                "optim.lr": lg.finetune_lr, **{f"aug.{k}": v for k, v in lg.finetune_aug.items()}}
+    finetune = finetune_stage(config, distill)
     evaluated = {}
     for mode in modes:
         suffix = "" if mode == lg.stitch_init else f"_{mode}"
@@ -121,6 +120,46 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
                    np.mean(e[1])), 4)} for m, e in evaluated.items()}}
     write_summary(workdir, results)
     return results
+
+
+def distill_stage(lg: ml_collections.ConfigDict, teacher: ViT, distill: dict[str, Any], k: int) -> dict[str, Any]:
+    """The trainer changes of stage 1 for instance k: an `lgpool_student` of its width (DeiT layout, drop-path
+    `lgpool.drop_path_rate`) trained with `lgpool_distill` from the teacher `distill` names."""
+    model = {"name": "lgpool_student", "width": lg.widths[k], "num_heads": lg.heads[k], "depth": lg.depth,
+             "patch_size": teacher.patch_size, "teacher_width": teacher.width, "teacher_depth": teacher.depth,
+             "points": lg.points[k], "drop_path_rate": lg.drop_path_rate, "scan_layers": True, **DEIT_LAYOUT}
+    return {"model": model, "objective": "lgpool_distill", "distill": distill, "epochs": lg.distill_epochs,
+            "optim.lr": lg.distill_lr}
+
+
+def finetune_stage(config: ml_collections.ConfigDict, distill: dict[str, Any]) -> dict[str, Any]:
+    """The trainer changes of stage 2: the pool trained with `lgpool_finetune` at the stage's epochs, batch, lr
+    and `aug.*` overrides (`lgpool.finetune_*`)."""
+    lg = config.lgpool
+    return {"model": {"name": "lgpool"}, "objective": "lgpool_finetune", "distill": distill,
+            "epochs": lg.finetune_epochs, "batch_size": lg.finetune_batch_size or config.batch_size,
+            "optim.lr": lg.finetune_lr, **{f"aug.{k}": v for k, v in lg.finetune_aug.items()}}
+
+
+def stitch_init_images(config: ml_collections.ConfigDict, num_classes: int) -> jax.Array:
+    """One batch of `lgpool.ls_batch` normalised training images (batch, H, W, C) for the least-squares stitch
+    init. `lgpool.ls_pipeline='train'`: drawn as the official `initialize_model_stitching_layer` draws them — the
+    stage-2 loader (training transforms, its sampler) and random erasing, then mixup/cutmix of `config.aug`
+    (the official `mixup_fn` is built from the run's args although stage-2 training does not apply it);
+    'eval': the first images of the split, unaugmented."""
+    lg = config.lgpool
+    train = lg.ls_pipeline == "train"
+    stage2 = with_changes(config, **{f"aug.{k}": v for k, v in lg.finetune_aug.items()})
+    loader = data.make_loader(stage2, config.data.train_split, train=train, batch_size=lg.ls_batch)
+    batch = next(iter(loader.epoch(0)))
+    if not train:
+        return normalize(batch["images"], loader.mean, loader.std)
+    rng = jax.random.key(config.seed)
+    images = prepare_batch(batch, loader.mean, loader.std, jax.random.fold_in(rng, 0))
+    aug = config.aug
+    return mix_batch(jax.random.fold_in(rng, 1), images, jnp.asarray(batch["labels"]), num_classes,
+                     mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix, switch_prob=aug.mixup_switch_prob,
+                     prob=aug.mixup_prob, smoothing=aug.label_smoothing)[0]
 
 
 @partial(jax.jit, static_argnums=0)
