@@ -42,9 +42,11 @@ def test_known_partial_linearity():
     noise = 0.01 * rng.standard_normal(line.shape)
     fits = line_fits(line + noise)
     assert 0.99 < fits["r2_line"] < 1.0 and 0.99 < fits["r2_depth"] < 1.0
-    shuffled = line[rng.permutation(depth)]  # same points, positions no longer l/L
+    # same points, positions no longer l/L: on an exact line r2_depth is the squared correlation of the order with
+    # l, 0.0018 for this fixed order (a random one can come out near the identity or its reverse, r2_depth ≈ 1)
+    shuffled = line[[5, 0, 9, 3, 7, 1, 8, 4, 2, 6]]
     assert line_fits(shuffled)["r2_line"] == pytest.approx(1.0, abs=1e-9)
-    assert line_fits(shuffled)["r2_depth"] < 0.5
+    assert line_fits(shuffled)["r2_depth"] < 0.01
 
 
 def test_cli_on_gene_and_model_dir(tmp_path):

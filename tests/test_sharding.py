@@ -3,11 +3,9 @@ and two processes over loopback with jax.distributed."""
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -147,8 +145,9 @@ def test_two_processes_over_loopback_agree(tmp_path):
     assert json.loads((tmp_path / "mp" / "final.json").read_text())["steps"] == 4
 
 
-def _two_processes(workdir, *extra):
-    """Start the two processes of one loopback run of the tiny ViT (1 CPU device each)."""
+def _two_processes(workdir, *extra, signal_process_1=()):
+    """Start the two processes of one loopback run of the tiny ViT (1 CPU device each); `signal_process_1`
+    (STEP, SIGNAL name) makes process 1 alone signal itself after that step (tests/signal_at_step.py)."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
@@ -156,8 +155,10 @@ def _two_processes(workdir, *extra):
             "--config.model.num_heads=2", "--config.batch_size=32", "--config.log_every_steps=1",
             "--config.checkpoint.every_steps=1000", "--config.eval_batch_size=90",
             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", *extra]
-    return [subprocess.Popen([sys.executable, "-m", "learngene_jax.main", *args, f"--process_id={i}"], cwd=REPO,
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    wrapped = [str(REPO / "tests" / "signal_at_step.py"), *map(str, signal_process_1)] if signal_process_1 else []
+    programs = [["-m", "learngene_jax.main"], wrapped or ["-m", "learngene_jax.main"]]
+    return [subprocess.Popen([sys.executable, *programs[i], *args, f"--process_id={i}"], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
 
 
 def _finish(procs, timeout=400):
@@ -183,15 +184,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     want = _checksum(errs[0])
 
     work = tmp_path / "pre"
-    procs = _two_processes(work)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        metrics = work / "metrics.jsonl"
-        if metrics.exists() and sum('"train"' in line for line in metrics.read_text().splitlines()) >= 8:
-            break
-        assert all(p.poll() is None for p in procs), "a process ended before the signal"
-        time.sleep(0.1)
-    procs[1].send_signal(signal.SIGTERM)
+    procs = _two_processes(work, signal_process_1=(8, "SIGTERM"))  # mid-training on every machine
     errs = _finish(procs)
     lasts = [err.strip().splitlines()[-1] for err in errs]
     assert [p.returncode for p in procs] == [2, 2], lasts

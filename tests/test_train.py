@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -128,27 +127,21 @@ def _final_params(workdir):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_kill_and_resume_gives_identical_params(tmp_path, sig):
     """Killed mid-epoch (42 steps an epoch, checkpoints every 7), with a worker process feeding the batches and
-    the grain iterator state restored from the checkpoint: the same final params, to the bit."""
+    the grain iterator state restored from the checkpoint: the same final params, to the bit. The process signals
+    itself after step 10 (tests/signal_at_step.py), so the kill lands mid-training on every machine."""
     straight = tmp_path / "straight"
     run_module("learngene_jax.main", *_main_args(straight))
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "").strip()
-    proc = subprocess.Popen([sys.executable, "-m", "learngene_jax.main", *_main_args(killed)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait until it is mid-training (past a periodic checkpoint)
-        metrics = killed / "metrics.jsonl"
-        if metrics.exists() and sum(1 for line in metrics.read_text().splitlines() if '"train"' in line) >= 10:
-            break
-        time.sleep(0.2)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "signal_at_step.py"), "10", sig.name,
+                           *_main_args(killed)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if sig == signal.SIGTERM:
-        last = err.strip().splitlines()[-1]
+        last = proc.stderr.strip().splitlines()[-1]
         assert proc.returncode == 2 and last.startswith("error: stopped by a preemption notice (SIGTERM) at step")
         assert "run the same command" in last
         stopped = int(last.split(" at step ")[1].split(";")[0])
+        assert 10 <= stopped < 84
         assert stopped in checkpointing.TrainCheckpoints(killed / "checkpoints")._manager.all_steps()
     else:
         assert proc.returncode == -signal.SIGKILL
