@@ -64,10 +64,15 @@ def heur_recipe(dataset: str = "digits", smoke: bool = False) -> ml_collections.
                         hidden=(1024, 1024), dropout=0.0, epochs=30, batch_size=32, lr=5e-3)))
     # Auto Learngene: statistic pseudo_descendant (the paper's criterion, methods/heur/auto.py) or the least-change
     # statistics weights|gradients; layers 0: heur.gene_blocks. The pseudo descendant trains on continual task
-    # `pseudo_task` for `epochs` (SGD lr, momentum 0.9, wd 5e-4), meta step after each step: Adam meta_lr,
-    # inner_steps matching-only trial steps, matching weight beta (L2T-ww: T=2, β=0.5).
-    c.auto = ml_collections.ConfigDict(dict(statistic="pseudo_descendant", layers=0, pseudo_task=-1, epochs=10,
-                                            batch_size=32, lr=0.01, meta_lr=1e-3, inner_steps=2, beta=0.5))
+    # `pseudo_task` for `epochs` as L2T-ww's target (alinlab/L2T-ww train_l2t_ww.py: SGD lr 0.1, momentum 0.9,
+    # wd 1e-4, per-epoch cosine; pad-and-crop + flip), a meta step after each step: Adam meta_lr with L2
+    # meta_weight_decay, inner_steps matching-only trial steps, matching weight beta (L2T-ww: T=2, β=0.5,
+    # meta wd 1e-4). L2T-ww's meta lr 1e-4 for 200 epochs of a full dataset is ~40k meta steps; one source task
+    # gives a few hundred, so meta_lr is 1e-2 and epochs 20 (at 1e-3 and 10 epochs λ hardly left its init).
+    c.auto = ml_collections.ConfigDict(dict(
+        statistic="pseudo_descendant", layers=0, pseudo_task=-1, epochs=20, batch_size=32, lr=0.1, momentum=0.9,
+        weight_decay=1e-4, schedule="cosine", meta_lr=1e-2, meta_weight_decay=1e-4, inner_steps=2, beta=0.5,
+        crop_padding=4, flip=True))
     if dataset == "cifar100":
         c.data.update(dict(name="cifar100", image_size=32, mean=CIFAR100_MEAN, std=CIFAR100_STD, crop_pct=1.0))
         c.aug.flip = True  # official trains with flips and padded crops; eval images are not augmented
@@ -75,6 +80,8 @@ def heur_recipe(dataset: str = "digits", smoke: bool = False) -> ml_collections.
     # Digits, 16×16: four 2×2 pools would leave 1×1 maps under the 6 last blocks (3×3 convs reduced to their
     # centre tap), so the ancestor pools after blocks 1, 3, 6 only (16 → 2); widths are the official ones / 4.
     c.data.update(dict(image_size=16, channels=3))
+    # The pseudo descendant's crop padding scaled to 16×16 images; digits are not mirror-symmetric: no flip.
+    c.auto.update(dict(crop_padding=2, flip=False))
     c.eval_batch_size = 100
     c.heur.update(dict(split=(5, 0, 5), shuffle_classes=False, continual_ways=3, continual_tasks=5, continual_shots=0,
                        inheritable_ways=3, inheritable_tasks=6, shots=5))

@@ -152,26 +152,29 @@ def grid_groups(target_grids: Sequence[tuple[int, int]]) -> list[list[int]]:
 def init_matching(key: jax.Array, source_channels: Sequence[int], target_channels: Sequence[int],
                   groups: Sequence[Sequence[int]], loss_weight_init: float = 1.0) -> tuple[dict, dict]:
     """(match, meta) params for every (source block m, target block n) pair, stored per target group g as
-    zero-padded stacks over (m, n): the 1×1 convs r `match['match'][g]` {'kernel': (M, N_g, C_t, C_s), 'bias':
-    (M, N_g, C_s)} (LeCun-normal on each pair's real channels), the channel-weight nets `meta['channel'][g]`
-    (zero: uniform softmax) and the pair-weight nets `meta['pair'][g]` {'kernel': (M, N_g, C_s), 'bias': (M, N_g)}
-    (LeCun-normal, bias `loss_weight_init`); C_s, C_t the largest channel counts."""
+    zero-padded stacks over (m, n), initialised as L2T-ww's PyTorch modules are: the 1×1 convs r
+    `match['match'][g]` {'kernel': (M, N_g, C_t, C_s), 'bias': (M, N_g, C_s)} with torch's Conv2d default, kernel
+    and bias U(±1/√C_t) of each pair's real channels; the channel-weight nets `meta['channel'][g]` zero (uniform
+    softmax, L2T-ww `WeightNetwork`); the pair-weight nets `meta['pair'][g]` {'kernel': (M, N_g, C_s), 'bias':
+    (M, N_g)} with torch's Linear default kernel U(±1/√C_s) and the bias set to `loss_weight_init` (L2T-ww
+    `LossWeightNetwork`, `--loss-weight-init 1.0`); C_s, C_t the largest channel counts."""
     cs, num = max(source_channels), len(source_channels)
     src_mask = np.arange(cs)[None] < np.asarray(source_channels)[:, None]  # (M, C_s)
+    src_bound = (1.0 / np.sqrt(np.asarray(source_channels)))[:, None, None]  # (M, 1, 1)
     match, meta = {"match": []}, {"channel": [], "pair": []}
     for g, idx in enumerate(groups):
         ct = max(target_channels[n] for n in idx)
         tgt_channels = np.asarray([target_channels[n] for n in idx])
         tgt_mask = np.arange(ct)[None] < tgt_channels[:, None]  # (N_g, C_t)
-        k1, k2 = jax.random.split(jax.random.fold_in(key, g))
-        std = 1.0 / np.sqrt(tgt_channels) / 0.87962566  # lecun_normal's truncated-normal scale per fan-in
-        kernel = np.array(jax.random.truncated_normal(k1, -2.0, 2.0, (num, len(idx), ct, cs))) * std[None, :, None,
-                                                                                                          None]
-        kernel *= tgt_mask[None, :, :, None] & src_mask[:, None, None, :]
-        pair = np.array(jax.random.truncated_normal(k2, -2.0, 2.0, (num, len(idx), cs)))
-        pair *= (1.0 / np.sqrt(source_channels) / 0.87962566)[:, None, None] * src_mask[:, None, :]
-        match["match"].append({"kernel": jnp.asarray(kernel, jnp.float32),
-                               "bias": jnp.zeros((num, len(idx), cs), jnp.float32)})
+        bound = 1.0 / np.sqrt(tgt_channels)  # (N_g,)
+        k1, k2, k3 = jax.random.split(jax.random.fold_in(key, g), 3)
+        kernel = np.array(jax.random.uniform(k1, (num, len(idx), ct, cs), minval=-1.0, maxval=1.0))
+        kernel *= bound[None, :, None, None] * (tgt_mask[None, :, :, None] & src_mask[:, None, None, :])
+        bias = np.array(jax.random.uniform(k2, (num, len(idx), cs), minval=-1.0, maxval=1.0))
+        bias *= bound[None, :, None] * src_mask[:, None, :]
+        pair = np.array(jax.random.uniform(k3, (num, len(idx), cs), minval=-1.0, maxval=1.0))
+        pair *= src_bound * src_mask[:, None, :]
+        match["match"].append({"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)})
         meta["channel"].append({"kernel": jnp.zeros((num, len(idx), cs, cs), jnp.float32),
                                 "bias": jnp.zeros((num, len(idx), cs), jnp.float32)})
         meta["pair"].append({"kernel": jnp.asarray(pair, jnp.float32),
@@ -223,18 +226,54 @@ def matching_loss(match: dict[str, Any], meta: dict[str, Any], source: Sequence[
     return beta * total
 
 
+def epoch_cosine(lr: float, epoch: int, epochs: int) -> float:
+    """The learning rate of `epoch` (0-based) of `epochs` under L2T-ww's per-epoch cosine (`CosineAnnealingLR(opt,
+    epochs)` stepped at the start of each epoch, minimum 0): lr·(1 + cos(π·epoch/epochs))/2."""
+    return float(lr * 0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
+
+
+def crop_and_flip(images: np.ndarray, rng: np.random.Generator, padding: int, flip: bool,
+                  pad_value: np.ndarray | float = 0.0) -> np.ndarray:
+    """L2T-ww's small-image training transform on a batch (N, H, W, C): pad by `padding` pixels of `pad_value` (a
+    black border: the normalised value of 0), take a random H×W crop per image, and mirror half of them (`flip`)."""
+    if padding <= 0 and not flip:
+        return images
+    n, h, w, _ = images.shape
+    out = images
+    if padding > 0:
+        padded = np.empty((n, h + 2 * padding, w + 2 * padding, images.shape[-1]), images.dtype)
+        padded[...] = np.asarray(pad_value, images.dtype)
+        padded[:, padding:padding + h, padding:padding + w] = images
+        dy, dx = rng.integers(0, 2 * padding + 1, size=(2, n))
+        out = np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if flip:
+        mirror = rng.random(n) < 0.5
+        out = np.where(mirror[:, None, None, None], out[:, :, ::-1], out)
+    return out
+
+
 def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, Any], ancestor_blocks: Sequence[str],
                              pseudo: nn.Module, pseudo_variables: dict[str, Any], pseudo_blocks: Sequence[str],
                              images: np.ndarray, labels: np.ndarray, *, epochs: int, batch_size: int, lr: float,
-                             momentum: float = 0.9, weight_decay: float = 5e-4, meta_lr: float = 1e-3,
-                             meta_weight_decay: float = 1e-4, inner_steps: int = 2, beta: float = 0.5,
-                             seed: int = 0) -> dict[str, Any]:
+                             momentum: float = 0.9, weight_decay: float = 1e-4, schedule: str = "cosine",
+                             meta_lr: float = 1e-2, meta_weight_decay: float = 1e-4, inner_steps: int = 2,
+                             beta: float = 0.5, crop_padding: int = 0, flip: bool = False,
+                             pad_value: np.ndarray | float = 0.0, seed: int = 0) -> dict[str, Any]:
     """Train the pseudo descendant on (images (N, H, W, C) normalised, labels (N,)) with CE + L_wfm against every
-    (ancestor block, pseudo block) pair, meta-learning λ and w (module docstring; SGD with momentum and weight
-    decay for the pseudo descendant and its 1×1 convs, Adam with L2 `meta_weight_decay` for the meta-networks,
-    a meta step after every step). Returns {'scores': (M,) Σ_n E_x λ^{m,n}, 'pair_weights': (M, N) E_x λ^{m,n}
-    over all `images` with the final meta-networks, 'top1': the pseudo descendant's training accuracy,
-    'ce': its last-epoch mean CE}. Raises ConfigError when there are fewer images than one batch."""
+    (ancestor block, pseudo block) pair, meta-learning λ and w (module docstring), as L2T-ww's `train_l2t_ww.py`:
+    SGD with momentum and coupled weight decay for the pseudo descendant and its 1×1 convs at `lr` under a
+    per-epoch cosine (`schedule='cosine'`, or 'constant'), each batch augmented by `crop_and_flip`, and after
+    every step a meta step — `inner_steps` matching-only trial steps and one CE step taken with the same SGD
+    (momentum and decay included, as its `MetaSGD`), the CE after them differentiated through the steps, Adam
+    with coupled L2 `meta_weight_decay` on the meta-networks; the trial steps are then discarded.
+    `meta_lr=0` switches the meta step off (λ and w stay at their init: the control).
+
+    Returns {'scores': (M,) Σ_n E_x λ^{m,n} with the final meta-networks, 'pair_weights': (M, N) E_x λ^{m,n},
+    'scores_init' / 'pair_weights_init': the same with the meta-networks at their init — what the run selects
+    with the meta step off, since λ reads only the (fixed) ancestor's features —, 'lambda_shift': mean over pairs
+    of |E_x λ − E_x λ_init|, 'top1': the pseudo descendant's training accuracy, 'ce': its last-epoch mean CE}; all
+    expectations over the unaugmented `images`. Raises ConfigError when there are fewer images than one batch or
+    the schedule is unknown."""
     import optax  # noqa: PLC0415 - only this criterion trains anything here
 
     images, labels = np.asarray(images, np.float32), np.asarray(labels, np.int32)
@@ -242,6 +281,8 @@ def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, 
     if steps_per_epoch < 1 or epochs < 1:
         fail(ConfigError, f"the pseudo descendant needs at least one batch of {batch_size} images and one epoch; "
                           f"got {len(images)} images and {epochs} epochs (lower auto.batch_size)")
+    if schedule not in ("cosine", "constant"):
+        fail(ConfigError, f"auto.schedule must be 'cosine' or 'constant', got {schedule!r}")
     key = jax.random.key(seed)
     anc_vars = jax.tree_util.tree_map(jnp.asarray, ancestor_variables)
     sample = jnp.asarray(images[:1])
@@ -250,11 +291,17 @@ def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, 
     groups = grid_groups([f.shape[1:3] for f in tgt0])
     match, meta = init_matching(jax.random.fold_in(key, 1), [f.shape[-1] for f in src0], [f.shape[-1] for f in tgt0],
                                 groups)
+    meta_init = meta
     theta = {"model": pseudo_variables["params"], **match}
     stats = pseudo_variables.get("batch_stats", {})
-    opt = optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum))
+    # torch SGD: d = g + wd·p; buf = μ·buf + d; p -= lr·buf (the lr is applied by `sgd_step`, so it can change)
+    opt = optax.chain(optax.add_decayed_weights(weight_decay), optax.trace(decay=momentum))
     meta_opt = optax.chain(optax.add_decayed_weights(meta_weight_decay), optax.adam(meta_lr))
     opt_state, meta_state = opt.init(theta), meta_opt.init(meta)
+
+    def sgd_step(th, opt_state, grads, step_lr):
+        direction, opt_state = opt.update(grads, opt_state, th)
+        return jax.tree_util.tree_map(lambda p, d: p - step_lr * d, th, direction), opt_state
 
     def forward(th, stats, x, rng):
         return block_features(pseudo, {"params": th["model"], "batch_stats": stats}, x, pseudo_blocks, True, rng)
@@ -266,7 +313,7 @@ def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, 
         return jnp.mean(cross_entropy(logits, y))
 
     @jax.jit
-    def train_step(th, stats, opt_state, meta, x, y, rng):
+    def train_step(th, stats, opt_state, meta, x, y, rng, step_lr):
         src = ancestor_features(x)
 
         def loss(th):
@@ -275,20 +322,20 @@ def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, 
             return ce + matching_loss(th, meta, src, tgt, groups, beta), (new_stats, ce)
 
         (_, (new_stats, ce)), grads = jax.value_and_grad(loss, has_aux=True)(th)
-        updates, opt_state = opt.update(grads, opt_state, th)
-        return optax.apply_updates(th, updates), new_stats, opt_state, ce
+        th, opt_state = sgd_step(th, opt_state, grads, step_lr)
+        return th, new_stats, opt_state, ce
 
     @jax.jit
-    def meta_step(th, stats, meta, meta_state, x, y, rng):
+    def meta_step(th, stats, opt_state, meta, meta_state, x, y, rng, step_lr):
         src = ancestor_features(x)
 
         def outer(meta):
-            trial = th
+            trial, state = th, opt_state
             for _ in range(inner_steps):  # matching-only trial steps: the only path from φ to the outcome
                 g = jax.grad(lambda t: matching_loss(t, meta, src, forward(t, stats, x, rng)[1], groups, beta))(trial)
-                trial = jax.tree_util.tree_map(lambda p, d: p - lr * d, trial, g)
+                trial, state = sgd_step(trial, state, g, step_lr)
             g = jax.grad(lambda t: ce_of(forward(t, stats, x, rng)[0], y))(trial)
-            trial = jax.tree_util.tree_map(lambda p, d: p - lr * d, trial, g)
+            trial, _ = sgd_step(trial, state, g, step_lr)
             return ce_of(forward(trial, stats, x, rng)[0], y)
 
         grads = jax.grad(outer)(meta)
@@ -298,29 +345,37 @@ def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, 
     rng = np.random.default_rng(seed)
     ces = []
     for epoch in range(epochs):
+        step_lr = jnp.float32(epoch_cosine(lr, epoch, epochs) if schedule == "cosine" else lr)
         order = rng.permutation(len(images))
         ces = []
         for step in range(steps_per_epoch):
             idx = order[step * batch_size:(step + 1) * batch_size]
-            x, y = jnp.asarray(images[idx]), jnp.asarray(labels[idx])
+            x = jnp.asarray(crop_and_flip(images[idx], rng, crop_padding, flip, pad_value))
+            y = jnp.asarray(labels[idx])
             k = jax.random.fold_in(key, epoch * steps_per_epoch + step)
-            theta, stats, opt_state, ce = train_step(theta, stats, opt_state, meta, x, y, k)
-            meta, meta_state = meta_step(theta, stats, meta, meta_state, x, y, k)
+            theta, stats, opt_state, ce = train_step(theta, stats, opt_state, meta, x, y, k, step_lr)
+            if meta_lr > 0:
+                meta, meta_state = meta_step(theta, stats, opt_state, meta, meta_state, x, y, k, step_lr)
             ces.append(ce)
-        logs.info(f"[pseudo_descendant] epoch {epoch + 1}/{epochs}: train CE {float(np.mean(jax.device_get(ces))):.4f}")
+        logs.info(f"[pseudo_descendant] epoch {epoch + 1}/{epochs}: lr {float(step_lr):.4g}, "
+                  f"train CE {float(np.mean(jax.device_get(ces))):.4f}")
 
     @jax.jit
     def weights_and_hits(x, y):
-        lam = pair_weights(meta, ancestor_features(x), groups)
+        src = ancestor_features(x)
         logits = pseudo.apply({"params": theta["model"], "batch_stats": stats}, x, train=False)
-        return jnp.sum(lam, axis=-1), jnp.sum(jnp.argmax(logits, -1) == y)
+        return (jnp.sum(pair_weights(meta, src, groups), axis=-1),
+                jnp.sum(pair_weights(meta_init, src, groups), axis=-1), jnp.sum(jnp.argmax(logits, -1) == y))
 
-    lam_sum, hits = np.zeros((len(ancestor_blocks), len(pseudo_blocks))), 0
+    shape = (len(ancestor_blocks), len(pseudo_blocks))
+    lam_sum, lam_init_sum, hits = np.zeros(shape), np.zeros(shape), 0
     for start in range(0, len(images), batch_size):
-        a, b = weights_and_hits(jnp.asarray(images[start:start + batch_size]),
-                                jnp.asarray(labels[start:start + batch_size]))
+        a, a0, b = weights_and_hits(jnp.asarray(images[start:start + batch_size]),
+                                    jnp.asarray(labels[start:start + batch_size]))
         lam_sum += np.asarray(a, np.float64)
+        lam_init_sum += np.asarray(a0, np.float64)
         hits += int(b)
-    weights = lam_sum / len(images)
-    return {"scores": weights.sum(1), "pair_weights": weights, "top1": hits / len(images),
-            "ce": float(np.mean(jax.device_get(ces)))}
+    weights, weights_init = lam_sum / len(images), lam_init_sum / len(images)
+    return {"scores": weights.sum(1), "pair_weights": weights, "scores_init": weights_init.sum(1),
+            "pair_weights_init": weights_init, "lambda_shift": float(np.mean(np.abs(weights - weights_init))),
+            "top1": hits / len(images), "ce": float(np.mean(jax.device_get(ces)))}

@@ -145,11 +145,13 @@ class HeurRun:
         images, labels = (np.concatenate(v) for v in zip(*_examples(cfg), strict=True))
         names = [f"lower{i}" for i in range(len(pseudo.lower_widths))] + [
             f"gene{j}" for j in range(len(pseudo.gene_widths))]
+        black = -np.asarray(cfg.data.mean, np.float32) / np.asarray(cfg.data.std, np.float32)  # normalised 0
         out = auto.pseudo_descendant_scores(
             model, variables, [f"block{i}" for i in range(len(model.widths))], pseudo,
             _init(pseudo, jax.random.key(self.config.seed + 2)), names, images, labels, epochs=a.epochs,
-            batch_size=a.batch_size, lr=a.lr, meta_lr=a.meta_lr, inner_steps=a.inner_steps, beta=a.beta,
-            seed=self.config.seed)
+            batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay, schedule=a.schedule,
+            meta_lr=a.meta_lr, meta_weight_decay=a.meta_weight_decay, inner_steps=a.inner_steps, beta=a.beta,
+            crop_padding=a.crop_padding, flip=a.flip, pad_value=black[: images.shape[-1]], seed=self.config.seed)
         return {**out, "task": task["name"], "blocks": names}
 
     def gene(self, label: str, model: VGGAncestor, variables: dict[str, Any], blocks: tuple[int, ...],
@@ -242,9 +244,15 @@ class HeurRun:
                 "least_changing": {s: list(auto.least_changing(m, layers)) for s, m in means.items()
                                    if s in auto.LEAST_CHANGE}}
             if pseudo is not None:
+                # the control: λ reads only the ancestor's features, so λ at its init is what the same run
+                # selects with the meta step off (auto.meta_lr=0)
                 results["auto"]["pseudo_descendant"] = {
                     "task": pseudo["task"], "pair_weights": np.round(pseudo["pair_weights"], 5).tolist(),
-                    "top1": pseudo["top1"], "ce": pseudo["ce"], "blocks": pseudo["blocks"]}
+                    "pair_weights_init": np.round(pseudo["pair_weights_init"], 5).tolist(),
+                    "scores_init": pseudo["scores_init"].tolist(),
+                    "window_meta_off": list(auto.select_most(pseudo["scores_init"], layers)),
+                    "lambda_shift": pseudo["lambda_shift"], "top1": pseudo["top1"], "ce": pseudo["ce"],
+                    "blocks": pseudo["blocks"]}
         gene_list = {}
         for label, blocks in picks.items():
             gene_list[label] = self.timed(f"gene/{label}", self.gene, label, anc["model"], anc["variables"], blocks,
@@ -346,6 +354,18 @@ def write_summary(workdir: Path, results: dict[str, Any]) -> None:
                                     [[b, *(f"{v[b]:.4g}" for v in scores)] for b in range(len(scores[0]))]),
                      f"Chosen: {a['chosen']}; hand-picked Heur: {a['heur']}. Window per statistic: {a['window']}; "
                      f"individually least-changing: {a['least_changing']}."]
+        if "pseudo_descendant" in a:
+            pd = a["pseudo_descendant"]
+            same = "the same" if pd["window_meta_off"] == a["window"]["pseudo_descendant"] else "different"
+            sections += [
+                "### Control: the pseudo descendant with the meta step off",
+                markdown_table(["block", "score (meta-learned λ)", "score (λ at init = meta step off)"],
+                               [[b, f"{v:.4g}", f"{v0:.4g}"] for b, (v, v0) in enumerate(
+                                   zip(a["scores"]["pseudo_descendant"], pd["scores_init"], strict=True))]),
+                f"Window with the meta step: {a['window']['pseudo_descendant']}; with it off: "
+                f"{pd['window_meta_off']} ({same}). "
+                f"λ moved {pd['lambda_shift']:.4g} from its init (mean over pairs of |E_x λ − E_x λ_init|); pseudo "
+                f"descendant on {pd['task']}: training top-1 {pd['top1']:.3f}, last-epoch CE {pd['ce']:.4f}."]
     sections += ["## Ancestor tasks",
                  markdown_table(["task", "classes", "widths", "top-1", "wall (s)"],
                                 [[r["task"], r["classes"], r["widths"], f"{r['top1']:.3f}", r["wall_s"]]
