@@ -31,6 +31,9 @@ def get_config(arg=None):
     if args["method"] not in ("tleg", "sws") or args["size"] not in AUX_EPOCHS:
         fail(ConfigError, f"method must be tleg or sws and size one of {sorted(AUX_EPOCHS)}, got "
                           f"{args['method']!r}, {args['size']!r}")
+    if args["method"] == "sws" and args["size"] not in SWS_DES:
+        fail(ConfigError, f"SWS has official recipes for sizes {sorted(SWS_DES)} only (AlphaXia/SWS has no Aux-Ti or "
+                          f"Des-Ti), got size={args['size']!r}: use size=s or size=b")
     return learngene_imagenet(args["method"], args["size"], args["stage"], args["depth"], args["gene"])
 
 

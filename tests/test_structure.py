@@ -136,6 +136,8 @@ def test_learngene_verbs_expand_adapt_and_sweep_a_gene(digits_gene, tmp_path):
      "error: --depths: expected comma-separated integers"),
     (("train", "--config", "configs/digits.py:nope=1", "--workdir", "/tmp/x"), "error: config argument 'nope=1'"),
     (("expand", "--gene", "/nonexistent", "--depth", "2", "--out", "/tmp/x"), "error: "),
+    (("train", "--config", "configs/learngene_imagenet.py:method=sws,size=ti,stage=descendant", "--workdir", "/tmp/x"),
+     "error: SWS has official recipes for sizes ['b', 's'] only"),
 ])
 def test_learngene_bad_input_is_one_line_with_exit_2(args, message):
     proc = _learngene(*args)
