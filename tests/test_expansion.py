@@ -24,9 +24,10 @@ def test_tleg_block_i_is_on_the_line(depth):
             for i in range(depth):
                 step = np.float32(i / depth) * np.asarray(theta_a[sub][name])
                 want = step + np.asarray(theta_b[sub][name])
-                # XLA CPU fuses the multiply-add (one rounding where PyTorch has two): within one float32
-                # rounding of the terms' magnitude
-                bound = 2.0**-23 * (np.abs(step) + np.abs(theta_b[sub][name]))
+                # XLA CPU may fuse the multiply-add (one rounding, u = 2⁻²⁴ relative, where numpy and PyTorch
+                # round twice): |fma − unfused| ≤ u·|c·a + b| + u·|c·a| + u·|fl(c·a) + b| ≤ u·(3|c·a| + 2|b|),
+                # which the bound covers; the old 2u·(|c·a| + |b|) was reached to 0.99999 of itself
+                bound = 2.0**-23 * (2 * np.abs(step) + np.abs(theta_b[sub][name]))
                 assert np.all(np.abs(np.asarray(got[i]) - want) <= bound), (sub, name, i)
 
 

@@ -45,7 +45,7 @@ def test_every_stage_runs_and_reports(chain):
         assert all(np.isfinite(r["loss"]) for r in rows)
         assert (root / name / "tb").is_dir() and (root / name / "final.json").exists()
         assert 0.0 <= out["top1"] <= out["top5"] <= 1.0
-    assert teacher["top1"] > 0.6  # a CNN learns digits in two epochs of 21 steps
+    assert teacher["top1"] > 0.6  # a CNN learns digits in two epochs of 21 steps (seeds 0/1/2: 0.929/0.940/0.913)
     gene = load_gene(aux["gene"])
     assert gene.meta.method == "tleg" and aux["gene_params"] == sum(x.size for x in jax.tree.leaves(gene.params))
     assert des["origin"].startswith("gene:") and "init" in des
@@ -78,9 +78,10 @@ def test_teacher_gets_no_gradient(chain):
 def test_gene_initialised_descendant_starts_from_the_gene(chain):
     _, _, aux, des = chain
     untrained = des["init"]["top1"]
-    # the gene already classifies before any descendant training: well above the 10% of chance
+    # the gene already classifies before any descendant training: well above the 10% of chance, and about as well
+    # as its aux model (chain seeds 0/1/2 measured: init 0.311/0.251/0.280, aux 0.344/0.273/0.318)
     assert untrained > 0.2, untrained
-    assert abs(untrained - aux["top1"]) < 0.15  # and about as well as its aux model
+    assert abs(untrained - aux["top1"]) < 0.15
 
 
 def test_finished_run_is_not_retrained(chain):
