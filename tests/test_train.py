@@ -82,6 +82,18 @@ def test_gene_initialised_descendant_starts_from_the_gene(chain):
     # as its aux model (chain seeds 0/1/2 measured: init 0.311/0.251/0.280, aux 0.344/0.273/0.318)
     assert untrained > 0.2, untrained
     assert abs(untrained - aux["top1"]) < 0.15
+    # and, whatever the draws: the descendant the trainer builds is the gene's expansion at depth 3, whichever key
+    # it is initialised with (jit may fuse θ_B + c·θ_A into one rounding: float32 tolerance)
+    from learngene_jax import genes
+    from learngene_jax.train import build_student
+
+    student = build_student(tiny_train_config(**{"model": {"name": "descendant"}, "gene": aux["gene"], "depth": 3}),
+                            10)
+    built = jax.jit(student.init)(jax.random.key(7), student.source)["params"]
+    want = genes.expand(load_gene(aux["gene"]), 3)
+    assert jax.tree.structure(built) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(built), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_finished_run_is_not_retrained(chain):
