@@ -95,12 +95,21 @@ def format_table(report: dict[str, dict[str, Any]]) -> str:
     lines = ["| param | layers | R² best line | R² at c = l/L |", "|---|---|---|---|"]
     for name, r in report.items():
         lines.append(f"| {name} | {r['depth']} | {fmt(r['r2_line'])} | {fmt(r['r2_depth'])} |")
-    defined = [r for r in report.values() if r["r2_line"] == r["r2_line"]]
-    if defined:
-        mean_line = np.mean([r["r2_line"] for r in defined])
-        mean_depth = np.mean([r["r2_depth"] for r in defined])
-        lines.append(f"| **mean** ({len(defined)} params with spread) | | {mean_line:.4f} | {mean_depth:.4f} |")
+    means = linearity_means(report)
+    if means is not None:
+        count, mean_line, mean_depth = means
+        lines.append(f"| **mean** ({count} params with spread) | | {mean_line:.4f} | {mean_depth:.4f} |")
     return "\n".join(lines)
+
+
+def linearity_means(report: dict[str, dict[str, Any]]) -> tuple[int, float, float] | None:
+    """(params whose layers differ, mean r2_line, mean r2_depth) over those params; None if every param's layers
+    are identical (R² undefined)."""
+    defined = [r for r in report.values() if r["r2_line"] == r["r2_line"]]
+    if not defined:
+        return None
+    return (len(defined), float(np.mean([r["r2_line"] for r in defined])),
+            float(np.mean([r["r2_depth"] for r in defined])))
 
 
 def plot_trajectories(report: dict[str, dict[str, Any]], path: Path, title: str) -> None:

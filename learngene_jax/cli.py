@@ -53,7 +53,7 @@ COMMANDS = {
     "convert": "timm / official / gene file conversions (see `learngene convert -h`)",
     "predict": "logits of a model or gene on images (see `learngene predict -h`)",
     "analyze": "layer-linearity analysis (see `learngene analyze -h`)",
-    "results": "the results page from experiment workdirs (see `learngene results -h`)",
+    "results": "record an experiment workdir (docs/records) and render the results page (see `learngene results -h`)",
     "bench": "JAX vs PyTorch benchmarks (see `learngene bench -h`)",
     "tokenize": "a text corpus → memory-mapped token files (see `learngene tokenize -h`)",
 }
