@@ -69,10 +69,11 @@ def heur_recipe(dataset: str = "digits", smoke: bool = False) -> ml_collections.
     # meta_weight_decay, inner_steps matching-only trial steps, matching weight beta (L2T-ww: T=2, β=0.5,
     # meta wd 1e-4). L2T-ww's meta lr 1e-4 for 200 epochs of a full dataset is ~40k meta steps; one source task
     # gives a few hundred, so meta_lr is 1e-2 and epochs 20 (at 1e-3 and 10 epochs λ hardly left its init).
+    # lambda_init zero: every λ starts at 1 (L2T-ww's torch-default kernel, 'torch', starts some λ dead at 0).
     c.auto = ml_collections.ConfigDict(dict(
         statistic="pseudo_descendant", layers=0, pseudo_task=-1, epochs=20, batch_size=32, lr=0.1, momentum=0.9,
         weight_decay=1e-4, schedule="cosine", meta_lr=1e-2, meta_weight_decay=1e-4, inner_steps=2, beta=0.5,
-        crop_padding=4, flip=True))
+        crop_padding=4, flip=True, lambda_init="zero"))
     if dataset == "cifar100":
         c.data.update(dict(name="cifar100", image_size=32, mean=CIFAR100_MEAN, std=CIFAR100_STD, crop_pct=1.0))
         c.aug.flip = True  # official trains with flips and padded crops; eval images are not augmented

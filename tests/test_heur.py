@@ -373,15 +373,16 @@ INFORMATIVE = 1  # the known answer of _KnownAncestor
 
 
 class _KnownAncestor(nn.Module):
-    """Six blocks of 4 channels on (N, 4, 4, 7) inputs: block 1 carries the label (3·channel 0, whose mean sign is
-    the label), every other block k is post-ReLU noise relu(3·channel k+1 + 1), independent of the label and as
-    loud as ReLU features are (a positive mean, so λ at its init differs by block through the random λ-network)."""
+    """Six blocks of 4 channels on (N, 4, 4, 7) inputs, all post-ReLU as a CNN's are: block 1 carries the label
+    (relu(3·channel 0 + 1), the label being the sign of channel 0's mean), every other block k is relu(3·channel
+    k+1 + 1), the same kind of feature of an input channel independent of the label."""
 
     @nn.compact
     def __call__(self, x, train=False):
         blocks = []
         for k in range(6):
-            f = 3.0 * x[..., :1] if k == INFORMATIVE else nn.relu(3.0 * x[..., k + 1:k + 2] + 1.0)
+            channel = 0 if k == INFORMATIVE else k + 1
+            f = nn.relu(3.0 * x[..., channel:channel + 1] + 1.0)
             blocks.append(_Identity(name=f"block{k}")(jnp.repeat(f, 4, -1)))
         return nn.Dense(2, name="head")(jnp.mean(blocks[INFORMATIVE], (1, 2)))
 
@@ -409,30 +410,35 @@ def _shipped_auto_settings(**changes):
     pad-and-crop of 2 pixels would leave little of a 4×4 map, and the known problem needs none."""
     a = config_module(REPO / "configs" / "auto_vgg.py").get_config().auto
     keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "meta_lr", "meta_weight_decay",
-            "inner_steps", "beta")
+            "inner_steps", "beta", "lambda_init")
     return {**{k: a[k] for k in keys}, **changes}
 
 
 def test_pseudo_descendant_criterion_learns_at_the_shipped_defaults():
-    """At the shipped defaults the meta-learned λ finds the informative ancestor block in ≥ 4 of 5 seeds and so
-    selects differently from the same run with the meta step off (λ at its init) in ≥ 4 of 5 — the control picks
-    whichever noise block the random λ-network happens to favour. Measured when written: informative in 4 of 5
-    seeds (scores 2.50–3.22 against ≤ 2.47 for noise; seed 0 picked noise block 0 at 2.60 against 2.50), control
-    different in 5 of 5, λ moved 0.66–0.79 from its init."""
+    """At the shipped defaults the meta-learned λ finds the informative ancestor block, so the run selects
+    differently from the same run with the meta step off — where every λ stays at 1, all blocks tie and the
+    earliest (block 0, noise) wins. Over seeds 0-29 when written: the informative block in 25 of 30 seeds (chance:
+    5 of 30), a pick other than the control's in 29 of 30, λ moved 0.75-1.07. Each seed's run is chaotic (another
+    CPU gives another draw), so the thresholds leave room: ≥ 5 of 10 informative (P < 0.5 % at the measured rate,
+    1.5 % by chance), ≥ 4 of the first 5 and ≥ 8 of 10 different from the control. With L2T-ww's own λ kernel init
+    (`lambda_init='torch'`) the same problem gave 9 of 12: where block 1's λ starts near 0 it never rises."""
     settings = _shipped_auto_settings()
-    assert settings["meta_lr"] > 0 and settings["epochs"] >= 1
+    assert settings["meta_lr"] > 0 and settings["lambda_init"] == "zero"
     picks, controls = [], []
-    for seed in range(5):
+    for seed in range(10):
         anc, av, pseudo, pv, x, y = _known_problem(seed)
         out = auto.pseudo_descendant_scores(anc, av, [f"block{k}" for k in range(6)], pseudo, pv,
                                             ["lower0", "lower1"], x, y, seed=seed, **settings)
-        assert out["pair_weights"].shape == out["pair_weights_init"].shape == (6, 2) and out["top1"] > 0.85
+        assert out["pair_weights"].shape == out["pair_weights_init"].shape == (6, 2)
         np.testing.assert_allclose(out["pair_weights"].sum(1), out["scores"], rtol=1e-6)
+        np.testing.assert_array_equal(out["pair_weights_init"], 1.0)  # relu6(0·GAP + 1): no block favoured
         assert out["lambda_shift"] > 0.3  # the meta step moved λ (at meta lr 1e-3, 10 epochs: ~0.05)
         picks.append(auto.select_most(out["scores"], 1))
         controls.append(auto.select_most(out["scores_init"], 1))
-    assert sum(p == (INFORMATIVE,) for p in picks) >= 4, picks
-    assert sum(p != c for p, c in zip(picks, controls, strict=True)) >= 4, (picks, controls)
+    assert controls == [(0,)] * 10  # a tie: the earliest block
+    assert sum(p == (INFORMATIVE,) for p in picks) >= 5, picks
+    differ = [p != c for p, c in zip(picks, controls, strict=True)]
+    assert sum(differ[:5]) >= 4 and sum(differ) >= 8, (picks, controls)
 
 
 def test_with_the_meta_step_off_lambda_stays_at_its_init():
@@ -453,11 +459,16 @@ def test_with_the_meta_step_off_lambda_stays_at_its_init():
 
 
 def test_l2t_ww_initialisation_schedule_and_augmentation():
-    """λ-network and 1×1 convs start as torch's Linear/Conv2d defaults (U(±1/√fan_in), the λ bias 1.0 as
-    `--loss-weight-init`), the channel weights at zero; the lr follows CosineAnnealingLR stepped per epoch; the
+    """The 1×1 convs start as torch's Conv2d default (U(±1/√fan_in)), the λ-network with bias 1.0
+    (`--loss-weight-init`) and a zero kernel, or torch's Linear default (`lambda_init='torch'`, L2T-ww's), the
+    channel weights at zero; the lr follows CosineAnnealingLR stepped per epoch; the
     augmentation pads with the given value, crops back and mirrors."""
     groups = [[0, 1]]
-    match, meta = auto.init_matching(jax.random.key(0), [64, 36], [64, 25], groups)
+    _, zero = auto.init_matching(jax.random.key(0), [64, 36], [64, 25], groups)
+    assert not np.asarray(zero["pair"][0]["kernel"]).any()  # the default: every λ starts at relu6(1) = 1
+    with pytest.raises(ConfigError, match="auto.lambda_init must be one of"):
+        auto.init_matching(jax.random.key(0), [64, 36], [64, 25], groups, lambda_init="normal")
+    match, meta = auto.init_matching(jax.random.key(0), [64, 36], [64, 25], groups, lambda_init="torch")
     kernel, bias = np.asarray(match["match"][0]["kernel"]), np.asarray(match["match"][0]["bias"])
     for i, ct in enumerate((64, 25)):
         for m, cs in enumerate((64, 36)):

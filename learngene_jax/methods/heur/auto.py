@@ -50,6 +50,7 @@ from learngene_jax.objectives.losses import cross_entropy
 
 STATISTICS = ("pseudo_descendant", "weights", "gradients")
 LEAST_CHANGE = ("weights", "gradients")  # the least-change statistics: lower is better
+LAMBDA_INITS = ("zero", "torch")  # the pair-weight kernel's init (init_matching)
 
 
 
@@ -150,14 +151,20 @@ def grid_groups(target_grids: Sequence[tuple[int, int]]) -> list[list[int]]:
 
 
 def init_matching(key: jax.Array, source_channels: Sequence[int], target_channels: Sequence[int],
-                  groups: Sequence[Sequence[int]], loss_weight_init: float = 1.0) -> tuple[dict, dict]:
+                  groups: Sequence[Sequence[int]], loss_weight_init: float = 1.0,
+                  lambda_init: str = "zero") -> tuple[dict, dict]:
     """(match, meta) params for every (source block m, target block n) pair, stored per target group g as
-    zero-padded stacks over (m, n), initialised as L2T-ww's PyTorch modules are: the 1×1 convs r
+    zero-padded stacks over (m, n), initialised as L2T-ww's PyTorch modules are but for the λ kernel: the 1×1 convs r
     `match['match'][g]` {'kernel': (M, N_g, C_t, C_s), 'bias': (M, N_g, C_s)} with torch's Conv2d default, kernel
     and bias U(±1/√C_t) of each pair's real channels; the channel-weight nets `meta['channel'][g]` zero (uniform
     softmax, L2T-ww `WeightNetwork`); the pair-weight nets `meta['pair'][g]` {'kernel': (M, N_g, C_s), 'bias':
-    (M, N_g)} with torch's Linear default kernel U(±1/√C_s) and the bias set to `loss_weight_init` (L2T-ww
-    `LossWeightNetwork`, `--loss-weight-init 1.0`); C_s, C_t the largest channel counts."""
+    (M, N_g)} with the bias set to `loss_weight_init` (L2T-ww `LossWeightNetwork`, `--loss-weight-init 1.0`) and
+    the kernel zero (`lambda_init='zero'`: every λ starts at relu6(bias) = 1, so the meta step alone tells pairs
+    apart) or torch's Linear default U(±1/√C_s) (`'torch'`, L2T-ww's: on post-ReLU features, whose pooled means
+    are positive, some λ start at or near 0 where relu6 has no gradient, and stay there whatever the evidence);
+    C_s, C_t the largest channel counts. Raises ConfigError for another `lambda_init`."""
+    if lambda_init not in LAMBDA_INITS:
+        fail(ConfigError, f"auto.lambda_init must be one of {LAMBDA_INITS}, got {lambda_init!r}")
     cs, num = max(source_channels), len(source_channels)
     src_mask = np.arange(cs)[None] < np.asarray(source_channels)[:, None]  # (M, C_s)
     src_bound = (1.0 / np.sqrt(np.asarray(source_channels)))[:, None, None]  # (M, 1, 1)
@@ -173,7 +180,7 @@ def init_matching(key: jax.Array, source_channels: Sequence[int], target_channel
         bias = np.array(jax.random.uniform(k2, (num, len(idx), cs), minval=-1.0, maxval=1.0))
         bias *= bound[None, :, None] * src_mask[:, None, :]
         pair = np.array(jax.random.uniform(k3, (num, len(idx), cs), minval=-1.0, maxval=1.0))
-        pair *= src_bound * src_mask[:, None, :]
+        pair *= src_bound * src_mask[:, None, :] * (lambda_init == "torch")
         match["match"].append({"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)})
         meta["channel"].append({"kernel": jnp.zeros((num, len(idx), cs, cs), jnp.float32),
                                 "bias": jnp.zeros((num, len(idx), cs), jnp.float32)})
@@ -258,7 +265,8 @@ def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, 
                              momentum: float = 0.9, weight_decay: float = 1e-4, schedule: str = "cosine",
                              meta_lr: float = 1e-2, meta_weight_decay: float = 1e-4, inner_steps: int = 2,
                              beta: float = 0.5, crop_padding: int = 0, flip: bool = False,
-                             pad_value: np.ndarray | float = 0.0, seed: int = 0) -> dict[str, Any]:
+                             pad_value: np.ndarray | float = 0.0, lambda_init: str = "zero",
+                             seed: int = 0) -> dict[str, Any]:
     """Train the pseudo descendant on (images (N, H, W, C) normalised, labels (N,)) with CE + L_wfm against every
     (ancestor block, pseudo block) pair, meta-learning λ and w (module docstring), as L2T-ww's `train_l2t_ww.py`:
     SGD with momentum and coupled weight decay for the pseudo descendant and its 1×1 convs at `lr` under a
@@ -266,11 +274,13 @@ def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, 
     every step a meta step — `inner_steps` matching-only trial steps and one CE step taken with the same SGD
     (momentum and decay included, as its `MetaSGD`), the CE after them differentiated through the steps, Adam
     with coupled L2 `meta_weight_decay` on the meta-networks; the trial steps are then discarded.
-    `meta_lr=0` switches the meta step off (λ and w stay at their init: the control).
+    `meta_lr=0` switches the meta step off (λ and w stay at their init: the control). `lambda_init`: see
+    `init_matching`.
 
     Returns {'scores': (M,) Σ_n E_x λ^{m,n} with the final meta-networks, 'pair_weights': (M, N) E_x λ^{m,n},
     'scores_init' / 'pair_weights_init': the same with the meta-networks at their init — what the run selects
-    with the meta step off, since λ reads only the (fixed) ancestor's features —, 'lambda_shift': mean over pairs
+    with the meta step off, since λ reads only the (fixed) ancestor's features (under `lambda_init='zero'` every
+    block ties and the earliest window wins) —, 'lambda_shift': mean over pairs
     of |E_x λ − E_x λ_init|, 'top1': the pseudo descendant's training accuracy, 'ce': its last-epoch mean CE}; all
     expectations over the unaugmented `images`. Raises ConfigError when there are fewer images than one batch or
     the schedule is unknown."""
@@ -290,7 +300,7 @@ def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, 
     _, tgt0, _ = block_features(pseudo, pseudo_variables, sample, pseudo_blocks, train=False)
     groups = grid_groups([f.shape[1:3] for f in tgt0])
     match, meta = init_matching(jax.random.fold_in(key, 1), [f.shape[-1] for f in src0], [f.shape[-1] for f in tgt0],
-                                groups)
+                                groups, lambda_init=lambda_init)
     meta_init = meta
     theta = {"model": pseudo_variables["params"], **match}
     stats = pseudo_variables.get("batch_stats", {})

@@ -151,7 +151,8 @@ class HeurRun:
             _init(pseudo, jax.random.key(self.config.seed + 2)), names, images, labels, epochs=a.epochs,
             batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay, schedule=a.schedule,
             meta_lr=a.meta_lr, meta_weight_decay=a.meta_weight_decay, inner_steps=a.inner_steps, beta=a.beta,
-            crop_padding=a.crop_padding, flip=a.flip, pad_value=black[: images.shape[-1]], seed=self.config.seed)
+            crop_padding=a.crop_padding, flip=a.flip, pad_value=black[: images.shape[-1]], lambda_init=a.lambda_init,
+            seed=self.config.seed)
         return {**out, "task": task["name"], "blocks": names}
 
     def gene(self, label: str, model: VGGAncestor, variables: dict[str, Any], blocks: tuple[int, ...],
