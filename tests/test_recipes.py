@@ -253,19 +253,18 @@ def lgpool_rows() -> list[tuple[str, str, Any, str]]:
         ("lgpool.finetune_aug.mixup", 0.0, f"{POOL}/main.py:232"),  # train_one_epoch(..., mixup_fn=None)
         ("lgpool.finetune_aug.cutmix", 0.0, f"{POOL}/main.py:232"),
         ("lgpool.finetune_aug.label_smoothing", 0.0, f"{POOL}/main.py:194"),  # plain CrossEntropyLoss
-        # pending lgpool helper: the rows below carry the official values of the scripts; the lgpool helper is bringing
-        # the config to them (its uncommitted configs/lgpool_deit.py already matches)
-        ("lgpool.drop_path_rate", 0.0, f"{POOL}/models.py:40"),  # pending lgpool helper (blocks rebuilt, no drop-path)
-        ("batch_size", 512, distill_sh),  # pending lgpool helper (--nproc_per_node 2 × --batch-size 256)
-        ("lgpool.finetune_batch_size", 256, finetune_sh),  # pending lgpool helper
-        ("lgpool.finetune_aug.repeated_aug", 1, f"{POOL}/main.py:98"),  # pending lgpool helper (RandomSampler)
-        ("lgpool.ls_batch", 100, f"{build}:25"),  # pending lgpool helper (stitch_init_bs; mixup images, main.py:156)
+        ("lgpool.drop_path_rate", 0.0, f"{POOL}/models.py:40"),  # blocks rebuilt without drop-path
+        ("batch_size", 512, distill_sh),  # --nproc_per_node 2 × --batch-size 256
+        ("lgpool.finetune_batch_size", 256, finetune_sh),
+        ("lgpool.finetune_aug.repeated_aug", 1, f"{POOL}/main.py:98"),  # single GPU: RandomSampler
+        ("lgpool.ls_batch", 100, f"{build}:25"),  # stitch_init_bs
+        ("lgpool.ls_pipeline", "train", f"{POOL}/main.py:156"),  # the least-squares batch is mixed training images
         ("fact:peak_lr", 5e-4, f"{POOL}/distill.py:134"),  # unscaled at any batch
     ]
     rows = [(spec, key, value, source) for key, value, source in rows]
     tiny9_sh = f"{POOL}/script/tiny9-base9-finetune-instance-ours-w-distill.sh:1"
     rows += [("lgpool_deit.py:depth=9", "lgpool.depth", 9, f"{POOL}/configs/conf_aux_tiny9.yaml:41"),
-             ("lgpool_deit.py:depth=9", "lgpool.finetune_batch_size", 128, tiny9_sh),  # pending lgpool helper
+             ("lgpool_deit.py:depth=9", "lgpool.finetune_batch_size", 128, tiny9_sh),
              ("lgpool_deit.py:depth=9", "lgpool.finetune_epochs", 50, tiny9_sh),
              ("lgpool_deit.py:depth=9", "lgpool.finetune_lr", 5e-4, tiny9_sh)]
     return rows
