@@ -57,6 +57,8 @@ def _from_timm(args: argparse.Namespace) -> None:
         fail(UserError, f"--num-heads must be >= 1, got {args.num_heads}")
     if args.eps is not None and not args.eps > 0:
         fail(UserError, f"--eps must be a positive LayerNorm epsilon (timm: 1e-6), got {args.eps}")
+    # timm's config.json beside the file (save_for_hf, Hub snapshots) names the activation and the image size
+    image_size = None if args.arch in LEVIT_VARIANTS else vit.timm_image_size(vit.read_timm_config(args.checkpoint))
     if args.arch == "vit":
         stored = vit.stored_timm_kwargs(state_dict.read_metadata(args.checkpoint))
         heads = args.num_heads if args.num_heads is not None else stored.get("num_heads")
@@ -64,7 +66,8 @@ def _from_timm(args: argparse.Namespace) -> None:
         if stored:
             used = {k: v for k, v in (("heads", heads), ("eps", eps)) if v is not None}
             print(f"read timm_kwargs from the file's metadata: {stored} (using {used}; --num-heads/--eps override)")
-        model, params = vit.from_timm(sd, num_heads=heads, eps=eps, pool=stored.get("global_pool"))
+        model, params = vit.from_timm(sd, num_heads=heads, eps=eps, pool=stored.get("global_pool"),
+                                      image_size=image_size)
         save_model(args.out, model, {"params": params}, overwrite=args.overwrite, source=str(args.checkpoint))
         print(f"wrote {model.depth}-layer ViT (width {model.width}, heads {model.num_heads}, "
               f"{count_params(params):,} params) to {args.out}")
@@ -72,7 +75,7 @@ def _from_timm(args: argparse.Namespace) -> None:
     if args.num_heads is not None or args.eps is not None:
         fail(UserError, f"--num-heads and --eps apply to --arch vit; {args.arch} fixes its heads and eps")
     if args.arch in TIMM_ALIASES:
-        model, params = vit.from_timm(sd, model=_timm_alias_model(sd, args.arch))
+        model, params = vit.from_timm(sd, model=_timm_alias_model(sd, args.arch, image_size))
         save_model(args.out, model, {"params": params}, overwrite=args.overwrite, source=str(args.checkpoint))
         print(f"wrote {args.arch} (width {model.width}, heads {model.num_heads}, {model.num_classes} classes, "
               f"{count_params(params):,} params) to {args.out}")
@@ -85,11 +88,12 @@ def _from_timm(args: argparse.Namespace) -> None:
           f"{model.num_classes} classes, {heads}, {count_params(variables['params']):,} params) to {args.out}")
 
 
-def _timm_alias_model(sd: Mapping[str, np.ndarray], arch: str) -> ViT:
+def _timm_alias_model(sd: Mapping[str, np.ndarray], arch: str, image_size: tuple[int, int] | None) -> ViT:
     """The ViT of timm's `arch` (its heads and eps) with the checkpoint's classes and input channels; a
     ConversionError names every architecture field where the checkpoint's shapes say otherwise."""
     want = create_model(arch)
-    found = vit.infer_vit(sd, num_heads=1)  # heads cannot be read from shapes: the name gives them below
+    # heads cannot be read from shapes: the name gives them below
+    found = vit.infer_vit(sd, num_heads=1, image_size=image_size)
     diffs = [f"{label} {getattr(found, f)} vs {getattr(want, f)}"
              for f, label in TIMM_ALIAS_FIELDS.items() if getattr(found, f) != getattr(want, f)]
     if diffs:

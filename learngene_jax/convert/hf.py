@@ -9,7 +9,8 @@ not stored; GPT-2 files from the Hub lack the `transformer.` prefix and carry at
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,46 @@ GPT2_RULES = [
         ("mlp.c_fc.bias", "c_fc_bias"), ("mlp.c_proj.weight", "mlp_proj"), ("mlp.c_proj.bias", "mlp_proj_bias"))],
 ]
 GPT2_TOP = ("wte.", "wpe.", "h.", "ln_f.")  # Hub GPT-2 keys without the `transformer.` prefix
+# PEFT (peft/utils/constants.py, tuners/lora/layer.py): an adapter directory's weight files, and the keys a model
+# with LoRA layers injected saves (q_proj.base_layer.weight, q_proj.lora_A.default.weight, lora_embedding_A...).
+PEFT_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+PEFT_INJECTED = re.compile(r"\.(base_layer|lora_[AB]|lora_embedding_[AB]|lora_magnitude_vector)(\.|$)")
+# transformers' activation_function names (activations.py ACT2FN) for 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))),
+# which models/llama.py's GPT-2 computes (jax.nn.gelu(approximate=True)); they differ only in rounding.
+GPT2_TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast", "gelu_accurate")
+
+
+def refuse_peft_adapter(directory: str | Path) -> None:
+    """A ConversionError when `directory` is a PEFT adapter (adapter_config.json beside adapter_model.safetensors or
+    .bin: LoRA weights without the model they adapt), naming its base model and how to merge it."""
+    path = Path(directory) / "adapter_config.json"
+    if not path.is_file():
+        return
+    try:
+        base = json.loads(path.read_text()).get("base_model_name_or_path") or "BASE"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        base = "BASE"
+    weights = [n for n in PEFT_ADAPTER_WEIGHTS if (Path(directory) / n).is_file()]
+    fail(ConversionError, f"{directory} is a PEFT adapter (adapter_config.json{''.join(', ' + n for n in weights)}), "
+                          f"not a model: it holds only LoRA weights for {base}; merge them into the base with PEFT "
+                          f"and pass that directory: model = PeftModel.from_pretrained(AutoModelForCausalLM."
+                          f"from_pretrained({base!r}), {str(directory)!r}); model = model.merge_and_unload(); "
+                          f"model.save_pretrained(OUT)")
+
+
+def refuse_injected_lora(directory: str | Path, keys: Iterable[str]) -> None:
+    """A ConversionError when the weights were saved with PEFT's LoRA layers still in the model (keys with
+    `base_layer` and `lora_A.<adapter>` / `lora_B.<adapter>`): the merge scale α/r is not in such a file."""
+    found = sorted(k for k in keys if PEFT_INJECTED.search(k))
+    if found:
+        fail(ConversionError, f"{directory} was saved with PEFT's LoRA layers still injected ({len(found)} keys such "
+                              f"as {found[0]}); merge the adapters into the weights before saving: model = "
+                              f"model.merge_and_unload(); model.save_pretrained(OUT), then convert OUT")
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
-    """config.json of a Hugging Face model directory."""
+    """config.json of a Hugging Face model directory (a PEFT adapter directory is named as such)."""
+    refuse_peft_adapter(directory)
     path = Path(directory) / "config.json"
     if not path.is_file():
         fail(ConversionError, f"{directory} has no config.json: pass a Hugging Face model directory "
@@ -83,11 +120,16 @@ def model_from_config(cfg: Mapping[str, Any]) -> Llama | GPT2:
                      rope_theta=_rope_theta(cfg), max_positions=int(cfg.get("max_position_embeddings", 4096)),
                      tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
     if kind == "gpt2":
-        if cfg.get("activation_function", "gelu_new") != "gelu_new":
-            fail(ConversionError, f"config.json sets activation_function={cfg['activation_function']!r}; the Flax "
-                                  f"GPT-2 uses gelu_new (tanh GELU)")
-        for flag, want in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
-                           ("reorder_and_upcast_attn", False), ("tie_word_embeddings", True)):
+        act = cfg.get("activation_function", "gelu_new")
+        if act not in GPT2_TANH_GELUS:
+            fail(ConversionError, f"config.json sets activation_function={act!r}; the Flax GPT-2 computes the tanh "
+                                  f"GELU ({', '.join(GPT2_TANH_GELUS)}), so this model would give other logits")
+        if cfg.get("scale_attn_by_inverse_layer_idx", False):
+            fail(ConversionError, "config.json sets scale_attn_by_inverse_layer_idx=true (attention scores divided "
+                                  "by layer index + 1, as the Stanford CRFM GPT-2s); the Flax GPT-2 does not "
+                                  "implement it")
+        # reorder_and_upcast_attn only reorders the scaling and computes the scores in float32: the same function
+        for flag, want in (("scale_attn_weights", True), ("tie_word_embeddings", True)):
             if cfg.get(flag, want) != want:
                 fail(ConversionError, f"config.json sets {flag}={cfg[flag]}; only {flag}={want} is supported")
         return GPT2(vocab_size=int(cfg["vocab_size"]), width=int(cfg["n_embd"]), depth=int(cfg["n_layer"]),
@@ -133,6 +175,7 @@ def from_hf(directory: str | Path) -> tuple[Llama | GPT2, dict[str, Any]]:
     """(model, {'params': ...}) from a Hugging Face LlamaForCausalLM / GPT2LMHeadModel directory."""
     model = model_from_config(read_config(directory))
     sd = read_weights(directory)
+    refuse_injected_lora(directory, sd)
     if isinstance(model, GPT2):
         sd = {(f"transformer.{k}" if k.startswith(GPT2_TOP) else k): v for k, v in sd.items()}
     rules = LLAMA_RULES if isinstance(model, Llama) else GPT2_RULES

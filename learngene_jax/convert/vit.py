@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,20 +57,82 @@ UNSUPPORTED = (
 )
 
 
+# timm ViTs whose MLP activation is not exact GELU (found by building every timm 1.x vit_* on the meta device and
+# reading blocks[0].mlp.act): the SigLIP 2 ports use 'gelu_tanh' (SigLIP 1 ports use exact GELU), the OpenAI CLIP
+# *_quickgelu ones 'quick_gelu'. A state dict does not record it; timm's config.json names the architecture.
+TIMM_GELU_TANH = tuple(f"vit_{n}" for n in (
+    "base_patch32_siglip_256", "base_patch32_siglip_gap_256", "large_patch16_siglip_512",
+    "large_patch16_siglip_gap_512",
+    *(f"so400m_patch16_siglip{g}_{s}" for g in ("", "_gap") for s in (256, 384, 512)),
+    *(f"giantopt_patch16_siglip{g}_{s}" for g in ("", "_gap") for s in (256, 384))))
+TIMM_ACT = {**dict.fromkeys(TIMM_GELU_TANH, "gelu_tanh"), **{f"vit_{n}_clip_quickgelu_{s}": "quick_gelu" for n, s in (
+    ("base_patch32", 224), ("base_patch16", 224), ("large_patch14", 224), ("large_patch14", 336),
+    ("huge_patch14", 224), ("huge_patch14", 378), ("gigantic_patch14", 224))}}
+
+
 def unsupported_options(sd: Mapping[str, np.ndarray]) -> list[str]:
-    """Names of the timm ViT options present in `sd` that the Flax ViT cannot express (also a position table
-    without a class-token row, timm's `no_embed_class=True`)."""
-    found = [name for key, name in UNSUPPORTED if any(key in k for k in sd)]
-    if "cls_token" in sd and "pos_embed" in sd and "patch_embed.proj.weight" in sd:
-        rows = sd["pos_embed"].shape[1] - int("dist_token" in sd)
-        if int(round(rows ** 0.5)) ** 2 == rows:  # a square table with a class token: the token has no row
-            found.append("a position table without a class-token row (timm no_embed_class=True)")
-    return found
+    """Names of the timm ViT options present in `sd` that the Flax ViT cannot express."""
+    return [name for key, name in UNSUPPORTED if any(key in k for k in sd)]
 
 
-def infer_stem(sd: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def read_timm_config(checkpoint: str | Path) -> dict[str, Any]:
+    """The config.json timm's save_for_hf / the Hub puts beside a checkpoint ({} when there is none or it is not
+    timm's: no 'architecture')."""
+    path = Path(checkpoint).parent / "config.json"
+    try:
+        cfg = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        fail(ConversionError, f"{path} beside the checkpoint is unreadable ({type(e).__name__}: {e})")
+    return cfg if isinstance(cfg, dict) and isinstance(cfg.get("architecture"), str) else {}
+
+
+def timm_image_size(cfg: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(height, width) a timm config.json records (model_args img_size, else pretrained_cfg input_size); a
+    ConversionError when its MLP activation is not the exact GELU the Flax ViT computes."""
+    arch, args = cfg.get("architecture", ""), cfg.get("model_args") or {}
+    act = args.get("act_layer") or TIMM_ACT.get(arch.split(".")[0], "gelu")  # 'name.tag' is a pretrained tag
+    if act != "gelu":
+        fail(ConversionError, f"config.json beside the checkpoint describes {arch} with act_layer={act!r} (timm); the "
+                              f"Flax ViT computes exact GELU, so its outputs would differ: not converted")
+    size = args.get("img_size") or (cfg.get("pretrained_cfg") or {}).get("input_size", [None])[1:]
+    if isinstance(size, int):
+        return size, size
+    return (int(size[0]), int(size[1])) if isinstance(size, list | tuple) and len(size) == 2 else None
+
+
+def _grid_side(sd: Mapping[str, np.ndarray], patch: int, image_size: tuple[int, int] | None) -> int:
+    """The side of the square patch grid of `pos_embed` (one row per prefix token, then the patches); a
+    ConversionError names a non-square grid with its sizes, and a table without a class-token row."""
+    rows = int(sd["pos_embed"].shape[1]) - int("dist_token" in sd)
+    tokens = rows - int("cls_token" in sd)
+    if image_size is not None and image_size[0] != image_size[1]:
+        h, w = image_size
+        fail(ConversionError, f"the checkpoint's image size is {h}×{w} px ({h // patch}×{w // patch} patches of "
+                              f"{patch} px, pos_embed {rows} rows): a non-square patch grid, which the Flax ViT "
+                              f"does not support (it takes square images)")
+    side = int(round(tokens**0.5))
+    if side * side == tokens:
+        return side
+    if "cls_token" in sd and int(round(rows**0.5)) ** 2 == rows:  # shapes alone cannot tell these two apart
+        s = int(round(rows**0.5))
+        fail(ConversionError, f"pos_embed has {rows} rows beside the class token: either a non-square patch grid "
+                              f"of {tokens} positions ({_grids(tokens)}) with a class-token row, or a square {s}×{s} "
+                              f"grid in a position table without a class-token row (timm no_embed_class=True); the "
+                              f"Flax ViT supports neither")
+    fail(ConversionError, f"pos_embed has {tokens} patch positions, not a square number: a non-square patch grid "
+                          f"({_grids(tokens)}), which the Flax ViT does not support (it takes square images)")
+
+
+def _grids(tokens: int) -> str:
+    """'e.g. 8×6 or 12×4 patches': the grids of `tokens` positions nearest to square."""
+    pairs = [(tokens // w, w) for w in range(int(tokens**0.5), 0, -1) if tokens % w == 0][:2]
+    return "e.g. " + " or ".join(f"{h}×{w}" for h, w in pairs) + " patches"
+
+
+def infer_stem(sd: Mapping[str, np.ndarray], image_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Architecture fields readable from the non-block keys of a ViT-like state dict; a ConversionError names
-    every timm option the Flax ViT cannot express (`unsupported_options`) before any shape arithmetic."""
+    every timm option the Flax ViT cannot express (`unsupported_options`) before any shape arithmetic, then a
+    non-square patch grid (`image_size`: (height, width) when known, e.g. from timm's config.json)."""
     for key in ("pos_embed", "patch_embed.proj.weight"):
         if key not in sd:
             fail(ConversionError, f"not a ViT state dict: no '{key}' (keys start with {sorted(sd)[:5]})")
@@ -81,20 +144,17 @@ def infer_stem(sd: Mapping[str, np.ndarray]) -> dict[str, Any]:
     class_token, distilled = "cls_token" in sd, "dist_token" in sd
     if distilled and not (class_token and "head_dist.weight" in sd) and "head.weight" in sd:
         fail(ConversionError, "a dist_token without a class token and a head_dist is not DeiT's distilled model")
-    tokens = sd["pos_embed"].shape[1] - int(class_token) - int(distilled)
-    side = int(round(tokens**0.5))
-    if side * side != tokens:
-        fail(ConversionError, f"pos_embed has {tokens} patch tokens, not a square grid")
+    side = _grid_side(sd, int(patch), image_size)
     return dict(width=int(width), in_chans=int(in_chans), patch_size=int(patch), image_size=side * int(patch),
                 class_token=class_token, distilled=distilled,
                 num_classes=int(sd["head.weight"].shape[0]) if "head.weight" in sd else 0)
 
 
 def infer_vit(sd: Mapping[str, np.ndarray], num_heads: int | None = None, eps: float = 1e-6,
-              pool: str | None = None) -> ViT:
+              pool: str | None = None, image_size: tuple[int, int] | None = None) -> ViT:
     """The Flax ViT a timm state dict describes (heads cannot be read from shapes: default width/64; `pool`
-    'token'|'avg' overrides the pooling guessed from the keys)."""
-    kw = infer_stem(sd)
+    'token'|'avg' overrides the pooling guessed from the keys; `image_size` (height, width) when known)."""
+    kw = infer_stem(sd, image_size)
     layers = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
     if not layers:
         fail(ConversionError, "not a ViT state dict: no blocks.N.* keys")
@@ -113,9 +173,10 @@ def infer_vit(sd: Mapping[str, np.ndarray], num_heads: int | None = None, eps: f
 
 
 def from_timm(sd: Mapping[str, np.ndarray], num_heads: int | None = None, eps: float = 1e-6,
-              model: ViT | None = None, pool: str | None = None) -> tuple[ViT, dict[str, Any]]:
+              model: ViT | None = None, pool: str | None = None,
+              image_size: tuple[int, int] | None = None) -> tuple[ViT, dict[str, Any]]:
     """(Flax ViT, params) from a timm ViT/DeiT state dict; `model` fixes the architecture instead."""
-    model = model or infer_vit(sd, num_heads, eps, pool)
+    model = model or infer_vit(sd, num_heads, eps, pool, image_size)
     params = torch_to_flax(sd, VIT_RULES, abstract_params(model), "timm ViT state dict")
     return model, params
 

@@ -36,7 +36,8 @@ def load_model(path: str | Path, **runtime: Any) -> tuple[nn.Module, dict[str, A
     """(module, variables) from a model directory, or from a Hugging Face Llama / GPT-2 directory (config.json +
     safetensors, read by `convert.hf.from_hf`); `runtime` sets fields such as dtype."""
     path = Path(path).expanduser()
-    if (path / "config.json").is_file() and not (path / "meta").exists():
+    hf_files = ("config.json", "adapter_config.json")  # a PEFT adapter is named by convert.hf (not a model)
+    if any((path / name).is_file() for name in hf_files) and not (path / "meta").exists():
         from learngene_jax.convert.hf import from_hf
 
         module, variables = from_hf(path)
