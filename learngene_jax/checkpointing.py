@@ -116,7 +116,10 @@ class TrainCheckpoints:
         import grain
 
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
+        # A save cut short (killed, preempted mid-write) leaves a `<step>.orbax-checkpoint-tmp-*` directory that
+        # Orbax skips on resume but, for a step never saved again, never deletes: removed here, so `keep` holds.
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True,
+                                               cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(
             self.directory, options=options,
             item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),

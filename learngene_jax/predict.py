@@ -1,6 +1,7 @@
 """python -m learngene_jax.predict — logits of a gene's aux model, an expanded descendant, or a model
-directory, on normalised float32 images (--images) or, for language models, int32 token ids (--tokens, (batch,
-tokens)) from a .npy file (eval mode)."""
+directory, on normalised float32 images (--images, a .npy), image files (--images, one file or a folder of them,
+read as image folders are read for training, resized and normalised with --mean/--std) or, for language models,
+int32 token ids (--tokens, (batch, tokens)) from a .npy file (eval mode)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from learngene_jax import cli, genes
+from learngene_jax.data.images import is_image_file, read_image
 from learngene_jax.errors import UserError, fail
 from learngene_jax.genes.io import load_gene
 from learngene_jax.models.io import load_model
@@ -64,6 +66,37 @@ def check_normalised(images: np.ndarray, image_size: int, what: str, allow_unit_
                         f"they really are normalised")
 
 
+def image_files(path: Path) -> list[Path]:
+    """The image files `path` names: itself, or those directly in a folder (sorted by name); [] for other paths."""
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.is_file() and is_image_file(f))
+        if not files:
+            fail(UserError, f"--images: the folder {path} holds no image files (looked for any case of "
+                            f".jpg .png .tif ...)")
+        return files
+    return [path] if is_image_file(path) else []
+
+
+def read_image_files(files: list[Path], model: nn.Module, args: argparse.Namespace) -> np.ndarray:
+    """Image files → normalised float32 (N, S, S, C): the image-folder decoding (`data.images.read_image`), then
+    the evaluation resize/crop and normalisation of training (`data.transforms.eval_transform`)."""
+    from learngene_jax.data.transforms import TransformConfig, eval_transform
+
+    if args.mean is None or args.std is None:
+        fail(UserError, "--images: image files need the normalisation the model was trained with: pass --mean and "
+                        "--std (the config's data.mean / data.std, e.g. --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5)")
+    try:
+        mean, std = ([float(v) for v in text.split(",")] for text in (args.mean, args.std))
+    except ValueError:
+        fail(UserError, f"--mean/--std: expected comma-separated numbers, got {args.mean!r} and {args.std!r}")
+    if len(mean) != model.in_chans or len(std) != model.in_chans or min(std) <= 0:
+        fail(UserError, f"--mean/--std: the model takes {model.in_chans} channels; give {model.in_chans} means and "
+                        f"{model.in_chans} positive stds")
+    cfg = TransformConfig(image_size=model.image_size, channels=model.in_chans, mean=tuple(mean), std=tuple(std),
+                          interpolation=args.interpolation, crop_pct=args.crop_pct)
+    return np.stack([eval_transform(read_image(f), cfg) for f in files]).astype(np.float32)
+
+
 def batched_apply(model: nn.Module, variables: dict[str, Any], images: np.ndarray, batch_size: int) -> np.ndarray:
     """Eval-mode logits for all images, in batches (the last batch padded to keep one compiled shape)."""
     apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
@@ -100,9 +133,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layers-source", default=None, help="SWS: stage id per descendant layer")
     p.add_argument("--layout", default="official", choices=["official", "exact"], help="descendant layout")
     data = p.add_mutually_exclusive_group(required=True)
-    data.add_argument("--images", help=".npy of float32 images, already normalised")
+    data.add_argument("--images", help=".npy of float32 images, already normalised; or an image file, or a folder of "
+                                       "them (rows in file-name order; needs --mean/--std)")
     data.add_argument("--tokens", help=".npy of integer token ids (batch, tokens), for language models")
     p.add_argument("--layout-images", default="auto", choices=["auto", "nchw", "nhwc"])
+    p.add_argument("--mean", help="image files: the training data.mean, comma-separated (e.g. 0.5,0.5,0.5)")
+    p.add_argument("--std", help="image files: the training data.std, comma-separated")
+    p.add_argument("--crop-pct", type=float, default=1.0,
+                   help="image files: resize the shorter side to size / crop-pct and center crop (1: plain resize)")
+    p.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic", "nearest"])
     p.add_argument("--out", required=True, help="where to save the logits (.npy)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--allow-unit-range", action="store_true",
@@ -114,11 +153,20 @@ def main(argv: list[str] | None = None) -> None:
     if not out_dir.is_dir():
         fail(UserError, f"--out: no directory {out_dir}; create it first")
     source = args.images or args.tokens
-    try:
-        images = np.load(source, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        fail(UserError, f"cannot read {'images' if args.images else 'tokens'} from {source}: {e}")
+    files = image_files(Path(source).expanduser()) if args.images else []
+    if not files:
+        try:
+            images = np.load(source, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            fail(UserError, f"cannot read {'images' if args.images else 'tokens'} from {source}: {e}")
     model, variables = resolve_model(args)
+    if files:
+        if hasattr(model, "vocab_size"):
+            fail(UserError, f"{type(model).__name__} takes --tokens")
+        logits = batched_apply(model, variables, read_image_files(files, model, args), args.batch_size)
+        np.save(args.out, logits)
+        print(f"saved logits {logits.shape} of {len(files)} image files (rows in file-name order) to {args.out}")
+        return
     if not isinstance(images, np.ndarray):
         fail(UserError, f"{source} holds several arrays (an .npz?); save one array with np.save")
     if hasattr(model, "vocab_size") != bool(args.tokens):
@@ -130,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
             tokens = check_tokens(images, model.vocab_size)
         except ValueError as e:
             fail(UserError, f"{source}: {e}")
+        if not tokens.size:
+            fail(UserError, f"{source}: holds no tokens (shape {tokens.shape}); predict needs at least one row of "
+                            f"at least one token")
         if tokens.shape[1] > model.max_positions:
             fail(UserError, f"{source}: {tokens.shape[1]} tokens per row exceed the model's {model.max_positions} "
                             f"positions")

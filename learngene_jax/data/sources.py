@@ -16,10 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from learngene_jax.data.images import IMAGE_SUFFIXES, is_image_file, read_image, to_rgb
 from learngene_jax.errors import DataError, fail
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-
 
 
 class Source:
@@ -118,14 +116,13 @@ class TfdsSource(Source):
 
 
 def _decode(encoded: bytes, what: str) -> np.ndarray:
-    """PNG/JPEG bytes → uint8 (H, W, C) in the image's own channels (1 for grayscale, 3 for colour)."""
+    """PNG/JPEG bytes → uint8 (H, W, C) in the image's own channels (1 for grayscale, 3 for colour; other modes
+    through `images.to_rgb`)."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(encoded)) as im:
-            if im.mode not in ("L", "RGB"):
-                im = im.convert("RGB")
-            return _as_hwc(np.asarray(im))
+            return _as_hwc(np.asarray(im)) if im.mode in ("L", "RGB") else to_rgb(im, what)
     except (OSError, ValueError, SyntaxError) as e:
         fail(DataError, f"cannot decode {what} ({type(e).__name__}: {str(e)[:120]}); the prepared dataset is "
                         f"damaged: rebuild it with `tfds build`")
@@ -257,16 +254,16 @@ class FolderSource(Source):
         # Class ids come from every split's class folders (sorted names, as torchvision), so a split that lacks a
         # class (a small validation split) keeps the same ids as the others.
         splits = [d for d in sorted(root.iterdir()) if d == folder or (d.is_dir() and any(
-            c.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in c.iterdir()) for c in d.iterdir()))]
+            c.is_dir() and any(is_image_file(f) for f in c.iterdir()) for c in d.iterdir()))]
         class_dirs = {c.name for d in splits for c in d.iterdir() if c.is_dir()}
         empty = sorted(n for n in class_dirs if not any(
-            f.suffix.lower() in IMAGE_SUFFIXES for d in splits if (d / n).is_dir() for f in (d / n).iterdir()))
+            is_image_file(f) for d in splits if (d / n).is_dir() for f in (d / n).iterdir()))
         if empty:
             fail(DataError, f"class folders without images under {root}: {empty[:5]}; add images or remove them "
                             f"(an empty class would still get an id and a logit)")
         classes = sorted(class_dirs)
         self._files = [(f, c) for c, name in enumerate(classes) if (folder / name).is_dir()
-                       for f in sorted((folder / name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+                       for f in sorted((folder / name).iterdir()) if is_image_file(f)]
         if not self._files:
             fail(DataError, f"no images under {folder}/<class>/ (looked for {', '.join(IMAGE_SUFFIXES)})")
         self.name, self.num_classes, self.classes = f"{folder}", len(classes), classes
@@ -278,19 +275,8 @@ class FolderSource(Source):
         return np.asarray([label for _, label in self._files], np.int32)
 
     def get(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
-        from PIL import Image
-
-        images, labels = [], []
-        for i in indices:
-            path, label = self._files[int(i)]
-            try:
-                with Image.open(path) as im:
-                    images.append(np.asarray(im.convert("RGB")))
-            except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for unreadable, truncated, bad files
-                fail(DataError, f"cannot decode image {path} ({type(e).__name__}: {str(e)[:120]}); delete or "
-                                f"replace the file")
-            labels.append(label)
-        return images, np.asarray(labels, np.int32)
+        files = [self._files[int(i)] for i in indices]
+        return [read_image(path) for path, _ in files], np.asarray([label for _, label in files], np.int32)
 
 
 class SubsetSource(Source):

