@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     hf_in = sub.add_parser("from-hf", help="Hugging Face LlamaForCausalLM / GPT2LMHeadModel dir → model directory")
     hf_in.add_argument("--checkpoint", required=True, metavar="HF_DIR",
-                       help="config.json + model.safetensors or model.safetensors.index.json with its shards")
+                       help="config.json + the weights from_pretrained reads (model.safetensors, its index with "
+                            "shards, pytorch_model.bin or its index; that order)")
     hf_in.add_argument("--out", required=True, metavar="MODEL_DIR")
     hf_in.add_argument("--overwrite", action="store_true")
     hf_in.set_defaults(func=_from_hf)

@@ -1,5 +1,6 @@
 """Hugging Face decoder LMs ↔ the Flax Llama and GPT-2 (models/llama.py): config.json fields and one rule table
-per architecture; weights from `model.safetensors` or a sharded `model.safetensors.index.json` (bfloat16 too).
+per architecture; weights from the file(s) transformers' from_pretrained would read (safetensors or PyTorch .bin,
+single or sharded, bfloat16 too).
 
 Key layouts (transformers 5.23): LlamaForCausalLM stores nn.Linear weights (out, in) → Flax kernels are their
 transpose; GPT-2's Conv1D weights are (in, out) already. Tied heads (GPT-2, Llama with tie_word_embeddings) are
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from learngene_jax.convert.state_dict import read_state_dict
 from learngene_jax.convert.table import Rule, flax_to_torch, torch_to_flax
 from learngene_jax.errors import ConversionError, fail
 from learngene_jax.models import lora
@@ -138,32 +140,66 @@ def model_from_config(cfg: Mapping[str, Any]) -> Llama | GPT2:
     fail(ConversionError, f"config.json describes model_type {kind!r}; from-hf reads llama and gpt2 models")
 
 
-def read_weights(directory: str | Path) -> dict[str, np.ndarray]:
-    """Every tensor of model.safetensors, or of the shards model.safetensors.index.json names, as float32 numpy."""
+# The weights file transformers' from_pretrained picks in a local directory (5.23 modeling_utils.
+# _get_resolved_checkpoint_files, use_safetensors=None): config.json's `transformers_weights` when set, else the first
+# of these that exists; an index reads only the shards it names. save_pretrained leaves stale files behind (re-saving
+# a sharded model whole keeps the old index; re-saving a whole model sharded keeps the old model.safetensors), so
+# this order, not "the newest", decides what the model is.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def weight_files(directory: str | Path, explicit: str | None = None) -> tuple[list[Path], dict[str, str] | None]:
+    """(files to read, the index's weight map or None) for `directory`, resolved as from_pretrained resolves them;
+    `explicit` is config.json's transformers_weights."""
+    directory = Path(directory)
+    if explicit:
+        chosen = directory / explicit
+        if not explicit.endswith((".safetensors", ".safetensors.index.json")):
+            fail(ConversionError, f"config.json sets transformers_weights={explicit!r}; transformers loads only a "
+                                  f"*.safetensors or *.safetensors.index.json file named there")
+        if not chosen.resolve().is_relative_to(directory.resolve()) or not chosen.is_file():
+            fail(ConversionError, f"config.json sets transformers_weights={explicit!r}, which is not a file in "
+                                  f"{directory}")
+    else:
+        chosen = next((directory / n for n in WEIGHT_FILES if (directory / n).is_file()), None)
+        if chosen is None:
+            fail(ConversionError, f"{directory} has none of {', '.join(WEIGHT_FILES)}; pass the directory "
+                                  f"save_pretrained wrote (or a complete Hub snapshot)")
+    if not chosen.name.endswith(".index.json"):
+        return [chosen], None
+    try:
+        weight_map = json.loads(chosen.read_text())["weight_map"]
+        files = sorted(set(weight_map.values()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        fail(ConversionError, f"{chosen} is not a weights index with a weight_map ({type(e).__name__}: {e})")
+    missing = [f for f in files if not (directory / f).is_file()]
+    if missing:
+        fail(ConversionError, f"{chosen} names {len(missing)} shard(s) that are not in {directory}: "
+                              f"{', '.join(missing[:3])}; download the whole checkpoint")
+    return [directory / f for f in files], weight_map
+
+
+def _read_file(path: Path) -> dict[str, np.ndarray]:
+    if path.suffix != ".safetensors":  # pytorch_model*.bin: torch.load, as transformers does
+        return {k: np.asarray(v, np.float32) for k, v in read_state_dict(path).items()}
     from safetensors import SafetensorError, safe_open
 
-    directory = Path(directory)
-    index = directory / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map") or {}
-        files = sorted(set(weight_map.values()))
-        missing = [f for f in files if not (directory / f).is_file()]
-        if missing:
-            fail(ConversionError, f"{index} names {len(missing)} shard(s) that are not in {directory}: "
-                                  f"{', '.join(missing[:3])}; download the whole checkpoint")
-    elif (directory / "model.safetensors").is_file():
-        files, weight_map = ["model.safetensors"], None
-    else:
-        fail(ConversionError, f"{directory} has neither model.safetensors nor model.safetensors.index.json (PyTorch "
-                              f".bin checkpoints: load and save_pretrained them with safe_serialization first)")
+    try:
+        with safe_open(path, framework="np") as f:
+            # bfloat16 (ml_dtypes) → float32; safe_open has keys(), no iteration
+            return {key: np.asarray(f.get_tensor(key), np.float32) for key in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as e:
+        fail(ConversionError, f"cannot read {path} ({e}); the file is damaged or incomplete")
+
+
+def read_weights(directory: str | Path, explicit: str | None = None) -> dict[str, np.ndarray]:
+    """Every tensor of the weights file(s) from_pretrained would read in `directory` (`weight_files`), as float32
+    numpy; later shards win for a key in several, as in transformers."""
+    files, weight_map = weight_files(directory, explicit)
     out = {}
-    for name in files:
-        try:
-            with safe_open(directory / name, framework="np") as f:
-                for key in f.keys():  # noqa: SIM118 - safe_open has keys(), no iteration
-                    out[key] = np.asarray(f.get_tensor(key), np.float32)  # bfloat16 (ml_dtypes) → float32
-        except (SafetensorError, OSError) as e:
-            fail(ConversionError, f"cannot read {directory / name} ({e}); the file is damaged or incomplete")
+    for path in files:
+        out.update(_read_file(path))
     if weight_map is not None:
         absent = sorted(set(weight_map) - set(out))
         if absent:
@@ -173,8 +209,9 @@ def read_weights(directory: str | Path) -> dict[str, np.ndarray]:
 
 def from_hf(directory: str | Path) -> tuple[Llama | GPT2, dict[str, Any]]:
     """(model, {'params': ...}) from a Hugging Face LlamaForCausalLM / GPT2LMHeadModel directory."""
-    model = model_from_config(read_config(directory))
-    sd = read_weights(directory)
+    cfg = read_config(directory)
+    model = model_from_config(cfg)
+    sd = read_weights(directory, cfg.get("transformers_weights"))
     refuse_injected_lora(directory, sd)
     if isinstance(model, GPT2):
         sd = {(f"transformer.{k}" if k.startswith(GPT2_TOP) else k): v for k, v in sd.items()}
