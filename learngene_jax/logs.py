@@ -4,6 +4,7 @@ module of learngene_jax changes no logging state; entry points call `setup` once
 from __future__ import annotations
 
 import logging
+import sys
 
 from absl import logging as absl_logging
 
@@ -41,3 +42,9 @@ def info(message: str) -> None:
         if not _configured:
             setup()
         absl_logging.info(message, extra={OWN: True}, stacklevel=2)  # name the caller
+
+
+def note(message: str) -> None:
+    """One `note:` line on stderr (process 0): what was done with a user's input that changes nothing silently."""
+    if is_main_process():
+        print(f"note: {message}", file=sys.stderr, flush=True)

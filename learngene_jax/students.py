@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from learngene_jax import data, genes, logs
+from learngene_jax.data.tokenize import check_table
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.genes.io import load_gene
 from learngene_jax.models import RUNTIME_FIELDS, compute_dtype, create_model, lora
@@ -89,7 +90,10 @@ def registry_model(config: Any, num_classes: int) -> nn.Module:
     else:
         defaults = {"num_classes": num_classes, "image_size": config.data.image_size, "in_chans": config.data.channels}
     dtype = compute_dtype(config.precision)
-    return create_model(config.model.name, **{**defaults, **model_kwargs(config)}, dtype=dtype)
+    model = create_model(config.model.name, **{**defaults, **model_kwargs(config)}, dtype=dtype)
+    if data.is_text(config) and hasattr(model, "vocab_size"):  # config.model.vocab_size may pad the table
+        check_table(model.vocab_size, num_classes, f"config.model ({config.model.name})")
+    return model
 
 
 def dummy_images(model: nn.Module) -> jax.Array:
@@ -119,6 +123,8 @@ def from_gene(config: Any, num_classes: int) -> Student:
         if key not in RUNTIME_FIELDS and getattr(model, key, value) != value:
             fail(ConfigError, f"gene {config.gene} has {key}={getattr(model, key)} but config.model.{key}="
                               f"{value}; drop the override or use a gene that matches")
+    if data.is_text(config) and hasattr(model, "vocab_size"):
+        check_table(model.vocab_size, num_classes, f"the descendant of gene {config.gene}")
     if not data.is_text(config) and config.data.image_size != gene.meta.image_size:
         fail(ConfigError, f"gene {config.gene} takes {gene.meta.image_size}px images but data.image_size is "
                           f"{config.data.image_size}")
@@ -137,11 +143,12 @@ def inherit(config: Any, num_classes: int) -> Student:
     if data.is_text(config) and not hasattr(model, "vocab_size"):
         fail(ConfigError, f"init {config.init} holds a {type(model).__name__}, not a language model (Llama / GPT-2); "
                           f"a text corpus trains language models")
-    if hasattr(model, "vocab_size"):  # a language model keeps its vocabulary
-        if model.vocab_size != num_classes or not data.is_text(config):
+    if hasattr(model, "vocab_size"):  # a language model keeps its table (padded past the tokenizer or not)
+        if not data.is_text(config):
             fail(ConfigError, f"init {config.init} is a language model with a {model.vocab_size}-token vocabulary; "
-                              f"it trains on a text corpus of that vocabulary (objective 'lm'), here "
-                              f"{config.data.name} with {num_classes} classes")
+                              f"it trains on a text corpus (objective 'lm'), here {config.data.name} with "
+                              f"{num_classes} classes")
+        check_table(model.vocab_size, num_classes, f"init {config.init}")
         return Student(model, lambda rng, loaded: loaded, variables, genes.method_of(model), f"init:{config.init}")
     model, variables = fit_image_size(config.init, model, variables, config.data.image_size)
     if model.num_classes != num_classes:
@@ -170,9 +177,10 @@ def lora_student(config: Any, num_classes: int) -> Student:
     base, variables = load_model(config.init, **runtime_kwargs(config))
     if not isinstance(base, (Llama, GPT2)):
         fail(ConfigError, f"lora needs a Llama or GPT-2 model directory; {config.init} holds a {type(base).__name__}")
-    if not data.is_text(config) or base.vocab_size != num_classes:
+    if not data.is_text(config):
         fail(ConfigError, f"lora: {config.init} has a {base.vocab_size}-token vocabulary; train it on a text corpus "
-                          f"of that vocabulary (objective 'lm'), here {config.data.name} with {num_classes} classes")
+                          f"(objective 'lm'), here {config.data.name} with {num_classes} classes")
+    check_table(base.vocab_size, num_classes, f"lora: {config.init}")
     if lora.is_lora(base):  # a LoRA run's model directory: its adapters become part of the frozen base
         variables = {"params": lora.merge(base, variables["params"])}
         base = lora.plain(base)

@@ -112,7 +112,7 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     student = build_student(config, num_classes)
     model = student.model
     teacher = load_teacher(config.distill, config.data.image_size, num_classes,
-                           dtype=compute_dtype(config.precision))
+                           getattr(train_data.source, "tokenizer", None), dtype=compute_dtype(config.precision))
 
     # Shardings from shapes alone (nothing allocated yet).
     rng = jax.random.key(config.seed)

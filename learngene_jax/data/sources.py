@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from learngene_jax import logs
 from learngene_jax.data.images import IMAGE_SUFFIXES, is_image_file, read_image, to_rgb
 from learngene_jax.errors import DataError, fail
 
@@ -69,6 +69,20 @@ def prepared_tfds_builder(name: str, data_dir: str | Path | None, key: str) -> t
     return builder, data_dir
 
 
+def open_tfds_split(name: str, split: str, data_dir: str | Path, splits: Sequence[str], key: str,
+                    decoders: Any = None) -> Any:
+    """The random-access tfds source of `split` of a prepared dataset: a split name or tfds slicing ('train[:80%]',
+    'train[80%:]', 'train[:1000]+test'); a DataError naming the dataset's `splits` and `key` (the setting) otherwise."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.data_source(name, split=split, data_dir=str(data_dir), download=False, decoders=decoders)
+    except Exception as e:  # noqa: BLE001 - tfds raises many types for a bad split
+        first = splits[0] if splits else "train"
+        fail(DataError, f"cannot open split {split!r} of {name!r} (splits: {list(splits)}; hold out part of one "
+                        f"with slices such as '{first}[:80%]' and '{first}[80%:]'): {type(e).__name__}; set {key}")
+
+
 class TfdsSource(Source):
     """A split of a tfds dataset already prepared (array_record format) in `data_dir`; nothing is downloaded."""
 
@@ -85,20 +99,16 @@ class TfdsSource(Source):
         self._image_key, self._label_key = image_key, label_key
         # Images stay encoded (raw bytes) until `get` decodes them, in whichever process calls it.
         self._encoded = isinstance(features[image_key], tfds.features.Image)
-        self._data = None
-        try:
-            self._length = len(self._open())
-        except Exception as e:  # noqa: BLE001
-            splits = sorted(builder.info.splits)
-            fail(DataError, f"cannot open split {split!r} of {name!r} (splits: {splits}): {type(e).__name__}")
+        self._data, self._splits = None, sorted(builder.info.splits)
+        self._length = len(self._open())
 
     def _open(self):
         if self._data is None:
             import tensorflow_datasets as tfds
 
             decoders = {self._image_key: tfds.decode.SkipDecoding()} if self._encoded else None
-            self._data = tfds.data_source(self.name, split=self.split, data_dir=self._data_dir, download=False,
-                                          decoders=decoders)
+            self._data = open_tfds_split(self.name, self.split, self._data_dir, self._splits,
+                                         "data.train_split / data.eval_split", decoders)
         return self._data
 
     def __getstate__(self) -> dict:
@@ -128,10 +138,6 @@ def _decode(encoded: bytes, what: str) -> np.ndarray:
                         f"damaged: rebuild it with `tfds build`")
 
 
-def _note(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr, flush=True)
-
-
 def as_uint8_nhwc(images: np.ndarray, name: str) -> np.ndarray:
     """User images as uint8 (N, H, W, C), converting what is unambiguous and saying so on stderr:
     (N, H, W) → one channel; channels-first (N, C, H, W) with C ∈ {1, 3, 4} and a last axis that is not → NHWC;
@@ -143,7 +149,7 @@ def as_uint8_nhwc(images: np.ndarray, name: str) -> np.ndarray:
     if images.ndim != 4:
         fail(DataError, f"{name}: images must be (N, H, W[, C]), got shape {images.shape}")
     if images.shape[1] in (1, 3, 4) and images.shape[-1] not in (1, 3, 4):
-        _note(f"{name}: images {images.shape} look channels-first (N, C, H, W); transposed to (N, H, W, C)")
+        logs.note(f"{name}: images {images.shape} look channels-first (N, C, H, W); transposed to (N, H, W, C)")
         images = images.transpose(0, 2, 3, 1)
     if images.shape[-1] not in (1, 3, 4):
         fail(DataError, f"{name}: images {images.shape} have {images.shape[-1]} channels; expected 1, 3 or 4 "
@@ -164,7 +170,7 @@ def as_uint8_nhwc(images: np.ndarray, name: str) -> np.ndarray:
     if high > 255:
         fail(DataError, f"{name}: images go up to {high:.3g}; save 8-bit pixels (0..255, or floats in 0..1)")
     if np.issubdtype(images.dtype, np.floating) and high <= 1.0:
-        _note(f"{name}: float images within [0, 1]: scaled by 255 to 8-bit pixels")
+        logs.note(f"{name}: float images within [0, 1]: scaled by 255 to 8-bit pixels")
         images = images * 255.0
     return np.round(images).astype(np.uint8)
 

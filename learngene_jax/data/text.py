@@ -10,7 +10,8 @@ twelfth_night, henry_v, sonnets, as in reference/learngene-lm.md; otherwise ever
 Tokens: bytes by default, or `data.tokenizer` = bpe:N / a tokenizer.json (data/tokenize.py); `token_files` — the
 memory-mapped output of `learngene tokenize` (data.path=DIR), for corpora of any size; `tfds_text` — a prepared
 tfds text dataset (data.path = its name, e.g. lm1b; data.data_dir; data.text_key, default 'text'; data.train_split /
-data.eval_split as train and held-out documents), read offline from array_record like the image datasets.
+data.eval_split as train and held-out documents; tfds slices such as train[:80%] / train[80%:] hold out part of a
+dataset that has only a train split), read offline from array_record like the image datasets.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from learngene_jax import logs
 from learngene_jax.data.pipeline import Loader
 from learngene_jax.data.tokenize import BYTE_VOCAB, SEPARATOR, get_tokenizer  # noqa: F401 (re-exported)
 from learngene_jax.errors import ConfigError, DataError, fail
@@ -150,32 +152,25 @@ def _folder_documents(path: str) -> dict[str, bytes]:
         else:
             empty.append(name)
     for encoding, names in decoded.items():
-        _note(f"{root}: read {len(names)} {encoding} file(s) as UTF-8: {', '.join(names[:5])}"
-              f"{' ...' if len(names) > 5 else ''}")
+        logs.note(f"{root}: read {len(names)} {encoding} file(s) as UTF-8: {', '.join(names[:5])}"
+                  f"{' ...' if len(names) > 5 else ''}")
     if empty:
-        _note(f"{root}: skipped {len(empty)} empty file(s): {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}")
+        logs.note(f"{root}: skipped {len(empty)} empty file(s): {', '.join(empty[:5])}"
+                  f"{' ...' if len(empty) > 5 else ''}")
     return docs
-
-
-def _note(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 def _tfds_documents(name: str, data_dir: str, text_key: str, splits: tuple[str, str]) -> tuple[dict, dict]:
     """Train and held-out documents (one per example, named split/index) of a prepared tfds text dataset."""
-    import tensorflow_datasets as tfds
-
-    from learngene_jax.data.sources import prepared_tfds_builder
+    from learngene_jax.data.sources import open_tfds_split, prepared_tfds_builder
 
     builder, root = prepared_tfds_builder(name, data_dir, "data.path (the tfds name, e.g. lm1b)")
     if text_key not in builder.info.features:
         fail(DataError, f"tfds dataset {name!r} has features {sorted(builder.info.features)}; set data.text_key")
     out = []
     for split in splits:
-        if split not in builder.info.splits:
-            fail(DataError, f"tfds dataset {name!r} has splits {sorted(builder.info.splits)}, not {split!r}; set "
-                            f"data.train_split / data.eval_split")
-        source = tfds.data_source(name, split=split, data_dir=str(root))
+        source = open_tfds_split(name, split, root, sorted(builder.info.splits),
+                                 "data.train_split / data.eval_split (learngene tokenize --splits)")
         texts = (source[i][text_key] for i in range(len(source)))
         out.append({f"{split}/{i:09d}": t.encode() if isinstance(t, str) else bytes(t) for i, t in enumerate(texts)})
     return out[0], out[1]
@@ -235,6 +230,7 @@ class TextSource:
     length: int
     eval_windows: int
     num_classes: int = BYTE_VOCAB
+    tokenizer: Any = None  # what made the ids (ByteTokenizer / HFTokenizer); None: not known (old token files)
 
     def __len__(self) -> int:
         return self.eval_windows if self.eval_windows else max(1, (len(self.tokens) - 1) // self.length)
@@ -274,9 +270,9 @@ class TextBatchMaker:
 _TOKEN_CACHE: dict[tuple[str, ...], np.ndarray] = {}
 
 
-def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, int, str]:
-    """(token stream, vocabulary size, corpus name) of one split: token files are memory-mapped; documents are
-    tokenized once per process (keyed by the corpus digest, the selection and the tokenizer)."""
+def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, int, str, Any]:
+    """(token stream, vocabulary size, corpus name, tokenizer or None) of one split: token files are memory-mapped;
+    documents are tokenized once per process (keyed by the corpus digest, the selection and the tokenizer)."""
     if data.name == "token_files":
         root = Path(data.get("path", "")).expanduser()
         meta_path = root / "meta.json"
@@ -304,7 +300,9 @@ def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, int, str]:
         if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
             fail(DataError, f"{root / f'{split}.npy'} holds token ids {int(tokens.min())}..{int(tokens.max())}, "
                             f"outside the vocabulary 0..{vocab - 1} of its meta.json; tokenize the corpus again")
-        return tokens, vocab, f"token_files:{root.name}"
+        tokenizer = (get_tokenizer(str(root / "tokenizer.json")) if (root / "tokenizer.json").is_file()
+                     else get_tokenizer("bytes") if meta.get("tokenizer") == "bytes" else None)
+        return tokens, vocab, f"token_files:{root.name}", tokenizer
     corpus = load_corpus(data.name, data.get("path", ""), data).select(
         tuple(data.get("documents", ())))
     spec = data.get("tokenizer", "") or "bytes"
@@ -315,7 +313,7 @@ def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, int, str]:
             _TOKEN_CACHE.clear()
         docs = corpus.train if is_train else corpus.validation
         _TOKEN_CACHE[key] = tokenizer.encode(docs[n] for n in sorted(docs))
-    return _TOKEN_CACHE[key], tokenizer.vocab_size, corpus.name
+    return _TOKEN_CACHE[key], tokenizer.vocab_size, corpus.name, tokenizer
 
 
 def text_source(data: Any, split: str, train: bool) -> TextSource:
@@ -323,7 +321,7 @@ def text_source(data: Any, split: str, train: bool) -> TextSource:
     config.data names, tokenized by data.tokenizer, as windows of data.context tokens; data.documents selects
     documents by name (both splits), data.fraction keeps the first part of the train stream."""
     is_train = train or split == data.get("train_split", "train")
-    tokens, vocab, name = _tokens(data, is_train)
+    tokens, vocab, name, tokenizer = _tokens(data, is_train)
     fraction = float(data.get("fraction", 1.0))
     if not 0 < fraction <= 1:
         fail(ConfigError, f"data.fraction must lie in (0, 1], got {fraction}")
@@ -333,7 +331,7 @@ def text_source(data: Any, split: str, train: bool) -> TextSource:
     if len(tokens) < length + 1:
         fail(DataError, f"the {split} split of {name} has {len(tokens)} tokens, fewer than one window of "
                         f"{length + 1}")
-    return TextSource(f"{name}:{split}", tokens, length, 0 if train else int(data.eval_windows), vocab)
+    return TextSource(f"{name}:{split}", tokens, length, 0 if train else int(data.eval_windows), vocab, tokenizer)
 
 
 class TextLoader(Loader):

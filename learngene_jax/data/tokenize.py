@@ -6,7 +6,11 @@
   (seconds on the demo corpora), cached as `~/.cache/learngene_jax/tokenizers/<corpus digest>-bpe<N>.json` so every
   stage and process uses the same file (on several hosts, train it once with `learngene tokenize` and pass the file);
 - a `tokenizer.json` path, or a Hugging Face model directory holding one (a teacher's tokenizer, e.g. Llama's 32,000
-  tokens), read with `tokenizers.Tokenizer.from_file`.
+  tokens), read with `tokenizers.Tokenizer.from_file`. Documents are encoded whole: the file's truncation and padding
+  are switched off (said in a `note:`); its post-processor template (Llama's `<s> $A`) is applied per document, as
+  transformers' `tokenizer(text)` does for causal-LM training (said); special-token text inside a document stays
+  text (said); a `tokenizer_config.json` beside it whose add_bos_token / add_eos_token contradict the template is
+  refused.
 
 `learngene tokenize --corpus NAME [--path P] [--documents PATTERN ...] --tokenizer SPEC --out DIR` writes DIR/train.npy
 and DIR/validation.npy (uint8, uint16 or int32 token streams, documents separated by the tokens of a blank line),
@@ -28,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from learngene_jax import logs
 from learngene_jax.errors import ConfigError, DataError, UserError, fail
 
 BYTE_VOCAB = 256
@@ -49,18 +54,53 @@ class ByteTokenizer:
 
 
 class HFTokenizer:
-    """A Hugging Face `tokenizers.Tokenizer` (BPE, SentencePiece-converted, ...); special tokens are not added."""
+    """A Hugging Face `tokenizers.Tokenizer` that encodes whole documents: its file's truncation and padding are
+    switched off; a post-processor template's special tokens (BOS/EOS) are added around each document, as
+    transformers' `tokenizer(text)` adds them for causal-LM training (run_clm.py), and then join the documents in
+    place of the blank line; special-token text inside a document (a literal "<s>") stays text."""
 
     def __init__(self, tokenizer: Any, name: str):
         self.tokenizer, self.name = tokenizer, name
         self.vocab_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
-        self._separator = np.asarray(tokenizer.encode(SEPARATOR.decode(), add_special_tokens=False).ids, np.int64)
+        self.notes: list[str] = []
+        asked = []
+        if tokenizer.truncation:
+            asked.append(f"truncation to {tokenizer.truncation['max_length']} tokens")
+        if tokenizer.padding:
+            length = tokenizer.padding.get("length")
+            asked.append(f"padding{f' to {length} tokens' if length else ''} with {tokenizer.padding['pad_token']}")
+        if asked:
+            tokenizer.no_truncation()
+            tokenizer.no_padding()
+            self.notes.append(f"{name} asks for {' and '.join(asked)}: not applied, documents are encoded whole")
+        tokenizer.encode_special_tokens = True
+        plain = tokenizer.encode("a", add_special_tokens=False).ids
+        full = tokenizer.encode("a", add_special_tokens=True).ids
+        at = next((i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain), 0)
+        self.template = (full[:at], full[at + len(plain):])  # the ids the post-processor puts before / after
+        if any(self.template):
+            words = [f"{' '.join(map(tokenizer.id_to_token, ids))} {where}"
+                     for ids, where in zip(self.template, ("before", "after"), strict=True) if ids]
+            self.notes.append(f"{name}'s post-processor adds {' and '.join(words)} each document (per document, as "
+                              f"transformers' tokenizer(text) does for causal-LM training); these tokens join the "
+                              f"documents instead of a blank line")
+            self._separator = np.zeros(0, np.int64)
+        else:
+            self._separator = np.asarray(tokenizer.encode(SEPARATOR.decode(), add_special_tokens=False).ids, np.int64)
+        self._special = sorted({t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special})
 
     def encode(self, documents: Iterable[bytes]) -> np.ndarray:
-        """The documents (UTF-8; invalid bytes become U+FFFD) as one token stream, blank-line tokens between them."""
+        """The documents (UTF-8; invalid bytes become U+FFFD) as one token stream: each document with the
+        template's tokens, blank-line tokens between documents where there is no template."""
         parts: list[np.ndarray] = []
         texts = [d.decode("utf-8", errors="replace") for d in documents]
-        for i, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=False)):
+        for note in self.notes:
+            _note_once(note)
+        literal = [t for t in self._special if any(t in text for text in texts)]
+        if literal:
+            _note_once(f"documents hold the text of special tokens of {self.name} ({', '.join(literal[:5])}): "
+                       f"encoded as that text, not as the special ids")
+        for i, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=True)):
             if i:
                 parts.append(self._separator)
             parts.append(np.asarray(enc.ids, np.int64))
@@ -69,6 +109,65 @@ class HFTokenizer:
 
     def to_json(self) -> str:
         return self.tokenizer.to_str()
+
+
+_SAID: set[str] = set()
+
+
+def _note_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        logs.note(message)
+
+
+def same_tokenizer(a: str | None, b: str | None) -> bool:
+    """Whether two tokenizers (tokenizer.json texts; None: byte tokens) map text to the same ids: the same file, or
+    the same model (vocabulary, merges) and added tokens — truncation, padding and templates aside."""
+    if a is None or b is None or a == b:
+        return a == b
+
+    def ids(text: str) -> tuple[Any, Any]:
+        spec = json.loads(text)
+        return spec.get("model"), sorted((t["id"], t["content"]) for t in spec.get("added_tokens") or ())
+    return ids(a) == ids(b)
+
+
+def check_table(table: int, tokenizer: int, what: str) -> None:
+    """An embedding table may be larger than the tokenizer (padded to a multiple of 64 or 128: MPT, nanoGPT,
+    DeepSeek-Coder; ids the tokenizer never emits are unused rows); a smaller one is a ConfigError naming both."""
+    if tokenizer > table:
+        fail(ConfigError, f"{what} has an embedding table of {table:,} tokens but the data's tokenizer has "
+                          f"{tokenizer:,}: ids {table}..{tokenizer - 1} have no row; tokenize the corpus with the "
+                          f"model's own tokenizer")
+
+
+def model_tokenizer(model_dir: str | Path) -> str | None:
+    """The tokenizer.json text a Hugging Face model directory ships, None where it has none."""
+    path = Path(model_dir).expanduser() / "tokenizer.json"
+    return path.read_text() if path.is_file() else None
+
+
+def _check_tokenizer_config(hf: HFTokenizer, path: Path) -> None:
+    """A tokenizer_config.json beside `path` whose add_bos_token / add_eos_token disagree with tokenizer.json's
+    post-processor is refused: which one transformers follows depends on the tokenizer class."""
+    config_path = path.parent / "tokenizer_config.json"
+    if not config_path.is_file():
+        return
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as e:
+        fail(DataError, f"cannot read {config_path} as JSON ({e})")
+    for key, which, ids in (("add_bos_token", "bos_token", hf.template[0]), ("add_eos_token", "eos_token",
+                                                                              hf.template[1])):
+        token = config.get(which)
+        token = token.get("content") if isinstance(token, dict) else token
+        if key not in config or token is None or hf.tokenizer.token_to_id(token) is None:
+            continue
+        adds = hf.tokenizer.token_to_id(token) in ids
+        if bool(config[key]) != adds:
+            fail(DataError, f"{config_path} sets {key}={config[key]} but the post-processor of {path} "
+                            f"{'adds' if adds else 'does not add'} {token}; make the two agree (tokenizer.json's "
+                            f"post_processor, or drop {key}) so the corpus is tokenized as transformers would")
 
 
 def _tokenizers() -> Any:
@@ -135,7 +234,9 @@ def get_tokenizer(spec: str, train_documents: dict[str, bytes] | None = None, co
         tokenizer = _tokenizers().Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on bad JSON
         fail(DataError, f"cannot read {path} as a Hugging Face tokenizer ({str(e).splitlines()[0][:200]})")
-    return HFTokenizer(tokenizer, str(path))
+    hf = HFTokenizer(tokenizer, str(path))
+    _check_tokenizer_config(hf, path)
+    return hf
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,6 @@
 """The language-model objective (`config.objective='lm'`): next-token cross-entropy, and with a teacher LM token-level
-distillation, (1 − α)·CE + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T)), both averaged over the real tokens."""
+distillation, (1 − α)·CE + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T)), both averaged over the real tokens; the
+KL's softmaxes run over the tokenizer's ids (the first logits of embedding tables padded past it)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def language_model(config: Any, model: nn.Module, teacher: Teacher | None) -> Ob
         ce = jnp.mean(token_cross_entropy(logits, batch.labels))
         if teacher is None or distill.type == "none":
             return ce, updates, {"ce": ce}
-        kd = jnp.mean(token_kl(logits, teacher.logits(frozen["teacher"], batch.images), distill.temperature))
+        teacher_logits = teacher.logits(frozen["teacher"], batch.images)  # (batch, tokens, tokenizer vocab)
+        # both softmaxes over the tokenizer's ids: tables padded past it (either model) add no mass
+        kd = jnp.mean(token_kl(logits[..., :teacher_logits.shape[-1]], teacher_logits, distill.temperature))
         return (1.0 - distill.alpha) * ce + distill.alpha * kd, updates, {"ce": ce, "kd": kd}
 
     return objective

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from learngene_jax import logs
+from learngene_jax.data.tokenize import check_table, model_tokenizer, same_tokenizer
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.models import create_model, model_spec
 from learngene_jax.models.io import load_model
@@ -20,21 +22,26 @@ from learngene_jax.models.io import load_model
 
 @dataclasses.dataclass(frozen=True)
 class Teacher:
-    """A model and its variables (eval mode)."""
+    """A model and its variables (eval mode); `vocab` > 0 keeps a language model's first `vocab` logits (the
+    tokenizer's ids; the rows past them pad the embedding table)."""
 
     model: nn.Module
     variables: dict[str, Any]
+    vocab: int = 0
 
     def logits(self, variables: dict[str, Any], images: jax.Array) -> jax.Array:
         """Eval-mode logits with no gradient path back into the teacher."""
-        return jax.lax.stop_gradient(self.model.apply(variables, images, train=False))
+        logits = jax.lax.stop_gradient(self.model.apply(variables, images, train=False))
+        return logits[..., :self.vocab] if self.vocab else logits
 
 
-def load_teacher(distill: Any, image_size: int, num_classes: int | None = None, **runtime: Any) -> Teacher | None:
+def load_teacher(distill: Any, image_size: int, num_classes: int | None = None, tokenizer: Any = None,
+                 **runtime: Any) -> Teacher | None:
     """The teacher config.distill asks for (None without distillation). With `num_classes` (the data's), a
     teacher whose logits cover another label set is a ConfigError before anything compiles: its logits are the
     targets, so a 100-class teacher for 10-class data would broadcast, produce NaNs or train on meaningless
-    targets."""
+    targets. A teacher language model shares the data's `tokenizer` (data/tokenize.py) where its directory ships
+    one, and its table holds at least the tokenizer's ids; it is distilled over those ids only."""
     if distill.type == "none":
         return None
     if not distill.teacher_init:
@@ -43,11 +50,20 @@ def load_teacher(distill: Any, image_size: int, num_classes: int | None = None, 
                           f"learngene_jax.convert from-timm` or from a teacher run's WORKDIR/model), "
                           f"or --config.distill.type=none")
     model, variables = load_model(distill.teacher_init, **runtime)
-    if hasattr(model, "vocab_size"):  # a teacher language model: same vocabulary, token-level targets
-        if num_classes is not None and model.vocab_size != num_classes:
-            fail(ConfigError, f"the teacher at {distill.teacher_init} has a vocabulary of {model.vocab_size} tokens "
-                              f"but the data's is {num_classes}; teacher and student must share the tokenizer")
-        return Teacher(model, variables)
+    if hasattr(model, "vocab_size"):  # a teacher language model: same tokenizer, token-level targets
+        if num_classes is None:
+            return Teacher(model, variables)
+        check_table(model.vocab_size, num_classes, f"the teacher at {distill.teacher_init}")
+        theirs = model_tokenizer(distill.teacher_init)
+        if tokenizer is not None and theirs is not None and not same_tokenizer(tokenizer.to_json(), theirs):
+            fail(ConfigError, f"the teacher at {distill.teacher_init} ships another tokenizer than the data's "
+                              f"({tokenizer.name}): its logits name other tokens; tokenize the corpus with "
+                              f"--config.data.tokenizer={distill.teacher_init} (or learngene tokenize --tokenizer)")
+        if model.vocab_size != num_classes:
+            logs.note(f"distilling over the tokenizer's {num_classes:,} tokens: KD compares the first {num_classes:,} "
+                      f"logits of the teacher ({model.vocab_size:,}-row table) and of the student, each softmax "
+                      f"renormalised over them; the padded rows the tokenizer never emits are left out")
+        return Teacher(model, variables, vocab=num_classes)
     if distill.teacher:
         want = model_spec(create_model(distill.teacher, num_classes=model.num_classes, image_size=model.image_size))
         if want != model_spec(model):

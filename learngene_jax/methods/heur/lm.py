@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from learngene_jax.data.tokenize import check_table
 from learngene_jax.errors import ConfigError, GeneError, fail
 from learngene_jax.genes.core import FORMAT_VERSION, Gene, parse_lm_meta
 from learngene_jax.genes.lm import PLAIN, arch_of, lm_fields
@@ -240,8 +241,7 @@ def layer_gene_student(config: Any, num_classes: int) -> Any:
     if not isinstance(source, (Llama, GPT2)) or lora.is_lora(source):
         fail(ConfigError, f"init_method='layer_gene' takes a plain Llama / GPT-2 model directory; {config.init} "
                           f"holds a {type(source).__name__}")
-    if source.vocab_size != num_classes:
-        fail(ConfigError, f"{config.init} has a {source.vocab_size}-token vocabulary, the data {num_classes}")
+    check_table(source.vocab_size, num_classes, config.init)
     if not config.depth:
         fail(ConfigError, "init_method='layer_gene' needs the descendant's depth: pass --config.depth=D")
     depth = int(config.depth)
