@@ -8,13 +8,13 @@ with stitch layers from the trained distillation projections (the paper's init; 
 fine-tuned next to it for comparison) → pool fine-tuning, one configuration per step, 0.5·CE + 0.5·KD →
 WORKDIR/summary.{md,json,png} and the frontier's descendants in WORKDIR/descendants.
 
-Hardware: this project's 2-core CPU VM, quiet: 2 min 48 s wall (teacher 36 s, distillation 23 + 22 + 30 s,
-fine-tuning 27 + 11 s, evaluation 11 s). Result (450 test images): teacher 0.896 top-1; instances 0.893 /
-0.940 / 0.936 after distillation. The paper's projection init does badly here: the 32 stitched descendants
-average 0.126 top-1 straight after it (0.018-0.258) and 0.512 after fine-tuning (0.211-0.787), and fine-tuning
-that pool costs the instances 0.893 / 0.940 / 0.936 → 0.867 / 0.924 / 0.931; SN-Net's least-squares init starts
-them at 0.799 (0.411-0.920) and reaches 0.862 (0.549-0.940). `--config.lgpool.stitch_init=least_squares` keeps
-that pool. `configs/lgpool_digits.py:smoke=True` is a seconds-long version for tests.
+Hardware: this project's 2-core CPU VM: 170 s wall for seed 0 (teacher 37 s, distillation 16 + 18 + 26 s,
+fine-tuning 46 + 13 s, evaluation 8 + 4 s). Result (450 test images), seeds 0, 1, 2 (docs/records/
+lgpool_digits_seed{0,1,2}.json): teacher 0.896 / 0.927 / 0.931 top-1; the paper's projection init does badly
+here — mean top-1 over the 35 configurations 0.1943 / 0.188 / 0.165 straight after it and 0.5455 / 0.4459 /
+0.4787 after fine-tuning — where SN-Net's least-squares init starts them at 0.8095 / 0.8356 / 0.7739 and reaches
+0.8665 / 0.906 / 0.8436. `--config.lgpool.stitch_init=least_squares` keeps that pool.
+`configs/lgpool_digits.py:smoke=True` is a seconds-long version for tests.
 """
 
 from pathlib import Path
