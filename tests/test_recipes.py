@@ -260,6 +260,25 @@ def lgpool_rows() -> list[tuple[str, str, Any, str]]:
         ("lgpool.ls_batch", 100, f"{build}:25"),  # stitch_init_bs
         ("lgpool.ls_pipeline", "train", f"{POOL}/main.py:156"),  # the least-squares batch is mixed training images
         ("fact:peak_lr", 5e-4, f"{POOL}/distill.py:134"),  # unscaled at any batch
+        # what the recipe code (methods/lgpool/run.py) makes of them: each stage's resolved training config
+        ("fact:stage:distill_0:model.drop_path_rate", 0.0, f"{POOL}/models.py:40"),
+        ("fact:stage:distill_1:model.drop_path_rate", 0.0, f"{POOL}/models.py:40"),
+        ("fact:stage:distill_0:batch_size", 512, distill_sh),
+        ("fact:stage:distill_0:epochs", 100, distill_sh),
+        ("fact:stage:distill_0:optim.lr", 5e-4, distill_sh),
+        ("fact:stage:distill_0:optim.schedule", "cosine_epoch", f"{POOL}/distill.py:187"),
+        ("fact:stage:distill_0:aug.repeated_aug", 3, f"{yaml}:69"),
+        ("fact:stage:distill_0:aug.mixup", 0.8, f"{yaml}:75"),
+        ("fact:stage:distill_0:distill.alpha", 0.9, f"{POOL}/engine.py:196"),
+        ("fact:stage:finetune:batch_size", 256, finetune_sh),
+        ("fact:stage:finetune:epochs", 50, finetune_sh),
+        ("fact:stage:finetune:optim.lr", 5e-4, finetune_sh),
+        ("fact:stage:finetune:optim.schedule", "cosine_epoch", f"{POOL}/main.py:233"),
+        ("fact:stage:finetune:aug.repeated_aug", 1, f"{POOL}/main.py:98"),
+        ("fact:stage:finetune:aug.mixup", 0.0, f"{POOL}/main.py:232"),
+        ("fact:stage:finetune:aug.cutmix", 0.0, f"{POOL}/main.py:232"),
+        ("fact:stage:finetune:aug.label_smoothing", 0.0, f"{POOL}/main.py:194"),
+        ("fact:stage:finetune:objective", "lgpool_finetune", f"{build}:19"),
     ]
     rows = [(spec, key, value, source) for key, value, source in rows]
     tiny9_sh = f"{POOL}/script/tiny9-base9-finetune-instance-ours-w-distill.sh:1"
@@ -370,12 +389,29 @@ def fact(spec: str, name: str) -> Any:
     """A value the recipe code derives from the config: the peak lr or the lr of every epoch."""
     file, _, arg = spec.partition(":")
     config = load_config(CONFIGS / file, arg or None)
+    if name.startswith("stage:"):  # stage:NAME:key — a Learngene Pool stage's config as methods/lgpool/run.py builds it
+        _, stage, key = name.split(":")
+        return lookup(lgpool_stage(config, stage).to_dict(), key)
     peak = peak_lr(config.optim, config.batch_size)
     if name == "peak_lr":
         return peak
     if name == "epoch_lrs":
         return [float(x) for x in timm_epoch_lrs(config.optim, peak, config.epochs)]
     raise KeyError(name)
+
+
+def lgpool_stage(config: Any, stage: str) -> Any:
+    """The training config of Learngene Pool stage `distill_K` or `finetune`, built by the recipe code."""
+    from learngene_jax.methods.lgpool import run as lgpool_run
+    from learngene_jax.models import create_model
+    from learngene_jax.stages import stage_config
+
+    distill = {"type": "soft", "teacher": "", "teacher_init": "DEIT_B_DIR", "alpha": config.lgpool.alpha,
+               "temperature": config.lgpool.temperature}
+    if stage == "finetune":
+        return stage_config(config, stage, **lgpool_run.finetune_stage(config, distill))
+    k = int(stage.removeprefix("distill_"))
+    return stage_config(config, stage, **lgpool_run.distill_stage(config.lgpool, create_model("deit_b"), distill, k))
 
 
 def lookup(config: dict, key: str) -> Any:
