@@ -172,18 +172,19 @@ def main(argv: list[str] | None = None) -> None:
     if hasattr(model, "vocab_size") != bool(args.tokens):
         fail(UserError, f"{type(model).__name__} takes {'--tokens' if hasattr(model, 'vocab_size') else '--images'}")
     if args.tokens:
-        from learngene_jax.models.llama import check_tokens
+        from learngene_jax.models.llama import check_context, check_tokens
 
         try:
             tokens = check_tokens(images, model.vocab_size)
         except ValueError as e:
             fail(UserError, f"{source}: {e}")
+        try:
+            check_context(model, tokens.shape[1])
+        except ValueError as e:
+            fail(UserError, f"{source}: {e}; pass rows of at most {model.max_positions} tokens")
         if not tokens.size:
             fail(UserError, f"{source}: holds no tokens (shape {tokens.shape}); predict needs at least one row of "
                             f"at least one token")
-        if tokens.shape[1] > model.max_positions:
-            fail(UserError, f"{source}: {tokens.shape[1]} tokens per row exceed the model's {model.max_positions} "
-                            f"positions")
         logits = batched_apply(model, variables, tokens, args.batch_size)
         np.save(args.out, logits)
         print(f"saved logits {logits.shape} to {args.out}")

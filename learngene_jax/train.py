@@ -34,6 +34,7 @@ from learngene_jax.genes.io import save_gene
 from learngene_jax.metrics import MetricWriter, Progress
 from learngene_jax.models import compute_dtype
 from learngene_jax.models.io import save_model
+from learngene_jax.models.llama import check_context
 from learngene_jax.models.vit import count_params
 from learngene_jax.objectives import language  # noqa: F401 - registers the 'lm' objective
 from learngene_jax.objectives.classification import BATCH_STATS, StepInputs, make_objective
@@ -71,6 +72,21 @@ def _check_resume(config: Any, workdir: Path) -> None:
             fail(ConfigError, f"{workdir} holds checkpoints of a run with {key}={old[key]} (its config.json); "
                               f"resuming with {key}={config[key]} would reinterpret their step count: rerun with "
                               f"--config.{key}={old[key]}, or use a new workdir")
+
+
+def _check_context(config: Any, student: Student, teacher: Teacher | None) -> None:
+    """A ConfigError before anything compiles when data.context tokens do not fit the positions of the student or
+    the teacher (past GPT-2's table the loss turns NaN, which would read as a too-high learning rate)."""
+    models = [(student.model, f"the student ({student.origin})")]
+    if teacher is not None:
+        models.append((teacher.model, f"the teacher ({config.distill.teacher_init})"))
+    for model, who in models:
+        try:
+            check_context(model, int(config.data.context))
+        except ValueError as e:
+            own = model is student.model and student.origin == "scratch"  # its table is the config's to size
+            fail(ConfigError, f"data.context: {who}: {e}; set --config.data.context={model.max_positions} or less"
+                              + (" (or raise config.model.max_positions)" if own else ""))
 
 
 def train(config: Any, workdir: str | Path) -> dict[str, Any]:
@@ -113,6 +129,8 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     model = student.model
     teacher = load_teacher(config.distill, config.data.image_size, num_classes,
                            getattr(train_data.source, "tokenizer", None), dtype=compute_dtype(config.precision))
+    if data.is_text(config):
+        _check_context(config, student, teacher)
 
     # Shardings from shapes alone (nothing allocated yet).
     rng = jax.random.key(config.seed)

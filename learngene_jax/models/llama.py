@@ -243,6 +243,18 @@ def check_tokens(tokens: Any, vocab_size: int) -> np.ndarray:
     return array.astype(np.int32)
 
 
+def check_context(model: Any, length: int) -> None:
+    """ValueError when `length` tokens per sequence exceed the positions of `model` (a Llama / GPT-2 or a model built
+    on one; any other model passes). GPT-2's learned table has n_positions rows and a lookup past it reads NaN
+    (jnp.take fills), which training would only report later as a diverged loss; a Llama was trained on
+    max_position_embeddings positions (its config's limit; transformers' rope scaling extends it, not this port)."""
+    limit = model.max_positions if isinstance(model, (Llama, GPT2)) else None
+    if limit is not None and length > limit:
+        table = (f"GPT-2's learned position table (n_positions={limit})" if isinstance(model, GPT2) else
+                 f"the Llama's max_position_embeddings={limit}")
+        raise ValueError(f"{length} tokens per sequence exceed {table}")
+
+
 def generate(model: Llama | GPT2, variables: dict[str, Any], prompt: Array, steps: int, *, temperature: float = 0.0,
              rng: Array | None = None) -> Array:
     """`prompt` (batch, tokens) int32 continued by `steps` tokens: greedy at temperature 0, else sampled from
@@ -253,8 +265,7 @@ def generate(model: Llama | GPT2, variables: dict[str, Any], prompt: Array, step
     rng = jax.random.key(0) if rng is None else rng
     prompt = check_tokens(prompt, model.vocab_size)
     b, t = prompt.shape
-    if t + steps > model.max_positions:
-        raise ValueError(f"{t} prompt tokens + {steps} steps exceed the model's {model.max_positions} positions")
+    check_context(model, t + steps)  # the prompt and every generated token need a position
     seq = jnp.zeros((b, t + steps), jnp.int32).at[:, :t].set(prompt)
 
     @jax.jit
