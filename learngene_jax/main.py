@@ -92,8 +92,13 @@ def parse_flags(argv: list[str]) -> list[str]:
     except (AttributeError, TypeError, ValueError) as e:
         text = str(e.args[0] if e.args else e)
         typo = re.search(r'Did you mean "([\w.]+)" instead of "([\w.]+)"', text)
-        _exit(f"unknown config key {typo.group(2)!r} (did you mean {typo.group(1)!r}?)" if typo
-              else f"bad config override: {text}")
+        if typo:
+            _exit(f"unknown config key {typo.group(2)!r} (did you mean {typo.group(1)!r}?)")
+        bare = re.fullmatch(r"[\"']*(\w+)[\"']*", text.strip())  # ml_collections names only the last part of the key
+        keys = [a.removeprefix("--config.").split("=")[0] for a in argv if a.startswith("--config.")]
+        named = [k for k in keys if bare and k.split(".")[-1] == bare.group(1)]
+        _exit(f"unknown config key {named[0]!r}: this config does not define it, so it cannot be overridden (check "
+              f"the spelling against the config file)" if named else f"bad config override: {text}")
 
 
 def _exit(message: str) -> None:

@@ -92,6 +92,9 @@ def read_image_files(files: list[Path], model: nn.Module, args: argparse.Namespa
     if len(mean) != model.in_chans or len(std) != model.in_chans or min(std) <= 0:
         fail(UserError, f"--mean/--std: the model takes {model.in_chans} channels; give {model.in_chans} means and "
                         f"{model.in_chans} positive stds")
+    if max(mean) > 1 or min(mean) < 0 or max(std) > 1:
+        fail(UserError, f"--mean/--std are fractions of the 0-255 range, as data.mean / data.std (e.g. 0.485 for "
+                        f"ImageNet), got {args.mean} and {args.std}: divide pixel-unit values by 255")
     cfg = TransformConfig(image_size=model.image_size, channels=model.in_chans, mean=tuple(mean), std=tuple(std),
                           interpolation=args.interpolation, crop_pct=args.crop_pct)
     return np.stack([eval_transform(read_image(f), cfg) for f in files]).astype(np.float32)

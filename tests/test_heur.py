@@ -606,3 +606,28 @@ def test_bad_widening_schedule_is_one_clear_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: heur.ancestor.widen has 1 widening steps but 3 continual tasks need 2 (one between each pair of "
         "tasks)")
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("lr", -0.1, "auto.lr must be positive"), ("meta_lr", -1.0, "auto.meta_lr must be non-negative"),
+    ("epochs", 0, "auto.epochs must be at least 1"), ("inner_steps", 0, "auto.inner_steps must be at least 1"),
+    ("crop_padding", -2, "auto.crop_padding must be non-negative"), ("lambda_init", "xyz", "auto.lambda_init"),
+    ("schedule", "step", "auto.schedule must be"), ("statistic", "bogus", "auto.statistic must be one of")])
+def test_auto_settings_are_checked_before_anything_trains(key, value, message):
+    auto_settings = with_changes(config_module(REPO / "configs" / "auto_vgg.py").get_config(), **{f"auto.{key}": value})
+    with pytest.raises(ConfigError, match=message):
+        auto.check_settings(auto_settings.auto)
+
+
+def test_bad_auto_settings_and_a_diverging_pseudo_descendant_are_one_line(tmp_path):
+    """Through main: a negative meta lr is refused before the ancestor trains (it used to run the meta-off control
+    silently); a pseudo descendant that diverges stops the run instead of choosing a gene from NaN scores."""
+    proc = run_module("learngene_jax.main", "--config=configs/auto_vgg.py:smoke=True", f"--workdir={tmp_path / 'a'}",
+                      "--config.auto.meta_lr=-1", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: auto.meta_lr must be")
+    assert not (tmp_path / "a" / "ancestor").exists()
+    proc = run_module("learngene_jax.main", "--config=configs/auto_vgg.py:smoke=True", f"--workdir={tmp_path / 'b'}",
+                      "--config.auto.lr=1e6", check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: the pseudo descendant diverged")
+    assert not (tmp_path / "b" / "genes" / "auto").exists()

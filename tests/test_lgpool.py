@@ -5,6 +5,7 @@ sampling, the DeiT recipe's stages, and an end-to-end smoke run."""
 import importlib.util
 import json
 import math
+import re
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -578,3 +579,13 @@ def test_smoke_run_through_main(tmp_path):
     assert Path(results["exported"]["0"]["timm"]).stat().st_size > 0
     instance, _ = load_model(workdir / "instances" / "1")
     assert type(instance) is ViT and instance.width == 32
+
+
+@pytest.mark.parametrize("change,message", [("--config.lgpool.ls_batch=0", "lgpool.ls_batch .* must be at least 1"),
+                                            ("--config.lgpool.ls_pipeline=bogus", "lgpool.ls_pipeline must be one of")])
+def test_bad_least_squares_settings_are_one_line_before_training(tmp_path, change, message):
+    proc = run_module("learngene_jax.main", "--config=configs/lgpool_digits.py:smoke=True", f"--workdir={tmp_path}",
+                      change, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and re.search(message, last) and not (tmp_path / "teacher").exists()

@@ -138,6 +138,8 @@ def test_learngene_verbs_expand_adapt_and_sweep_a_gene(digits_gene, tmp_path):
     (("expand", "--gene", "/nonexistent", "--depth", "2", "--out", "/tmp/x"), "error: "),
     (("train", "--config", "configs/learngene_imagenet.py:method=sws,size=ti,stage=descendant", "--workdir", "/tmp/x"),
      "error: SWS has official recipes for sizes ['b', 's'] only"),
+    (("train", "--config", "configs/auto_vgg.py:smoke=True", "--workdir", "/tmp/x", "--config.auto.bogus=1"),
+     "error: unknown config key 'auto.bogus'"),
 ])
 def test_learngene_bad_input_is_one_line_with_exit_2(args, message):
     proc = _learngene(*args)

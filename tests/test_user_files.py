@@ -51,8 +51,12 @@ def test_text_files_with_a_byte_order_mark_are_decoded_and_said(tmp_path):
 
 @pytest.mark.parametrize("data,found,fix", [
     ("déjà vu".encode("cp1252"), "is not UTF-8 (byte 0xe9 at 1; cp1252 or Latin-1?)", "iconv -f CP1252 -t UTF-8"),
-    ("no mark".encode("utf-16-le"), "holds NUL bytes (first at byte 1): UTF-16 or UTF-32 without a byte-order mark?",
+    ("no mark".encode("utf-16-le"), "holds NUL bytes (first at byte 1): UTF-16LE without a byte-order mark?",
      "iconv -f UTF-16LE -t UTF-8"),
+    ("no mark".encode("utf-16-be"), "holds NUL bytes (first at byte 0): UTF-16BE without a byte-order mark?",
+     "iconv -f UTF-16BE -t UTF-8"),
+    ("no mark".encode("utf-32-le"), "holds NUL bytes (first at byte 1): UTF-32LE without a byte-order mark?",
+     "iconv -f UTF-32LE -t UTF-8"),
     (codecs.BOM_UTF16_LE + b"\x00\xd8", "starts with a UTF-16 LE byte-order mark but is not UTF-16 LE",
      "save it again as UTF-8"),
 ])
@@ -167,6 +171,8 @@ def test_predict_reads_image_files_as_training_does(tmp_path):
     (lambda p: Image.fromarray(np.full((32, 32), 2.0, np.float32)).save(p / "f.tif"), ("--mean", "0,0,0", "--std",
      "1,1,1"), "f.tif holds 32-bit float pixels in 2..2"),
     (lambda p: Image.new("RGB", (32, 32)).save(p / "f.png"), (), "pass --mean and --std"),
+    (lambda p: Image.new("RGB", (32, 32)).save(p / "f.png"), ("--mean", "127,127,127", "--std", "64,64,64"),
+     "fractions of the 0-255 range"),
 ])
 def test_predict_refuses_image_files_by_name(tmp_path, make, extra, message):
     (tmp_path / "photos").mkdir()

@@ -111,6 +111,17 @@ _BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32 LE"), (codecs.BOM_UTF32_BE, 
          (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16 BE"))
 
 
+def _guess_wide(data: bytes) -> str:
+    """The likeliest BOM-less wide encoding of mostly-ASCII text from where its NUL bytes sit: UTF-32 has three per
+    character, UTF-16 one, big-endian puts them before the character's byte (even offsets), little-endian after."""
+    head = data[:4096]
+    nuls = head.count(0)
+    if nuls > 0.6 * len(head):
+        return "UTF-32BE" if head[:1] == b"\0" else "UTF-32LE"
+    even = sum(1 for i in range(0, len(head), 2) if head[i] == 0)
+    return "UTF-16BE" if even > nuls - even else "UTF-16LE"
+
+
 def text_file_utf8(path: Path) -> tuple[bytes, str]:
     """A user's text file as UTF-8 bytes and the encoding it was read from: "UTF-8", or "<UTF-8/16/32 ...> with a
     byte-order mark" (decoded, the mark dropped). DataError naming the file for anything else — bytes that are not
@@ -124,8 +135,8 @@ def text_file_utf8(path: Path) -> tuple[bytes, str]:
                 fail(DataError, f"{path} starts with a {label} byte-order mark but is not {label} (at byte "
                                 f"{e.start + len(bom)}); save it again as UTF-8")
     if b"\0" in data:
-        fail(DataError, f"{path} holds NUL bytes (first at byte {data.index(0)}): UTF-16 or UTF-32 without a "
-                        f"byte-order mark? re-encode it as UTF-8, e.g. `iconv -f UTF-16LE -t UTF-8 {path} > "
+        fail(DataError, f"{path} holds NUL bytes (first at byte {data.index(0)}): {_guess_wide(data)} without a "
+                        f"byte-order mark? re-encode it as UTF-8, e.g. `iconv -f {_guess_wide(data)} -t UTF-8 {path} > "
                         f"{path.with_suffix('.utf8.txt').name}`")
     try:
         data.decode("utf-8")

@@ -97,6 +97,29 @@ def relative_gradient(model: nn.Module, variables: dict[str, Any], batches: Iter
                        for g, k in zip(grads, _kernels(variables["params"], num_blocks), strict=True)])
 
 
+def check_settings(a: Any) -> None:
+    """The `auto` section of a config, checked before anything trains: one ConfigError naming the bad key."""
+    if a.statistic not in STATISTICS:
+        fail(ConfigError, f"auto.statistic must be one of {STATISTICS}, got {a.statistic!r}")
+    if a.statistic != "pseudo_descendant":
+        return
+    rules = [("epochs", a.epochs >= 1, "at least 1"), ("batch_size", a.batch_size >= 1, "at least 1"),
+             ("lr", a.lr > 0, "positive"), ("momentum", 0 <= a.momentum < 1, "in [0, 1)"),
+             ("weight_decay", a.weight_decay >= 0, "non-negative"),
+             ("meta_lr", a.meta_lr >= 0, "non-negative (0 switches the meta step off: the control run)"),
+             ("meta_weight_decay", a.meta_weight_decay >= 0, "non-negative"), ("beta", a.beta >= 0, "non-negative"),
+             ("inner_steps", a.inner_steps >= 1 or a.meta_lr == 0,
+              "at least 1 when the meta step is on (the trial steps are its only path from λ to the outcome)"),
+             ("crop_padding", a.crop_padding >= 0, "non-negative (0: no pad-and-crop)")]
+    for key, ok, want in rules:
+        if not ok:
+            fail(ConfigError, f"auto.{key} must be {want}, got {a[key]!r}")
+    if a.schedule not in ("cosine", "constant"):
+        fail(ConfigError, f"auto.schedule must be 'cosine' or 'constant', got {a.schedule!r}")
+    if a.lambda_init not in LAMBDA_INITS:
+        fail(ConfigError, f"auto.lambda_init must be one of {LAMBDA_INITS}, got {a.lambda_init!r}")
+
+
 def select_blocks(scores: Sequence[float], n: int) -> tuple[int, ...]:
     """The `n` consecutive blocks with the smallest summed score (the earliest window on a tie)."""
     scores = np.asarray(scores, np.float64)
@@ -288,9 +311,11 @@ def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, 
 
     images, labels = np.asarray(images, np.float32), np.asarray(labels, np.int32)
     steps_per_epoch = len(images) // batch_size
-    if steps_per_epoch < 1 or epochs < 1:
-        fail(ConfigError, f"the pseudo descendant needs at least one batch of {batch_size} images and one epoch; "
-                          f"got {len(images)} images and {epochs} epochs (lower auto.batch_size)")
+    if epochs < 1:
+        fail(ConfigError, f"the pseudo descendant needs at least one epoch, got auto.epochs={epochs}")
+    if steps_per_epoch < 1:
+        fail(ConfigError, f"the pseudo descendant needs at least one batch of {batch_size} images, got "
+                          f"{len(images)} images (lower auto.batch_size)")
     if schedule not in ("cosine", "constant"):
         fail(ConfigError, f"auto.schedule must be 'cosine' or 'constant', got {schedule!r}")
     key = jax.random.key(seed)
@@ -367,8 +392,11 @@ def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, 
             if meta_lr > 0:
                 meta, meta_state = meta_step(theta, stats, opt_state, meta, meta_state, x, y, k, step_lr)
             ces.append(ce)
-        logs.info(f"[pseudo_descendant] epoch {epoch + 1}/{epochs}: lr {float(step_lr):.4g}, "
-                  f"train CE {float(np.mean(jax.device_get(ces))):.4f}")
+        ce = float(np.mean(jax.device_get(ces)))
+        logs.info(f"[pseudo_descendant] epoch {epoch + 1}/{epochs}: lr {float(step_lr):.4g}, train CE {ce:.4f}")
+        if not np.isfinite(ce):
+            fail(ConfigError, f"the pseudo descendant diverged (train CE {ce} in epoch {epoch + 1}): lower auto.lr "
+                              f"(now {lr}) or auto.beta (now {beta})")
 
     @jax.jit
     def weights_and_hits(x, y):

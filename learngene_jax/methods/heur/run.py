@@ -215,9 +215,7 @@ class HeurRun:
         """Every stage, then the summary."""
         h = self.h
         if select_auto:
-            stat = self.config.auto.statistic
-            if stat not in auto.STATISTICS:
-                fail(ConfigError, f"auto.statistic must be one of {auto.STATISTICS}, got {stat!r}")
+            auto.check_settings(self.config.auto)
             if h.continual_tasks < 2:
                 fail(ConfigError, "Auto Learngene needs at least 2 continual tasks (it measures change between them)")
         manifest = self.timed("tasks", self.tasks)

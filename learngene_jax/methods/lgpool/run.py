@@ -43,6 +43,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
         fail(ConfigError, f"lgpool.stitch_init must be one of {STITCH_INITS}, got {lg.stitch_init!r}")
     if lg.ls_pipeline not in LS_PIPELINES:
         fail(ConfigError, f"lgpool.ls_pipeline must be one of {LS_PIPELINES}, got {lg.ls_pipeline!r}")
+    if lg.ls_batch < 1:
+        fail(ConfigError, f"lgpool.ls_batch (the images the least-squares stitch init is fitted on) must be at least "
+                          f"1, got {lg.ls_batch}")
     if not (len(lg.heads) == len(lg.points) == n >= 1):
         fail(ConfigError, f"lgpool.widths {tuple(lg.widths)}, heads {tuple(lg.heads)} and points "
                           f"{tuple(lg.points)} need one entry per instance")
