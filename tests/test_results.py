@@ -24,10 +24,11 @@ DOCS_PAGE = REPO / "docs" / "results.md"
 # them (None), or in the records named (stricter: a 3-decimal number matches some value of a large record by chance).
 README_SECTIONS = {"The offline demo": ["seeds"],
                    "Heur Learngene and Auto Learngene": [f"auto_vgg_seed{s}" for s in range(3)],
-                   "Learngene Pool": [f"lgpool_digits_seed{s}" for s in range(3)]}
+                   "Learngene Pool": [f"lgpool_digits_seed{s}" for s in range(3)],
+                   "Language models": ["lm_demo", "lm_demo_seed1"]}
 # Numbers in those sections that are no measurement of this project, each with the reason.
 README_NOT_MEASURED = {"1.3": "DeiT-Ti FLOPs (G) as DeiT publishes them", "4.6": "DeiT-S FLOPs (G), DeiT's number",
-                       "17.6": "DeiT-B FLOPs (G), DeiT's number"}
+                       "17.6": "DeiT-B FLOPs (G), DeiT's number", "5.23": "the transformers version tested against"}
 COMMIT = {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False}
 
 
