@@ -51,6 +51,12 @@ from learngene_jax.objectives.losses import cross_entropy
 STATISTICS = ("pseudo_descendant", "weights", "gradients")
 LEAST_CHANGE = ("weights", "gradients")  # the least-change statistics: lower is better
 LAMBDA_INITS = ("zero", "torch")  # the pair-weight kernel's init (init_matching)
+SCHEDULES = ("cosine", "constant")  # the pseudo descendant's lr schedule (pseudo_descendant_scores)
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        fail(ConfigError, f"auto.{key} must be one of {choices}, got {value!r}")
 
 
 
@@ -99,8 +105,7 @@ def relative_gradient(model: nn.Module, variables: dict[str, Any], batches: Iter
 
 def check_settings(a: Any) -> None:
     """The `auto` section of a config, checked before anything trains: one ConfigError naming the bad key."""
-    if a.statistic not in STATISTICS:
-        fail(ConfigError, f"auto.statistic must be one of {STATISTICS}, got {a.statistic!r}")
+    _check_choice("statistic", a.statistic, STATISTICS)
     if a.statistic != "pseudo_descendant":
         return
     rules = [("epochs", a.epochs >= 1, "at least 1"), ("batch_size", a.batch_size >= 1, "at least 1"),
@@ -114,10 +119,8 @@ def check_settings(a: Any) -> None:
     for key, ok, want in rules:
         if not ok:
             fail(ConfigError, f"auto.{key} must be {want}, got {a[key]!r}")
-    if a.schedule not in ("cosine", "constant"):
-        fail(ConfigError, f"auto.schedule must be 'cosine' or 'constant', got {a.schedule!r}")
-    if a.lambda_init not in LAMBDA_INITS:
-        fail(ConfigError, f"auto.lambda_init must be one of {LAMBDA_INITS}, got {a.lambda_init!r}")
+    _check_choice("schedule", a.schedule, SCHEDULES)
+    _check_choice("lambda_init", a.lambda_init, LAMBDA_INITS)
 
 
 def select_blocks(scores: Sequence[float], n: int) -> tuple[int, ...]:
@@ -186,8 +189,7 @@ def init_matching(key: jax.Array, source_channels: Sequence[int], target_channel
     apart) or torch's Linear default U(±1/√C_s) (`'torch'`, L2T-ww's: on post-ReLU features, whose pooled means
     are positive, some λ start at or near 0 where relu6 has no gradient, and stay there whatever the evidence);
     C_s, C_t the largest channel counts. Raises ConfigError for another `lambda_init`."""
-    if lambda_init not in LAMBDA_INITS:
-        fail(ConfigError, f"auto.lambda_init must be one of {LAMBDA_INITS}, got {lambda_init!r}")
+    _check_choice("lambda_init", lambda_init, LAMBDA_INITS)
     cs, num = max(source_channels), len(source_channels)
     src_mask = np.arange(cs)[None] < np.asarray(source_channels)[:, None]  # (M, C_s)
     src_bound = (1.0 / np.sqrt(np.asarray(source_channels)))[:, None, None]  # (M, 1, 1)
@@ -316,8 +318,7 @@ def pseudo_descendant_scores(ancestor: nn.Module, ancestor_variables: dict[str, 
     if steps_per_epoch < 1:
         fail(ConfigError, f"the pseudo descendant needs at least one batch of {batch_size} images, got "
                           f"{len(images)} images (lower auto.batch_size)")
-    if schedule not in ("cosine", "constant"):
-        fail(ConfigError, f"auto.schedule must be 'cosine' or 'constant', got {schedule!r}")
+    _check_choice("schedule", schedule, SCHEDULES)
     key = jax.random.key(seed)
     anc_vars = jax.tree_util.tree_map(jnp.asarray, ancestor_variables)
     sample = jnp.asarray(images[:1])
