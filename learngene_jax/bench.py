@@ -124,6 +124,9 @@ def _child_env(framework: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     if framework not in JAX_FRAMEWORKS:
         env["JAX_PLATFORMS"] = "cpu"  # a PyTorch or input process must not take GPU memory for JAX
+        # OpenMP's default active wait spins idle threads; under any other load on the host it made PyTorch's
+        # step swing 2.9-11.2 s. Passive waiting is what a shared host needs; a value the user set is kept.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
@@ -1113,7 +1116,8 @@ def main(argv: list[str] | None = None) -> int | None:
         args.check(args)
     malloc = "glibc, huge pages" if hostmem.huge_pages_active() else "glibc defaults"
     if args.framework:
-        print(json.dumps({**args.run_one(args, args.framework), "malloc": malloc}))
+        print(json.dumps({**args.run_one(args, args.framework), "malloc": malloc,
+                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}))
         return None
     child_argv = list(sys.argv[1:] if argv is None else argv)
     results, failures = run_rounds(child_argv, args.frameworks(args), args.rounds, args.describe)
