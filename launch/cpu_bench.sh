@@ -3,7 +3,7 @@
 # the trainer's step against timm/PyTorch (ViT-Ti at 32² and 224², with and without huge pages; the TLEG aux step
 # with a LeViT-128S teacher), LeViT inference against timm, gene expansion against the official rule, the LM
 # decoder's step against transformers, and the input pipeline against timm's DataLoader (1 and 2 workers, and a
-# long run for memory). Each benchmark times every framework in its own processes, A/B/A/B (learngene_jax.bench).
+# long run for memory), and PyTorch with OpenMP's active wait for three of the steps. Each benchmark times every framework in its own processes, A/B/A/B (learngene_jax.bench).
 # Run it on a quiet machine: nothing else heavy may run while it times (about 25 minutes on 2 cores).
 #
 #   bash launch/cpu_bench.sh [OUTDIR]        # default runs/cpu_bench
@@ -39,9 +39,13 @@ step() {  # step NAME COMMAND...: run, log stdout/stderr, record exit code and s
   else echo "   failed (exit $rc): $(tail -n 1 "$logs/$name.err")"; fi
 }
 
-if [ "$dry" != 1 ]; then
+if [ "$dry" != 1 ]; then  # ONLY= adds or redoes steps of an earlier run in the same OUTDIR
   mkdir -p "$logs"
-  rm -f "$logs"/steps.tsv "$logs"/*.out "$logs"/*.err
+  if [ -z "${ONLY:-}" ]; then rm -f "$logs"/steps.tsv "$logs"/*.out "$logs"/*.err
+  elif [ -f "$logs/steps.tsv" ]; then  # forget the earlier rows of the steps being redone
+    awk -F'\t' -v only=" $ONLY " 'index(only, " " $1 " ") == 0' "$logs/steps.tsv" >"$logs/steps.tsv.new"
+    mv "$logs/steps.tsv.new" "$logs/steps.tsv"
+  fi
 fi
 step train_step_32 "${bench[@]}" train-step --model vit_ti --img 32 --patch 4 --depth 6 --batch 64 --stage descendant
 step train_step_32_system_malloc "${bench[@]}" train-step --model vit_ti --img 32 --patch 4 --depth 6 --batch 64 \
@@ -54,6 +58,11 @@ step forward_levit_128s "${bench[@]}" forward --model levit_128s --batch 32
 step forward_levit_384 "${bench[@]}" forward --model levit_384 --batch 32
 step expand_b12 "${bench[@]}" expand --size b --depth 12
 step lm_train_step "${bench[@]}" lm-train-step
+# PyTorch with OpenMP's default active wait (fast on a quiet host, erratic on a shared one) for comparison
+step train_step_32_omp_active env OMP_WAIT_POLICY=ACTIVE "${bench[@]}" train-step --model vit_ti --img 32 --patch 4 \
+  --depth 6 --batch 64 --stage descendant
+step lm_train_step_omp_active env OMP_WAIT_POLICY=ACTIVE "${bench[@]}" lm-train-step
+step forward_levit_128s_omp_active env OMP_WAIT_POLICY=ACTIVE "${bench[@]}" forward --model levit_128s --batch 32
 step make_folder "$PYTHON" -m learngene_jax.data.make_folder --out "$folder" --count 1200
 step input_w1 "${bench[@]}" input --data "folder:$folder" --workers 1 --batch 64 --steps 54
 step input_w2 "${bench[@]}" input --data "folder:$folder" --workers 2 --batch 64 --steps 54
