@@ -34,7 +34,7 @@ def record_section(record: dict[str, Any]) -> str:
     """The markdown of one record (one experiment workdir)."""
     from learngene_jax.analyze import format_table
     from learngene_jax.experiments.baselines import comparison_table
-    from learngene_jax.experiments.demo import summary_table
+    from learngene_jax.experiments.demo import scratch_factor, summary_table
     from learngene_jax.seeds import claim_lines, seeds_table, time_line
 
     files = record["files"]
@@ -109,13 +109,6 @@ def provenance_lines(record: dict[str, Any]) -> str:
     if p["seeds"]:
         lines.append(f"Seeds (config.seed): {', '.join(map(str, p['seeds']))}")
     return "\n".join(f"- {line}" for line in lines)
-
-
-def scratch_factor(summary: dict[str, Any]) -> int:
-    """The largest scratch budget of a demo summary, as a multiple of the fine-tuning epochs (k of scratch_xk)."""
-    row = summary["descendants"][0]
-    factors = [int(k.split("_x")[1]) for k in row if k.startswith("scratch_x")]
-    return max(factors)
 
 
 def stage_rows(record: dict[str, Any]) -> list[str]:

@@ -113,8 +113,7 @@ def aggregate(per_seed: dict[int, dict[int, dict[str, float]]]) -> list[dict[str
 def check_claim(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """The demo's claim per seed and method: {statement, methods: {label: {holds_in, seeds, per_seed: {seed:
     {holds, fails_at_depths}}}}}; "beats" is a strictly higher top-1 than scratch with the largest budget."""
-    from learngene_jax.experiments.demo import METHOD_LABELS
-    from learngene_jax.results import scratch_factor
+    from learngene_jax.experiments.demo import METHOD_LABELS, scratch_factor
 
     first = next(iter(summaries.values()))
     row = first["descendants"][0]

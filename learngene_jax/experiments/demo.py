@@ -69,6 +69,12 @@ def summary_table(results: dict[str, Any], factor: int) -> str:
     return "\n".join(lines)
 
 
+def scratch_factor(summary: dict[str, Any]) -> int:
+    """The largest scratch budget of a demo summary, as a multiple of the fine-tuning epochs (k of scratch_xk)."""
+    row = summary["descendants"][0]
+    return max(int(k.split("_x")[1]) for k in row if k.startswith("scratch_x"))
+
+
 def write_summary(workdir: Path, results: dict[str, Any], factor: int) -> None:
     """summary.json, summary.md (table + stage timings) and summary.png (top-1 vs depth); prints the table."""
     runs = results["stages"]
