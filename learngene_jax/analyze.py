@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from learngene_jax import cli, stages
-from learngene_jax.errors import UserError, fail
+from learngene_jax import stages
+from learngene_jax.errors import UserError, fail, run
 
 
 def line_fits(layers: np.ndarray) -> dict[str, Any]:
@@ -160,4 +160,4 @@ def main(argv: list[str] | None = None) -> None:
                                                                            "(colour = depth)"))
 
 if __name__ == "__main__":
-    cli.run(main)
+    run(main)

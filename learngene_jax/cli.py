@@ -1,50 +1,15 @@
-"""The `learngene` console command, and what every command-line entry point shares: user errors become one line
-on stderr and exit code 2."""
+"""The `learngene` console command (also `python -m learngene_jax`): the top floor of the package. It dispatches to
+the entry points and holds the command that belongs to no lower module (`expand`); no module imports it. What every
+entry point shares (`errors.run`: a user error is one line on stderr and exit code 2) lives a floor down."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
-from learngene_jax.errors import UserError
+from learngene_jax.errors import UserError, int_list, run
 
-
-def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Call main(argv); a UserError is printed as `error: ...` (no traceback) and exits with status 2 — also when
-    a library wrapped it in another exception on the way (a worker, a thread, a callback): its cause or context
-    chain is searched for it."""
-    try:
-        code = main(argv)
-    except Exception as e:  # noqa: BLE001 - re-raised unless a UserError is inside
-        user = user_error_in(e)
-        if user is None:
-            raise
-        print(f"error: {user}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(code or 0)
-
-
-def user_error_in(error: BaseException, depth: int = 16) -> UserError | None:
-    """The UserError that `error` is or was raised from (its __cause__/__context__ chain), else None."""
-    seen = 0
-    while error is not None and seen < depth:
-        if isinstance(error, UserError):
-            return error
-        error = error.__cause__ or error.__context__
-        seen += 1
-    return None
-
-
-def int_list(text: str) -> list[int]:
-    """'3,3,4' → [3, 3, 4] (for argparse)."""
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError as e:
-        raise UserError(f"expected comma-separated integers, got {text!r}") from e
-
-
-# `learngene COMMAND ...`: each verb is an existing entry point, so `python -m learngene_jax.X` keeps working with
-# the same flags. train/adapt/sweep take absl flags (--config FILE[:k=v] --workdir W --config.key=value ...).
+# `learngene COMMAND ...`: each verb is an existing entry point (`python -m learngene_jax.X` takes the same flags) or
+# a command of this module. train/adapt/sweep take absl flags (--config FILE[:k=v] --workdir W --config.key=value ...).
 COMMANDS = {
     "train": "run a config (teacher, aux/gene, descendant, baseline, experiment): --config FILE[:k=v] --workdir W",
     "adapt": "fine-tune the descendant of a gene: --gene G --depth N --config FILE[:k=v] --workdir W",

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from learngene_jax.errors import UserError, fail
+from learngene_jax.errors import UserError, fail, run
 
 TUNABLE = "glibc.malloc.hugetlb=1"
 _THP_SWITCH = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -87,6 +87,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from learngene_jax import cli
-
-    cli.run(main)
+    run(main)

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from learngene_jax import cli, records
-from learngene_jax.errors import UserError, fail
+from learngene_jax import records
+from learngene_jax.errors import UserError, fail, run
 
 OVER_SIZE = 300_000  # bytes: a record larger than this is worth a look (per-step arrays kept by mistake?)
 
@@ -183,4 +183,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    run(main)

@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from learngene_jax import cli
-from learngene_jax.errors import UserError, fail
+from learngene_jax.errors import UserError, fail, run
 
 CONFIGS = ("configs/demo.py", "configs/baselines.py")  # run in this order: the baselines reuse the demo's stages
 # Baselines whose runs the demo does not have (its scratch, TLEG and SWS rows are the demo's own stages).
@@ -30,7 +29,7 @@ EXTRA_BASELINES = ("weight selection", "pre-train → fine-tune")
 def parse_seeds(text: str) -> list[int]:
     """'0,1,2' → [0, 1, 2]; UserError unless ≥ 2 distinct non-negative integers (a sample std needs n ≥ 2)."""
     parts = [p.strip() for p in text.split(",")] if text.strip() else []
-    if any(re.fullmatch(r"-?[0-9]+", p) is None for p in parts):  # not cli.int_list: it skips empty items
+    if any(re.fullmatch(r"-?[0-9]+", p) is None for p in parts):  # not errors.int_list: it skips empty items
         fail(UserError, f"--seeds must be comma-separated integers like 0,1,2, got {text!r}")
     seeds = [int(p) for p in parts]
     if len(seeds) < 2:
@@ -212,4 +211,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    run(main)

@@ -149,8 +149,7 @@ def test_predict_cli_sws_unknown_stage(tmp_path):
 def test_cli_reports_a_user_error_wrapped_by_a_library_as_one_line(capsys):
     """A UserError raised in a worker or callback and re-raised by a library as another exception is still one
     `error:` line with exit 2; any other exception keeps its traceback."""
-    from learngene_jax import cli
-    from learngene_jax.errors import DataError
+    from learngene_jax.errors import DataError, run
 
     def wrapped(argv):
         try:
@@ -159,7 +158,7 @@ def test_cli_reports_a_user_error_wrapped_by_a_library_as_one_line(capsys):
             raise RuntimeError("worker 3 failed") from e
 
     with pytest.raises(SystemExit) as e:
-        cli.run(wrapped, [])
+        run(wrapped, [])
     assert e.value.code == 2
     assert capsys.readouterr().err == "error: cannot decode image /data/x.jpg (truncated); delete or replace the file\n"
 
@@ -167,7 +166,7 @@ def test_cli_reports_a_user_error_wrapped_by_a_library_as_one_line(capsys):
         raise KeyError("a bug")
 
     with pytest.raises(KeyError):
-        cli.run(broken, [])
+        run(broken, [])
 
 
 def test_long_key_reports_are_summarised_with_the_likely_cause():

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from learngene_jax import cli
-from learngene_jax.errors import UserError, fail
+from learngene_jax.errors import UserError, fail, run
 
 MANIFEST = "make_folder.json"
 QUALITY = 90
@@ -175,4 +174,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    run(main)
