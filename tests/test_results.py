@@ -20,12 +20,20 @@ from learngene_jax import cli, records, results
 FIXTURE = DATA / "results_fixture"
 DOCS_RECORDS = REPO / "docs" / "records"
 DOCS_PAGE = REPO / "docs" / "results.md"
-# README sections (heading prefixes) whose every decimal number must be in a record under docs/records: in any of
-# them (None), or in the records named (stricter: a 3-decimal number matches some value of a large record by chance).
-README_SECTIONS = {"The offline demo": ["seeds"],
-                   "Heur Learngene and Auto Learngene": [f"auto_vgg_seed{s}" for s in range(3)],
-                   "Learngene Pool": [f"lgpool_digits_seed{s}" for s in range(3)],
-                   "Language models": ["lm_demo", "lm_demo_seed1"]}
+# Result sections of the README and the docs pages their text moved to ((file, `## ` heading prefix)) whose every
+# decimal number must be in a record under docs/records: in any of them (None), or in the records named (stricter:
+# a 3-decimal number matches some value of a large record by chance).
+_AUTO = [f"auto_vgg_seed{s}" for s in range(3)]
+_LGPOOL = [f"lgpool_digits_seed{s}" for s in range(3)]
+_LM = ["lm_demo", "lm_demo_seed1"]
+README_SECTIONS = {("README.md", "The offline demo"): ["seeds"],
+                   ("docs/getting-started.md", "The offline demo"): ["seeds"],
+                   **{("docs/methods/heur-auto.md", s): _AUTO
+                      for s in ("Heur Learngene", "Auto Learngene", "Results on digits")},
+                   **{("docs/methods/lgpool.md", s): _LGPOOL for s in ("The pipeline", "Results on digits")},
+                   **{("docs/language-models.md", s): _LM
+                      for s in ("Models and Hugging Face interop", "Genes over depth", "LoRA and adapter genes",
+                                "Layer genes", "Text data", "At scale", "The LM demo", "Not built")}}
 # Numbers in those sections that are no measurement of this project, each with the reason.
 README_NOT_MEASURED = {"1.3": "DeiT-Ti FLOPs (G) as DeiT publishes them", "4.6": "DeiT-S FLOPs (G), DeiT's number",
                        "17.6": "DeiT-B FLOPs (G), DeiT's number", "5.23": "the transformers version tested against"}
@@ -220,23 +228,24 @@ def test_every_number_on_docs_results_page_is_in_its_records():
     assert records.check_numbers_in_records(page, page_records) == []
 
 
-def readme_section(text, prefix):
-    """The README's `## ` section whose heading starts with `prefix`, fenced code blocks removed."""
+def readme_section(text, prefix, name="README"):
+    """The `## ` section of `text` (the README or a docs page) whose heading starts with `prefix`, fenced code blocks
+    removed."""
     chosen = [s for s in re.split(r"^(?=## )", text, flags=re.M) if s.startswith(f"## {prefix}")]
-    assert len(chosen) == 1, f"README has {len(chosen)} sections headed '## {prefix}'"
+    assert len(chosen) == 1, f"{name} has {len(chosen)} sections headed '## {prefix}'"
     return re.sub(r"^```.*?^```", "", chosen[0], flags=re.M | re.S)
 
 
 def test_readme_result_numbers_are_in_records():
-    """(d) Every decimal number of the README's result sections is in some record under docs/records."""
+    """(d) Every decimal number of the result sections of the README and the docs pages is in some record under
+    docs/records."""
     if not list(DOCS_RECORDS.glob("*.json")):
         pytest.skip("no records yet")
-    readme = (REPO / "README.md").read_text()
     missing = []
-    for prefix, names in README_SECTIONS.items():
-        found = records.check_numbers_in_records(readme_section(readme, prefix),
+    for (path, prefix), names in README_SECTIONS.items():
+        found = records.check_numbers_in_records(readme_section((REPO / path).read_text(), prefix, path),
                                                  records.load_all(DOCS_RECORDS, names or ()))
-        missing += [f"{prefix}: {n}" for n in found if n not in README_NOT_MEASURED]
+        missing += [f"{path} {prefix}: {n}" for n in found if n not in README_NOT_MEASURED]
     assert missing == [], f"README numbers in no record under docs/records: {missing}"
 
 
