@@ -8,7 +8,7 @@ descendants on the same inheritable tasks. `statistic=weights|gradients`: the le
 
 Offline default: the bundled digits, as configs/heur_vgg.py. Hardware: this project's 2-core CPU VM, no GPU.
 Wall time 221 s for seed 0 (pseudo descendant: 20 epochs of L2T-ww's meta step). Result over seeds 0, 1, 2
-(docs/records/auto_vgg_seed{0,1,2}.json; README "Heur Learngene and Auto Learngene" has the table): the pseudo
+(docs/records/auto_vgg_seed{0,1,2}.json; docs/methods/heur-auto.md has the table): the pseudo
 descendant picks blocks 10-12 (seeds 0, 2; Heur's hand-picked blocks) and 8-10 (seed 1), where the meta-off
 control (λ at its init, every block tied) would pick 0-2; Auto gene 0.891 / 0.944 / 0.906 top-1 (mean over 6
 inheritable tasks), Heur gene 0.891 / 0.869 / 0.906, scratch 0.876 / 0.880 / 0.877. `statistic=weights` picks

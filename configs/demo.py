@@ -4,8 +4,8 @@
 
 Teacher CNN → TLEG aux (depth 12) and SWS aux (stages 3,3,4,3,3) distilled from it → genes expanded to
 descendants of depths 2/4/6/8, fine-tuned briefly → scratch ViTs of the same depths for the same and 3× the
-budget → runs/demo/summary.{md,json,png}. Hardware: 2-core CPU, no GPU. Wall time and results: see README.
-`configs/demo.py:smoke=True` is a seconds-long version for tests.
+budget → runs/demo/summary.{md,json,png}. Hardware: 2-core CPU, no GPU. Wall time and results: see
+docs/getting-started.md. `configs/demo.py:smoke=True` is a seconds-long version for tests.
 """
 
 from pathlib import Path

@@ -12,7 +12,7 @@ trains the same descendant architecture from random init (300 epochs):
         --config configs/learngene_imagenet.py:method=tleg,size=s,stage=descendant
 
 Hardware: the official runs used 4 GPUs at global batch 512 (lr scales with batch / 512). Not reproduced here (no
-ImageNet on these machines); expected results are the papers' (see README).
+ImageNet on these machines); expected results are the papers' (docs/methods/tleg.md, docs/methods/sws.md).
 """
 
 from pathlib import Path

@@ -23,8 +23,8 @@ the yaml files its readme points to say batch 256 / 128 at lr 1e-4 for stages 1 
 - both stages: AdamW (wd 0.05), timm's CosineLRScheduler stepped after each epoch (`optim.schedule=
   'cosine_epoch'`), 5 warm-up epochs from 1e-6, min lr 1e-5; lrs not scaled by batch size
   (`optim.scale_lr=False`; DeiT's harness scales).
-Differences: README "Deliberate deviations". `instances=ti+s+b` adds a Small instance stitched Ti→S→B (SN-Net's
-nearest pairs).
+Differences: docs/methods/lgpool.md, "Deviations from the official code". `instances=ti+s+b` adds a Small
+instance stitched Ti→S→B (SN-Net's nearest pairs).
 """
 
 from pathlib import Path

@@ -18,7 +18,7 @@ set -euo pipefail
 : "${CONFIG:?set CONFIG}" "${WORKDIR:?set WORKDIR}"
 cd "$(dirname "$0")/.."
 if [ "${SETUP:-0}" = 1 ]; then bash launch/setup_venv.sh gpu; fi
-# XLA GPU settings that help throughput on one node (see README, "Scale and speed").
+# XLA GPU settings that help throughput on one node (see docs/scale.md).
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
 cmd=(python -m learngene_jax.main --config="$CONFIG" --workdir="$WORKDIR")
 if [ -n "${COORDINATOR:-}" ]; then

@@ -15,7 +15,7 @@ gradient of CE after T matching-only SGD steps and one CE step (unrolled, second
 discarded). The score of ancestor block m is Σ_n E_x λ^{m,n}(x) — how much the pseudo descendant chose to be
 like it — and the gene is the window of `n` consecutive blocks with the largest summed score. The full paper
 text was not available offline when this was written: the L2T-ww form of "most similarity" is this port's
-reading (see README, Deliberate deviations).
+reading (see docs/methods/heur-auto.md, Deviations from the official code).
 
 Alternatives kept, named for what they are — an automation of the Heur appendix's stable-gradient idea (the
 blocks that change least while the ancestor keeps learning are taken to hold its most general knowledge):
