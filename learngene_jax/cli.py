@@ -23,8 +23,8 @@ COMMANDS = {
     "tokenize": "a text corpus → memory-mapped token files (see `learngene tokenize -h`)",
 }
 MODULES = {"convert": "learngene_jax.convert.__main__", "predict": "learngene_jax.predict",
-           "analyze": "learngene_jax.analyze", "results": "learngene_jax.results", "bench": "learngene_jax.bench",
-           "tokenize": "learngene_jax.data.tokenize"}
+           "analyze": "learngene_jax.analyze", "results": "learngene_jax.results",
+           "bench": "learngene_jax.bench.__main__", "tokenize": "learngene_jax.data.tokenize"}
 
 
 def learngene(argv: list[str] | None = None) -> None:

@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import pytest
 from conftest import REPO, run_module
 
-from learngene_jax import bench, data
+from learngene_jax import data
+from learngene_jax.bench import input_pipeline, lm_train_step, report, runner, train_step
+from learngene_jax.bench.__main__ import build_parser, main
 from learngene_jax.data import make_folder
 from learngene_jax.errors import UserError
 from learngene_jax.objectives.language import token_cross_entropy
@@ -26,7 +28,7 @@ LOSS_TOLERANCE = 1e-5  # JAX and PyTorch agree to ~1e-6 here; a query kernel lef
 
 @pytest.mark.torch
 def test_forward_prints_json_per_framework(timm, capsys):
-    bench.main(["forward", "--model", "levit_128s", "--batch", "2", "--img", "32", "--steps", "2", "--warmup", "0",
+    main(["forward", "--model", "levit_128s", "--batch", "2", "--img", "32", "--steps", "2", "--warmup", "0",
                 "--rounds", "1"])
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [json.loads(line) for line in lines[-2:]]
@@ -40,13 +42,13 @@ def test_forward_prints_json_per_framework(timm, capsys):
 
 def test_forward_rejects_unknown_model():
     with pytest.raises(UserError, match="no timm counterpart"):
-        bench.main(["forward", "--model", "vit_s", "--skip-timm"])
+        main(["forward", "--model", "vit_s", "--skip-timm"])
 
 
 @pytest.mark.torch
 @pytest.mark.parametrize("stage,extra,rounds", [("descendant", [], 2), ("aux", ["--teacher", "levit_128s"], 1)])
 def test_train_step_prints_json_per_framework(timm, capsys, stage, extra, rounds):
-    bench.main(["train-step", "--model", "vit_ti", "--stage", stage, "--depth", "2", "--img", "32", "--patch", "8",
+    main(["train-step", "--model", "vit_ti", "--stage", stage, "--depth", "2", "--img", "32", "--patch", "8",
                 "--batch", "4", "--classes", "10", "--steps", "2", "--warmup", "0", "--rounds", str(rounds), *extra])
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [json.loads(line) for line in lines[-2:]]
@@ -62,7 +64,7 @@ def test_train_step_prints_json_per_framework(timm, capsys, stage, extra, rounds
 
 
 def lm_config(*argv):
-    return bench.lm_config(bench.build_parser().parse_args(["lm-train-step", *argv]))
+    return lm_train_step.lm_config(build_parser().parse_args(["lm-train-step", *argv]))
 
 
 @pytest.mark.torch
@@ -71,7 +73,7 @@ def test_lm_train_step_times_both_frameworks_on_the_same_model(timm, capsys):
     process, start from the same loss and stay together after two updates of the same optimizer; a decoder that
     differs only in one untransposed kernel is further off at step 0 than the tolerance, so the check resolves a
     conversion slip (1e-4 would not)."""
-    bench.main(["lm-train-step", *LM_TINY, "--steps", "2", "--warmup", "0", "--rounds", "1"])
+    main(["lm-train-step", *LM_TINY, "--steps", "2", "--warmup", "0", "--rounds", "1"])
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [json.loads(line) for line in lines[-2:]]
     assert [r["framework"] for r in rows] == ["jax", "torch"]
@@ -92,8 +94,8 @@ def test_lm_train_step_times_both_frameworks_on_the_same_model(timm, capsys):
     assert "tokens/s" in next(line for line in lines if line.startswith("framework"))
     # the negative control: the same decoder with its query kernels untransposed (square here)
     config = lm_config(*LM_TINY)
-    model, tokens = bench.lm_model(config), bench.lm_tokens(config)
-    params = bench.lm_params(model)
+    model, tokens = lm_train_step.lm_model(config), lm_train_step.lm_tokens(config)
+    params = lm_train_step.lm_params(model)
 
     def loss(p):
         return float(jnp.mean(token_cross_entropy(model.apply({"params": p}, tokens[:, :-1]), tokens[:, 1:])))
@@ -110,25 +112,25 @@ def test_lm_flop_count_is_xla_count_of_an_unrolled_decoder():
     from learngene_jax.train import make_train_step
 
     config = lm_config("--depth", "2", "--batch", "2")
-    model = bench.lm_model(config).clone(scan_unroll=True)  # no loop: XLA counts every layer
+    model = lm_train_step.lm_model(config).clone(scan_unroll=True)  # no loop: XLA counts every layer
     schedule = lr_schedule(config.optim, 2, 1, 1)
     tx = build_optimizer(config.optim, schedule)
-    params = bench.lm_params(model)
+    params = lm_train_step.lm_params(model)
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
     step_fn = make_train_step(config, model, tx, schedule, None, model.vocab_size, 1, jax.random.key(0))
-    _, xla_flops, _ = bench._compiled_step(step_fn, state, {"tokens": bench.lm_tokens(config)}, {})
-    assert bench.lm_train_flops(model, 2, 128) == pytest.approx(xla_flops, rel=0.05)
+    _, xla_flops, _ = train_step.compiled_step(step_fn, state, {"tokens": lm_train_step.lm_tokens(config)}, {})
+    assert lm_train_step.lm_train_flops(model, 2, 128) == pytest.approx(xla_flops, rel=0.05)
 
 
 def test_lm_train_step_rejects_bad_arguments():
     with pytest.raises(UserError, match="not a multiple of --kv-heads 2"):
-        bench.main(["lm-train-step", "--heads", "3", "--kv-heads", "2", "--skip-torch"])
+        main(["lm-train-step", "--heads", "3", "--kv-heads", "2", "--skip-torch"])
     with pytest.raises(UserError, match="lm-train-step times the llama decoder"):
-        bench.main(["lm-train-step", "--config", "configs/tleg_s.py", "--skip-torch"])
+        main(["lm-train-step", "--config", "configs/tleg_s.py", "--skip-torch"])
     with pytest.raises(UserError, match="--kv-heads must be >= 1"):
-        bench.main(["lm-train-step", "--kv-heads", "0", "--skip-torch"])
+        main(["lm-train-step", "--kv-heads", "0", "--skip-torch"])
     with pytest.raises(UserError, match="bf16 is for GPUs"):
-        bench.main(["lm-train-step", "--precision", "bf16", "--skip-torch"])
+        main(["lm-train-step", "--precision", "bf16", "--skip-torch"])
 
 
 def test_rounds_alternate_and_ratios_pair_by_pair(monkeypatch):
@@ -143,11 +145,11 @@ def test_rounds_alternate_and_ratios_pair_by_pair(monkeypatch):
         ms = step_ms[framework][calls.count(framework) - 1]
         return {"framework": framework, "batch": 4, "images_per_s": 4000 / ms, "step_ms": ms, "step_ms_min": ms}, 0, ""
 
-    monkeypatch.setattr(bench, "_run_child", child)
-    results, failures = bench.run_rounds([], ["jax", "torch", "torch_compile"], 3, bench._describe_step)
+    monkeypatch.setattr(runner, "_run_child", child)
+    results, failures = runner.run_rounds([], ["jax", "torch", "torch_compile"], 3, report.describe_step)
     assert calls == ["jax", "torch", "torch_compile", "jax", "torch", "jax", "torch"]  # a failed one is not rerun
     assert failures == ["torch_compile failed (exit 1): RuntimeError: out of memory"]
-    jax_row, torch_row = bench.combine(results, "step_ms")
+    jax_row, torch_row = report.combine(results, "step_ms")
     assert (jax_row["step_ms"], torch_row["step_ms"]) == (20.0, 10.0)  # medians over rounds
     assert torch_row["step_ms_spread"] == [5.0, 20.0] and torch_row["images_per_s"] == 400.0
     assert jax_row["step_time_ratio_vs_torch"] == 3.0  # pairs 0.5, 4, 3 (the medians' ratio would say 2)
@@ -155,20 +157,20 @@ def test_rounds_alternate_and_ratios_pair_by_pair(monkeypatch):
 
 
 def test_a_user_error_in_every_child_is_one_line(monkeypatch):
-    monkeypatch.setattr(bench, "_run_child", lambda argv, framework: (None, 2, "JAX sees no gpu device"))
+    monkeypatch.setattr(runner, "_run_child", lambda argv, framework: (None, 2, "JAX sees no gpu device"))
     with pytest.raises(UserError, match="JAX sees no gpu device"):
-        bench.run_rounds([], ["jax", "torch"], 2, bench._describe_step)
+        runner.run_rounds([], ["jax", "torch"], 2, report.describe_step)
 
 
 def test_train_step_rejects_bad_arguments():
     with pytest.raises(UserError, match="--model must be one of"):
-        bench.main(["train-step", "--model", "levit_384", "--skip-torch"])
+        main(["train-step", "--model", "levit_384", "--skip-torch"])
     with pytest.raises(UserError, match="not a multiple of --patch"):
-        bench.main(["train-step", "--img", "30", "--patch", "8", "--skip-torch"])
+        main(["train-step", "--img", "30", "--patch", "8", "--skip-torch"])
     with pytest.raises(UserError, match="bf16 is for GPUs"):
-        bench.main(["train-step", "--precision", "bf16", "--skip-torch"])
+        main(["train-step", "--precision", "bf16", "--skip-torch"])
     with pytest.raises(UserError, match="--rounds must be >= 1"):
-        bench.main(["train-step", "--rounds", "0", "--skip-torch"])
+        main(["train-step", "--rounds", "0", "--skip-torch"])
 
 
 @pytest.fixture(scope="module")
@@ -181,13 +183,13 @@ def folder(tmp_path_factory):
 
 def test_input_rejects_bad_arguments(folder, tmp_path):
     with pytest.raises(UserError, match="--data must be folder:DIR"):
-        bench.main(["input", "--data", str(folder)])
+        main(["input", "--data", str(folder)])
     with pytest.raises(UserError, match="make_folder --out"):
-        bench.main(["input", "--data", f"folder:{tmp_path}"])
+        main(["input", "--data", f"folder:{tmp_path}"])
     with pytest.raises(UserError, match="no such file"):
-        bench.main(["input", "--data", f"folder:{folder}", "--config", "configs/nope.py"])
+        main(["input", "--data", f"folder:{folder}", "--config", "configs/nope.py"])
     with pytest.raises(UserError, match="--workers and --warmup must be >= 0"):
-        bench.main(["input", "--data", f"folder:{folder}", "--workers", "-1"])
+        main(["input", "--data", f"folder:{folder}", "--workers", "-1"])
 
 
 @pytest.mark.torch
@@ -205,8 +207,8 @@ def test_input_prints_json_per_framework(timm, folder, workers):
     if workers:  # timm's DataLoader workers are this many child processes
         assert rows[1]["child_processes"] >= workers and rows[1]["peak_worker_rss_mb"] > 0
     # bytes per image: what one of our batches holds, as the loader yields it; timm: float32 CHW + int64 label
-    args = argparse.Namespace(config=bench.DEFAULT_CONFIG, data=f"folder:{folder}", workers=0, img=64)
-    config = bench.input_config(args)
+    args = argparse.Namespace(config=input_pipeline.DEFAULT_CONFIG, data=f"folder:{folder}", workers=0, img=64)
+    config = input_pipeline.input_config(args)
     loader = data.make_loader(config, config.data.train_split, train=True, batch_size=16)
     batch = next(iter(loader.epoch(0)))
     getattr(loader, "close", lambda: None)()
