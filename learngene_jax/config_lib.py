@@ -89,9 +89,11 @@ def base_config() -> ml_collections.ConfigDict:
         workers=0,  # grain worker processes that decode and transform (0: in this process, for small data/debugging)
         image_key="image", label_key="label",
         classes=(), shots=0, subset_seed=0,  # a task: only these classes (relabelled), `shots` train examples each
-        context=128, eval_windows=128,  # text corpora (data/text.py): tokens per window, validation windows,
+        # text corpora (data/text.py): tokens per window, validation windows (0: the whole split, non-overlapping)
+        context=128, eval_windows=128,
         text_key="text",  # tfds_text: the feature holding each example's text
-        tokenizer="",  # text: '' (bytes), bpe:N (trained on the corpus), or a tokenizer.json / HF model directory
+        # text: '' (bytes), char, bpe:N (trained on the corpus), or a tokenizer.json / model directory holding one
+        tokenizer="",
         documents=(),  # text: only the documents whose names match these fnmatch patterns (a task of a stream)
         fraction=1.0))  # text: train on the first `fraction` of the train token stream (a data-fraction sweep)
     c.aug = ml_collections.ConfigDict(dict(

@@ -1,7 +1,8 @@
 """python -m learngene_jax.predict — logits of a gene's aux model, an expanded descendant, or a model
 directory, on normalised float32 images (--images, a .npy), image files (--images, one file or a folder of them,
 read as image folders are read for training, resized and normalised with --mean/--std) or, for language models,
-int32 token ids (--tokens, (batch, tokens)) from a .npy file (eval mode)."""
+int32 token ids (--tokens, (batch, tokens)) from a .npy file or a text file (--text, encoded with the tokenizer saved
+with the model, or --tokenizer) (eval mode); --text with --generate N writes the text continued by N tokens."""
 
 from __future__ import annotations
 
@@ -127,6 +128,58 @@ def resolve_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
     return genes.descendant_model(gene, args.depth, **kw), {"params": genes.expand(gene, args.depth, **kw)}
 
 
+def text_tokenizer(args: argparse.Namespace, model: nn.Module) -> Any:
+    """The tokenizer --text is encoded with: --tokenizer, else the model directory's tokenizer.json; a char
+    vocabulary of another size than the model's table, or any vocabulary larger than it, is refused."""
+    from learngene_jax.data.tokenize import CharTokenizer, check_table, get_tokenizer
+
+    spec = args.tokenizer
+    if spec is None:
+        if args.model_dir is None or not (Path(args.model_dir).expanduser() / "tokenizer.json").is_file():
+            fail(UserError, f"--text: {args.model_dir or args.gene} has no tokenizer.json (byte-level and older runs "
+                            f"save none): pass --tokenizer bytes, or the tokenizer.json the model was trained with")
+        spec = str(Path(args.model_dir).expanduser() / "tokenizer.json")
+    tokenizer = get_tokenizer(spec)
+    if isinstance(tokenizer, CharTokenizer) and tokenizer.vocab_size != model.vocab_size:
+        fail(UserError, f"--text: the char vocabulary of {spec} has {tokenizer.vocab_size} characters but the "
+                        f"model's table has {model.vocab_size} rows: it is not the vocabulary the model was trained "
+                        f"with; pass that run's WORKDIR/model/tokenizer.json")
+    check_table(model.vocab_size, tokenizer.vocab_size, "the model")
+    return tokenizer
+
+
+def predict_text(args: argparse.Namespace) -> None:
+    """--text: logits (1, tokens, vocab) of the encoded text, or with --generate the text continued (decoded)."""
+    from learngene_jax.data.text import read_text
+    from learngene_jax.data.tokenize import CharTokenizer
+    from learngene_jax.models.llama import check_context, generate
+
+    model, variables = resolve_model(args)
+    if not hasattr(model, "vocab_size"):
+        fail(UserError, f"{type(model).__name__} takes --images; --text is for language models")
+    tokenizer = text_tokenizer(args, model)
+    text = read_text(args.text, "--text")
+    ids = tokenizer.ids(text, args.text) if isinstance(tokenizer, CharTokenizer) else tokenizer.encode([text.encode()])
+    tokens = np.asarray(ids, np.int32)[None]
+    if args.generate < 0 or args.temperature < 0:
+        fail(UserError, f"--generate and --temperature must be >= 0, got {args.generate}, {args.temperature}")
+    try:
+        check_context(model, tokens.shape[1] + args.generate)
+    except ValueError as e:
+        fail(UserError, f"--text: {tokens.shape[1]} tokens{f' + {args.generate} generated' if args.generate else ''}: "
+                        f"{e}; shorten the text")
+    if not args.generate:
+        logits = batched_apply(model, variables, tokens, 1)
+        np.save(args.out, logits)
+        print(f"saved logits {logits.shape} of {args.text} ({tokens.shape[1]} tokens) to {args.out}")
+        return
+    seq = generate(model, variables, tokens, args.generate, temperature=args.temperature,
+                   rng=jax.random.key(args.seed))
+    continued = tokenizer.decode(np.asarray(seq)[0, tokens.shape[1]:])
+    Path(args.out).write_text(text + continued)
+    print(text + continued)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the model on the images and save the logits."""
     p = argparse.ArgumentParser(prog="python -m learngene_jax.predict", description=__doc__)
@@ -139,6 +192,13 @@ def main(argv: list[str] | None = None) -> None:
     data.add_argument("--images", help=".npy of float32 images, already normalised; or an image file, or a folder of "
                                        "them (rows in file-name order; needs --mean/--std)")
     data.add_argument("--tokens", help=".npy of integer token ids (batch, tokens), for language models")
+    data.add_argument("--text", help="a UTF-8 text file, for language models: encoded with --tokenizer")
+    p.add_argument("--tokenizer", help="--text: bytes, a tokenizer.json, or a directory holding one (default: the "
+                                       "model directory's, saved by training)")
+    p.add_argument("--generate", type=int, default=0,
+                   help="--text: continue it by this many tokens and write the decoded text to --out (not logits)")
+    p.add_argument("--temperature", type=float, default=0.0, help="--generate: 0 greedy, else sampled")
+    p.add_argument("--seed", type=int, default=0, help="--generate: the sampling seed")
     p.add_argument("--layout-images", default="auto", choices=["auto", "nchw", "nhwc"])
     p.add_argument("--mean", help="image files: the training data.mean, comma-separated (e.g. 0.5,0.5,0.5)")
     p.add_argument("--std", help="image files: the training data.std, comma-separated")
@@ -155,6 +215,11 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.out).expanduser().absolute().parent
     if not out_dir.is_dir():
         fail(UserError, f"--out: no directory {out_dir}; create it first")
+    if (args.generate or args.tokenizer) and not args.text:
+        fail(UserError, "--generate and --tokenizer go with --text")
+    if args.text:
+        predict_text(args)
+        return
     source = args.images or args.tokens
     files = image_files(Path(source).expanduser()) if args.images else []
     if not files:

@@ -27,6 +27,7 @@ import optax
 from learngene_jax import checkpointing, data, genes, logs, sharding
 from learngene_jax.data.device import normalize, prepare_batch
 from learngene_jax.data.mix import mix_batch
+from learngene_jax.data.tokenize import save_tokenizer
 from learngene_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from learngene_jax.distributed import is_main_process
 from learngene_jax.errors import ConfigError, UserError, fail
@@ -306,11 +307,13 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     summary = {"name": config.name, "origin": student.origin, "params": num_params, "steps": step,
                "epochs": step / steps_per_epoch, "train_time_s": round(train_time, 2),
                "images_per_s": round(images_seen / train_time, 1) if images_seen else None, **results}
+    if data.is_text(config):  # the final model's loss on the eval split, nats per token (data.eval_windows=0: all)
+        summary["eval_loss"] = results["loss"]
     if init_results is not None:
         summary["init"] = init_results
     if config.eval_every_steps and main:
         summary["curve"] = _eval_curve(workdir, step, steps_per_epoch)
-    export(config, workdir, student, state, summary, main)
+    export(config, workdir, student, state, summary, main, getattr(train_data.source, "tokenizer", None))
     return summary
 
 
@@ -428,7 +431,9 @@ def make_eval_step(model: nn.Module, mean: tuple[float, ...], std: tuple[float, 
             logits = model.apply(variables, tokens[:, :-1], train=False)
             labels = tokens[:, 1:].reshape(-1)
             logits = logits.reshape(labels.shape[0], -1)
-            mask = jnp.repeat(batch["mask"], tokens.shape[1] - 1)
+            # a whole-split evaluation masks each target (its last window is partial), else each window
+            mask = batch["token_mask"].reshape(-1) if "token_mask" in batch else jnp.repeat(batch["mask"],
+                                                                                              tokens.shape[1] - 1)
         else:
             logits = model.apply(variables, normalize(batch["images"], mean, std), train=False)
             labels, mask = batch["labels"], batch["mask"]
@@ -478,13 +483,16 @@ def host_copy(tree: Any) -> Any:
 
 
 def export(config: Any, workdir: Path, student: Student, state: dict[str, Any], summary: dict[str, Any],
-           main: bool) -> None:
-    """Write final.json, the trained model directory, and (for an aux model) the gene."""
+           main: bool, tokenizer: Any = None) -> None:
+    """Write final.json, the trained model directory (with the data's tokenizer, data/tokenize.py), and (for an aux
+    model) the gene."""
     variables = host_copy(model_variables(state))
     if jax.process_count() > 1:
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() for x in jax.tree.leaves(variables)))
         print(f"[process {jax.process_index()}] params checksum {digest.hexdigest()}", file=sys.stderr, flush=True)
     model_dir = save_model(workdir / "model", student.model, variables, overwrite=True, origin=student.origin)
+    if main:
+        save_tokenizer(model_dir, tokenizer)
     summary["model_dir"] = str(model_dir)
     if student.method is not None:
         meta = student.method.meta_from_aux(student.model)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from learngene_jax.config_lib import load_config
-from learngene_jax.optim import peak_lr, timm_epoch_lrs
+from learngene_jax.optim import decay_mask, lr_schedule, peak_lr, timm_epoch_lrs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -35,6 +35,7 @@ DEIT = "facebookresearch/deit@7e160fe43f0252d17191b71cbb5826254114ea5b"
 HEUR = "BruceQFWang/learngene@d145a5edfbf683b012148e8668a0fbf882eca620"
 ASVIT = "VITA-Group/AsViT@e326ccaf63e05f241f8f48a0e045b63d221be62a"
 POOL = "ZhenuYang/Yuanmou@f4a544de12bfce7a4b3e87e6011049392e59dcec:learngene_methods/learngene_pool"
+NANOGPT = "karpathy/nanoGPT@3adf61e154c3fe3fca428ad6bc3818b27a3b8291"
 # Where this project differs on purpose (README "Deliberate deviations from the official code").
 DEVIATION = "learngene_jax README.md:636 (deliberate deviation)"
 
@@ -375,7 +376,64 @@ def asvit_rows() -> list[tuple[str, str, Any, str]]:
     return rows
 
 
-OFFICIAL = learngene_rows() + deit_rows() + lgpool_rows() + heur_rows() + asvit_rows()
+def nanogpt_step_lrs(lr: float, min_lr: float, warmup: int, decay_iters: int, steps: int) -> list[float]:
+    """nanoGPT's get_lr(it) for it = 0 .. steps − 1 (train.py:231-242): lr·(it + 1)/(warmup + 1) during warm-up,
+    then cosine from lr to min_lr at decay_iters."""
+    def get_lr(it: int) -> float:
+        if it < warmup:
+            return lr * (it + 1) / (warmup + 1)
+        if it > decay_iters:
+            return min_lr
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * (it - warmup) / (decay_iters - warmup))) * (lr - min_lr)
+
+    return [get_lr(it) for it in range(steps)]
+
+
+def nanogpt_rows() -> list[tuple[str, str, Any, str]]:
+    """configs/nanogpt_shakespeare_char.py: README's CPU command over config/train_shakespeare_char.py and train.py's
+    defaults; model.py's architecture, init and weight-decay groups as facts of the built model."""
+    spec = "nanogpt_shakespeare_char.py:"
+    readme, cfg = f"{NANOGPT}:README.md:85", f"{NANOGPT}:config/train_shakespeare_char.py"
+    train, model, prepare = (f"{NANOGPT}:train.py", f"{NANOGPT}:model.py",
+                             f"{NANOGPT}:data/shakespeare_char/prepare.py")
+    rows = [
+        ("data.context", 64, readme),  # --block_size=64
+        ("batch_size", 12, readme),  # --batch_size=12 (gradient_accumulation_steps = 1, config:17)
+        ("model.depth", 4, readme),  # --n_layer=4
+        ("model.num_heads", 4, readme),  # --n_head=4
+        ("model.width", 128, readme),  # --n_embd=128
+        ("max_steps", 2000, readme),  # --max_iters=2000: the model evaluated at iter 2000 has taken 2000 steps
+        ("model.dropout", 0.0, readme),  # --dropout=0.0
+        ("data.tokenizer", "char", f"{prepare}:24"),  # chars = sorted(list(set(data)))
+        ("optim.lr", 1e-3, f"{cfg}:27"),
+        ("optim.min_lr", 1e-4, f"{cfg}:30"),
+        ("optim.b2", 0.99, f"{cfg}:31"),
+        ("optim.warmup_steps", 100, f"{cfg}:33"),
+        ("optim.scale_lr", False, f"{train}:258"),  # lr = get_lr(iter_num), unscaled
+        ("optim.name", "adamw", f"{model}:284"),
+        ("optim.eps", 1e-8, f"{model}:284"),  # torch.optim.AdamW's default (none passed)
+        ("optim.b1", 0.9, f"{train}:61"),
+        ("optim.weight_decay", 0.1, f"{train}:60"),
+        ("optim.grad_clip", 1.0, f"{train}:63"),
+        ("optim.schedule", "cosine", f"{train}:65"),  # decay_lr = True
+        ("model.bias", False, f"{train}:56"),
+        ("model.gelu_approximate", False, f"{model}:83"),  # nn.GELU(): exact erf
+        ("model.position_std", 0.02, f"{model}:168"),  # nn.Embedding: N(0, 0.02), wpe included
+        ("fact:model:eps", 1e-5, f"{model}:27"),  # F.layer_norm(..., 1e-5)
+        ("fact:model:hidden", 512, f"{model}:82"),  # c_fc: 4 · n_embd
+        # lr of each of the 2000 steps: --lr_decay_iters=2000 (README) with warmup and min_lr of the config
+        ("fact:step_lrs", nanogpt_step_lrs(1e-3, 1e-4, 100, 2000, 2000), f"{train}:231-242"),
+        # params that decay: every >= 2-D tensor (wte = the tied lm_head, wpe, the four matrices of each block)
+        ("fact:decayed", ["layers/attn_proj", "layers/c_attn", "layers/c_fc", "layers/mlp_proj", "wpe", "wte"],
+         f"{model}:270"),
+    ]
+    return [(spec, key, value, source) for key, value, source in rows]
+
+
+# optax computes a schedule in float32: ~1e-7 of the peak lr, 1.2e-5 relative to the smallest (peak/101, step 0); a
+# wrong warm-up (it/warmup) or decay length is off by 1 % or more
+TOLERANCE = {"fact:step_lrs": 2e-5}
+OFFICIAL = learngene_rows() + deit_rows() + lgpool_rows() + heur_rows() + asvit_rows() + nanogpt_rows()
 
 
 @cache
@@ -392,6 +450,24 @@ def fact(spec: str, name: str) -> Any:
     if name.startswith("stage:"):  # stage:NAME:key — a Learngene Pool stage's config as methods/lgpool/run.py builds it
         _, stage, key = name.split(":")
         return lookup(lgpool_stage(config, stage).to_dict(), key)
+    if name.startswith("model:"):  # model:FIELD — a field or property of the model the config builds
+        from learngene_jax.models import create_model
+
+        kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
+        return getattr(create_model(config.model.name, **kwargs), name.removeprefix("model:"))
+    if name == "step_lrs":  # the lr of every step of the run (config.max_steps)
+        import numpy as np
+
+        schedule = lr_schedule(config.optim, config.batch_size, 1, config.max_steps)
+        return [float(lr) for lr in np.asarray(schedule(np.arange(config.max_steps)))]
+    if name == "decayed":  # the params that get weight decay (optim.decay_mask), as slash-joined paths
+        from learngene_jax.models import create_model
+        from learngene_jax.models.llama import abstract_lm_params
+
+        kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
+        mask = decay_mask(abstract_lm_params(create_model(config.model.name, vocab_size=65, **kwargs)))
+        flat_mask = jax_paths(mask)
+        return sorted(path for path, decayed in flat_mask.items() if decayed)
     peak = peak_lr(config.optim, config.batch_size)
     if name == "peak_lr":
         return peak
@@ -414,6 +490,13 @@ def lgpool_stage(config: Any, stage: str) -> Any:
     return stage_config(config, stage, **lgpool_run.distill_stage(config.lgpool, create_model("deit_b"), distill, k))
 
 
+def jax_paths(tree: Any) -> dict[str, Any]:
+    """{'a/b': leaf} of a pytree of dicts."""
+    import jax
+
+    return {"/".join(str(k.key) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 def lookup(config: dict, key: str) -> Any:
     """config['a']['b'] for key 'a.b'."""
     value = config
@@ -429,13 +512,13 @@ def plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def same(got: Any, want: Any) -> bool:
-    """Equal; numbers to 1e-12 relative (derived values are sums and products), whether int or float."""
+def same(got: Any, want: Any, rel_tol: float = 1e-12) -> bool:
+    """Equal; numbers to `rel_tol` relative (derived values are sums and products), whether int or float."""
     if isinstance(want, list) and isinstance(got, list):
-        return len(got) == len(want) and all(same(g, w) for g, w in zip(got, want, strict=True))
+        return len(got) == len(want) and all(same(g, w, rel_tol) for g, w in zip(got, want, strict=True))
     numbers = [isinstance(v, int | float) and not isinstance(v, bool) for v in (got, want)]
     if all(numbers):  # ml_collections keeps a key's type: warmup_epochs=5 reads back as 5.0
-        return math.isclose(got, want, rel_tol=1e-12, abs_tol=0.0)
+        return math.isclose(got, want, rel_tol=rel_tol, abs_tol=0.0)
     return type(got) is type(want) and got == want
 
 
@@ -443,7 +526,7 @@ def same(got: Any, want: Any) -> bool:
 def test_official_setting(spec: str, key: str, expected: Any, source: str):
     """Each recipe that calls itself official sets each value as the official code does (or as the README states)."""
     got = fact(spec, key.removeprefix("fact:")) if key.startswith("fact:") else lookup(resolved(spec), key)
-    assert same(plain(got), plain(expected)), (
+    assert same(plain(got), plain(expected), TOLERANCE.get(key, 1e-12)), (
         f"configs/{spec} {key} = {got!r}, the official value is {expected!r} ({source})")
 
 
@@ -470,6 +553,7 @@ VARIANTS = {
     "lm_hf_teacher.py": tuple(f"method={m},stage={s}" for m in ("tleg", "sws")
                               for s in ("aux", "descendant", "scratch")) + ("smoke=True",),
     "lm_lora.py": ("", "smoke=True"),
+    "nanogpt_shakespeare_char.py": ("", "smoke=True"),
     **{f"{m}.py": ("stage=aux", "stage=descendant", "stage=descendant,depth=6", "stage=scratch")
        for m in ("tleg_ti", "tleg_s", "tleg_b", "sws_s", "sws_b")},
 }

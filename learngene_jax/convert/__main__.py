@@ -8,6 +8,7 @@ import argparse
 import json
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -140,9 +141,11 @@ def _to_hf(args: argparse.Namespace) -> None:
     if not isinstance(model, Llama | GPT2):
         fail(ConversionError, f"{args.model_dir} holds a {type(model).__name__}; to-hf writes Llama and GPT-2 "
                               f"models (ViTs: use to-timm)")
-    hf.to_hf(model, variables, args.out, overwrite=args.overwrite)
+    saved = Path(args.model_dir).expanduser() / "tokenizer.json"  # written by training (data/tokenize.py)
+    hf.to_hf(model, variables, args.out, overwrite=args.overwrite,
+             tokenizer=saved.read_text() if saved.is_file() else None)
     print(f"wrote {hf.hf_config(model)['architectures'][0]} to {args.out} (transformers reads it with "
-          f"from_pretrained({args.out!r}))")
+          f"from_pretrained({args.out!r}))" + (" with its tokenizer.json" if saved.is_file() else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,8 +49,10 @@ GPT2_TOP = ("wte.", "wpe.", "h.", "ln_f.")  # Hub GPT-2 keys without the `transf
 PEFT_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PEFT_INJECTED = re.compile(r"\.(base_layer|lora_[AB]|lora_embedding_[AB]|lora_magnitude_vector)(\.|$)")
 # transformers' activation_function names (activations.py ACT2FN) for 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))),
-# which models/llama.py's GPT-2 computes (jax.nn.gelu(approximate=True)); they differ only in rounding.
+# which models/llama.py's GPT-2 computes (jax.nn.gelu(approximate=True)); they differ only in rounding. "gelu" is the
+# exact erf GELU (nanoGPT's nn.GELU()), GPT-2's gelu_approximate=False.
 GPT2_TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast", "gelu_accurate")
+GPT2_EXACT_GELU = "gelu"
 
 
 def refuse_peft_adapter(directory: str | Path) -> None:
@@ -123,9 +125,10 @@ def model_from_config(cfg: Mapping[str, Any]) -> Llama | GPT2:
                      tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
     if kind == "gpt2":
         act = cfg.get("activation_function", "gelu_new")
-        if act not in GPT2_TANH_GELUS:
+        if act not in (*GPT2_TANH_GELUS, GPT2_EXACT_GELU):
             fail(ConversionError, f"config.json sets activation_function={act!r}; the Flax GPT-2 computes the tanh "
-                                  f"GELU ({', '.join(GPT2_TANH_GELUS)}), so this model would give other logits")
+                                  f"GELU ({', '.join(GPT2_TANH_GELUS)}) or the exact one ({GPT2_EXACT_GELU}), so "
+                                  f"this model would give other logits")
         if cfg.get("scale_attn_by_inverse_layer_idx", False):
             fail(ConversionError, "config.json sets scale_attn_by_inverse_layer_idx=true (attention scores divided "
                                   "by layer index + 1, as the Stanford CRFM GPT-2s); the Flax GPT-2 does not "
@@ -136,7 +139,8 @@ def model_from_config(cfg: Mapping[str, Any]) -> Llama | GPT2:
                 fail(ConversionError, f"config.json sets {flag}={cfg[flag]}; only {flag}={want} is supported")
         return GPT2(vocab_size=int(cfg["vocab_size"]), width=int(cfg["n_embd"]), depth=int(cfg["n_layer"]),
                     num_heads=int(cfg["n_head"]), mlp_dim=int(cfg.get("n_inner") or 0),
-                    eps=float(cfg.get("layer_norm_epsilon", 1e-5)), max_positions=int(cfg["n_positions"]))
+                    eps=float(cfg.get("layer_norm_epsilon", 1e-5)), max_positions=int(cfg["n_positions"]),
+                    gelu_approximate=act != GPT2_EXACT_GELU)
     fail(ConversionError, f"config.json describes model_type {kind!r}; from-hf reads llama and gpt2 models")
 
 
@@ -234,13 +238,44 @@ def hf_config(model: Llama | GPT2) -> dict[str, Any]:
                 "dtype": "float32"}
     return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": model.vocab_size,
             "n_embd": model.width, "n_layer": model.depth, "n_head": model.num_heads, "n_inner": model.mlp_dim or None,
-            "n_positions": model.max_positions, "layer_norm_epsilon": model.eps, "activation_function": "gelu_new",
+            "n_positions": model.max_positions, "layer_norm_epsilon": model.eps,
+            "activation_function": "gelu_new" if model.gelu_approximate else GPT2_EXACT_GELU,
             "tie_word_embeddings": True, "bos_token_id": model.vocab_size - 1, "eos_token_id": model.vocab_size - 1,
             "dtype": "float32"}
 
 
-def to_hf(model: Llama | GPT2, variables: Mapping[str, Any], directory: str | Path, overwrite: bool = False) -> Path:
-    """Write `directory` (config.json + model.safetensors) that transformers' from_pretrained loads as is."""
+def with_zero_biases(model: GPT2, variables: Mapping[str, Any]) -> tuple[GPT2, dict[str, Any]]:
+    """A bias-free GPT-2 (nanoGPT's bias=False) as the GPT-2 with biases that computes the same function: every bias
+    zero, in the layout transformers' GPT2LMHeadModel stores (it has no bias=False)."""
+    params = variables["params"]
+    biased = model.clone(bias=True)
+    layers = {**params["layers"], **{name: np.zeros((model.depth, *shape), np.float32)
+                                     for name, shape in biased.layer_shapes().items() if name.endswith("_bias")}}
+    ln_f = {**params["ln_f"], "bias": np.zeros(model.width, np.float32)}
+    return biased, {**variables, "params": {**params, "layers": layers, "ln_f": ln_f}}
+
+
+def hf_tokenizer_json(text: str) -> str:
+    """A saved tokenizer (data/tokenize.py) as a Hugging Face tokenizer.json: a tokenizer.json as it is; a char
+    vocabulary as a BPE over those characters with no merges and no pre-tokenizer (each character its own token,
+    ids unchanged; a character outside the vocabulary is dropped, as `tokenizers` drops unknown characters without an
+    unk token) whose decoder joins the tokens."""
+    from learngene_jax.data.tokenize import CharTokenizer, is_char_json
+
+    if not is_char_json(text):
+        return text
+    from tokenizers import Tokenizer, decoders, models
+
+    chars = CharTokenizer.from_json(text, "tokenizer.json").chars
+    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(chars)}, merges=[]))
+    tokenizer.decoder = decoders.Fuse()
+    return tokenizer.to_str()
+
+
+def to_hf(model: Llama | GPT2, variables: Mapping[str, Any], directory: str | Path, overwrite: bool = False,
+          tokenizer: str | None = None) -> Path:
+    """Write `directory` (config.json + model.safetensors) that transformers' from_pretrained loads as is, and the
+    model's `tokenizer` (its saved tokenizer.json text, `hf_tokenizer_json`) for PreTrainedTokenizerFast."""
     from safetensors.numpy import save_file
 
     directory = Path(directory).expanduser()
@@ -258,9 +293,13 @@ def to_hf(model: Llama | GPT2, variables: Mapping[str, Any], directory: str | Pa
     if lora.is_lora(model):  # LoRA adapters are folded into the weights: Hugging Face gets the plain model
         variables = {"params": lora.merge(model, variables["params"])}
         model = lora.plain(model)
+    if isinstance(model, GPT2) and not model.bias:
+        model, variables = with_zero_biases(model, variables)
     rules = LLAMA_RULES if isinstance(model, Llama) else GPT2_RULES
     tensors = flax_to_torch(variables["params"], rules)
     (directory / "config.json").write_text(json.dumps(hf_config(model), indent=2) + "\n")
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, directory / "model.safetensors",
               metadata={"format": "pt"})
+    if tokenizer is not None:
+        (directory / "tokenizer.json").write_text(hf_tokenizer_json(tokenizer))
     return directory

