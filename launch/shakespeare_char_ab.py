@@ -17,9 +17,11 @@ Definitions (the same for both arms):
 - estimate_200: nanoGPT's estimate_loss on the validation split (train.py:216-228) with eval_iters=200: 200 batches of
   12 windows at starts torch.randint(len(val) − 64, (12,)), from torch.manual_seed(1337 + SEED), mean of the batch
   means; estimate_20: the 20-batch number its own run printed at the last evaluation (`step 2000: ... val loss X`);
-- tokens/s: 12 × 64 tokens per step over the steps after the first, wall clock between per-step log lines (both
-  trainers log every step and sync there), excluding the first step (compilation for JAX), every step whose interval
-  holds an evaluation (nanoGPT evaluates before steps 0, 250, ..., its dt includes it) and the final evaluation.
+- tokens/s: 12 × 64 tokens per step over wall clock between log lines, which both trainers write after a sync:
+  nanoGPT every step (`iter N: ... time Tms`), leaving out step 0 and every step whose interval holds an evaluation
+  (it evaluates before steps 0, 250, ..., and its dt includes that); ours every 50 steps (metrics.jsonl `time`; the
+  config's log_every_steps), from the first row on, so the first interval (compilation) and the final evaluation,
+  which comes after the last row, are left out.
 """
 
 from __future__ import annotations

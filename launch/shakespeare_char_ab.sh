@@ -5,8 +5,9 @@
 #   - ours: final.json eval_loss, the whole validation split in non-overlapping 64-character windows (nats/char);
 #   - nanoGPT: the same whole-split loss computed from its ckpt.pt, its estimate_loss on 200 validation batches
 #     (eval_iters=200, recomputed from ckpt.pt with its get_batch sampling) and the 20-batch estimate its run printed;
-#   - both: tokens/s of training (12 × 64 tokens per step) from their per-step log lines, leaving out the first step
-#     (JAX compiles there) and every step that holds an evaluation; wall time, host, versions, the command.
+#   - both: tokens/s of training (12 × 64 tokens per step) from their log lines (nanoGPT: every step; ours: every 50),
+#     leaving out the first interval (JAX compiles there) and every one that holds an evaluation; wall time, host,
+#     versions, the command.
 # launch/shakespeare_char_ab.py has the exact definitions.
 #
 #   git clone https://github.com/karpathy/nanoGPT ~/nanoGPT && git -C ~/nanoGPT checkout 3adf61e
