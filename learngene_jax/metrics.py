@@ -1,5 +1,5 @@
-"""Where a run reports: WORKDIR/metrics.jsonl (one JSON object per line), TensorBoard event files
-(WORKDIR/tb), and a progress line with images/s and ETA on stderr."""
+"""Where a run reports: WORKDIR/metrics.jsonl (one JSON object per line; read back for the eval curve), TensorBoard
+event files (WORKDIR/tb), a progress line with images/s and ETA on stderr, and profiler traces on request."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from learngene_jax import logs
+from learngene_jax.errors import ConfigError, fail
 
 
 class MetricWriter:
@@ -87,3 +90,53 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Profile:
+    """A jax.profiler trace of `steps` steps from `start` on (nothing when steps is 0), written to `directory`."""
+
+    def __init__(self, directory: Path, start: int, steps: int):
+        if steps < 0:
+            fail(ConfigError, f"profile_steps must be >= 0, got {steps}")
+        self.directory, self.start, self.end, self.active = directory, start, start + steps, False
+
+    def before(self, step: int) -> None:
+        if step == self.start and self.end > self.start:
+            jax.profiler.start_trace(str(self.directory))
+            self.active = True
+
+    def after(self, step: int, state: Any) -> None:
+        if self.active and step >= self.end:
+            jax.block_until_ready(state)  # the traced steps end on the device, not at dispatch
+            self.stop()
+            logs.info(f"profile of steps {self.start}-{self.end - 1} written to {self.directory} "
+                      f"(tensorboard --logdir {self.directory})")
+
+    def stop(self) -> None:
+        if self.active:
+            self.active = False
+            jax.profiler.stop_trace()
+
+
+def eval_curve(workdir: Path, last_step: int, steps_per_epoch: int) -> list[dict[str, float]]:
+    """Every evaluation of the exported model recorded in this workdir up to `last_step` (resumed runs included,
+    the newest record per step): [{'step', 'epoch', 'loss', 'top1'}, ...] in step order."""
+    rows: dict[int, dict[str, float]] = {}
+    path = workdir / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else ():
+        row = json.loads(line)
+        if row.get("split") == "eval" and "phase" not in row and row["step"] <= last_step:
+            rows[row["step"]] = {"step": row["step"], "epoch": row["step"] / steps_per_epoch, "loss": row["loss"],
+                                 "top1": row["top1"]}
+    return [rows[k] for k in sorted(rows)]
+
+
+def first_eval(workdir: Path) -> dict[str, float] | None:
+    """The step-0 eval recorded by an earlier (interrupted) run of this workdir."""
+    path = workdir / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("split") == "eval" and row.get("step") == 0:
+                return {k: row[k] for k in ("loss", "top1", "top5")}
+    return None

@@ -9,6 +9,7 @@ config turns on, and training phases from registered step variants (`registry.py
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -32,7 +33,7 @@ from learngene_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from learngene_jax.distributed import is_main_process
 from learngene_jax.errors import ConfigError, UserError, fail
 from learngene_jax.genes.io import save_gene
-from learngene_jax.metrics import MetricWriter, Progress
+from learngene_jax.metrics import MetricWriter, Profile, Progress, eval_curve, first_eval
 from learngene_jax.models import compute_dtype
 from learngene_jax.models.io import save_model
 from learngene_jax.models.llama import check_context
@@ -92,6 +93,43 @@ def _check_context(config: Any, student: Student, teacher: Teacher | None) -> No
 
 def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     """Run `config` in `workdir` (resuming from its latest checkpoint) and return the final metrics."""
+    run = set_up(config, workdir)
+    init = init_or_resume(run)
+    num_params = count_params(init.abstract["params"])
+    logs.info(f"[{config.name or 'train'}] {type(run.student.model).__name__} {num_params:,} params "
+              f"({run.student.origin}); {len(run.train_data.source)} train / {len(run.eval_data.source)} eval "
+              f"examples, {run.num_classes} classes; {config.epochs} epochs x {run.steps_per_epoch} steps, batch "
+              f"{config.batch_size}; mesh {dict(run.mesh.shape)} ({config.sharding.strategy})"
+              + (f"; teacher {type(run.teacher.model).__name__}" if run.teacher else ""))
+    loop = Loop(run, init, PhaseSteps(run, init))
+    start_time = time.perf_counter()
+    init_results = loop.evaluate_at_start() if config.eval_at_start else None
+    loop.train_to_end()
+    return finish(run, loop, num_params, init_results, time.perf_counter() - start_time)
+
+
+@dataclasses.dataclass
+class Run:
+    """A run before any state exists: its workdir, mesh, loaders, student and frozen teacher, and its length."""
+
+    config: Any
+    workdir: Path
+    main: bool  # this process writes the workdir's files
+    mesh: jax.sharding.Mesh
+    data_shards: int  # devices that split each batch
+    train_data: data.Loader
+    eval_data: data.Loader
+    num_classes: int
+    steps_per_epoch: int
+    total_steps: int
+    num_epochs: int
+    student: Student
+    teacher: Teacher | None
+
+
+def set_up(config: Any, workdir: str | Path) -> Run:
+    """Check the config against the workdir and the devices, write config.json, build the mesh, the loaders, the
+    student and the teacher."""
     workdir = Path(workdir).expanduser().absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     main = is_main_process()
@@ -105,7 +143,6 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     for what, size in (("batch_size", config.batch_size), ("eval_batch_size", eval_batch)):
         if size % data_shards:
             fail(ConfigError, f"{what} {size} is not divisible by the {data_shards} devices that split the batch")
-
     if data.is_text(config) != (config.objective == "lm"):
         from learngene_jax.data.text import CORPORA
 
@@ -123,20 +160,38 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    num_epochs = -(-total_steps // steps_per_epoch)
-
-    # Student and frozen teacher.
     student = build_student(config, num_classes)
-    model = student.model
     teacher = load_teacher(config.distill, config.data.image_size, num_classes,
                            getattr(train_data.source, "tokenizer", None), dtype=compute_dtype(config.precision))
     if data.is_text(config):
         _check_context(config, student, teacher)
+    return Run(config, workdir, main, mesh, data_shards, train_data, eval_data, num_classes, steps_per_epoch,
+               total_steps, -(-total_steps // steps_per_epoch), student, teacher)
 
-    # Shardings from shapes alone (nothing allocated yet).
-    rng = jax.random.key(config.seed)
-    init_rng, step_rng = jax.random.split(rng)
-    schedule = lr_schedule(config.optim, config.batch_size, steps_per_epoch, total_steps)
+
+@dataclasses.dataclass
+class Init:
+    """The optimizer, the train state (restored or initialised) with its shardings, the frozen step inputs, the
+    checkpoints and the input pipeline at the state's step."""
+
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    step_rng: jax.Array
+    abstract: Any  # the state's shapes and dtypes
+    state_shardings: Any
+    frozen: dict[str, Any]  # step inputs never trained or checkpointed: teacher variables, loss terms' arrays
+    loss_terms: dict[str, Callable]
+    ckpts: checkpointing.TrainCheckpoints
+    state: dict[str, Any]
+    batches: Any
+
+
+def init_or_resume(run: Run) -> Init:
+    """Shardings from shapes alone (nothing allocated yet), then the state and the input pipeline's position from
+    the latest checkpoint, or a fresh state."""
+    config, student, mesh = run.config, run.student, run.mesh
+    init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+    schedule = lr_schedule(config.optim, config.batch_size, run.steps_per_epoch, run.total_steps)
     tx = build_optimizer(config.optim, schedule)
     if student.trainable is not None:  # e.g. LoRA: only the adapters train
         tx = only_trainable(tx, student.trainable)
@@ -154,8 +209,8 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
     state_shardings = sharding.tree_shardings(abstract, mesh, strategy, rules)
     state_shardings["step"] = sharding.replicated(mesh)
     frozen: dict[str, Any] = {}
-    if teacher is not None:
-        frozen["teacher"] = teacher.variables
+    if run.teacher is not None:
+        frozen["teacher"] = run.teacher.variables
     # Loss terms the config turns on (e.g. EWC): their arrays are frozen step inputs like the teacher's.
     loss_terms = {}
     for name, term in LOSS_TERMS.items():
@@ -163,208 +218,199 @@ def train(config: Any, workdir: str | Path) -> dict[str, Any]:
             frozen[name], loss_terms[name] = built
     frozen = jax.device_put(frozen, sharding.tree_shardings(frozen, mesh, strategy, rules))
 
-    # Resume from the latest checkpoint (model state and the input pipeline's position), or initialise.
-    ckpts = checkpointing.TrainCheckpoints(workdir / "checkpoints", keep=config.checkpoint.keep)
+    ckpts = checkpointing.TrainCheckpoints(run.workdir / "checkpoints", keep=config.checkpoint.keep)
     latest = ckpts.latest_step()
     if latest is not None:
         target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                         abstract, state_shardings)
         state, _ = ckpts.restore(latest, target)
-        batches = ckpts.restore_data(latest, lambda state: train_data.steps(total_steps, state=state),
-                                     lambda: train_data.steps(total_steps, start=latest))
+        batches = ckpts.restore_data(latest, lambda state: run.train_data.steps(run.total_steps, state=state),
+                                     lambda: run.train_data.steps(run.total_steps, start=latest))
         logs.info(f"resumed from step {latest} in {ckpts.directory}")
     else:
         state = jax.jit(init_state, out_shardings=state_shardings)(init_rng, student.source)
-        batches = train_data.steps(total_steps)
-    num_params = count_params(abstract["params"])
-    logs.info(f"[{config.name or 'train'}] {type(model).__name__} {num_params:,} params ({student.origin}); "
-               f"{len(train_data.source)} train / {len(eval_data.source)} eval examples, {num_classes} classes; "
-               f"{config.epochs} epochs x {steps_per_epoch} steps, batch {config.batch_size}; mesh "
-               f"{dict(mesh.shape)} ({strategy})" + (f"; teacher {type(teacher.model).__name__}" if teacher else ""))
+        batches = run.train_data.steps(run.total_steps)
+    return Init(tx, schedule, step_rng, abstract, state_shardings, frozen, loss_terms, ckpts, state, batches)
 
-    phases = training_phases(config, model)
-    compiled_steps: dict[tuple | None, Callable] = {}
-    compiled_evals: dict[tuple | None, Callable] = {}
 
-    def phase_of(epoch: int) -> tuple | None:
+class PhaseSteps:
+    """The jitted train and eval steps of each training phase, compiled once per phase: a registered step variant
+    (e.g. As-ViT's re-tokenization) trains the model with other fields for some epochs."""
+
+    def __init__(self, run: Run, init: Init):
+        self.run, self.init = run, init
+        self.phases = training_phases(run.config, run.student.model)
+        self._train: dict[tuple | None, Callable] = {}
+        self._eval: dict[tuple | None, Callable] = {}
+
+    def phase_of(self, epoch: int) -> tuple | None:
         """The model-field overrides trained in `epoch` (sorted items); None for the model as exported."""
-        phase = next((tuple(sorted(o.items())) for start, o in reversed(phases) if epoch >= start), None)
+        phase = next((tuple(sorted(o.items())) for start, o in reversed(self.phases) if epoch >= start), None)
         return phase or None
 
-    def phase_model(phase: tuple | None) -> nn.Module:
+    def model(self, phase: tuple | None) -> nn.Module:
+        """The student's model with the phase's fields."""
+        model = self.run.student.model
         return model if phase is None else model.clone(**dict(phase))
 
-    def train_step_for(epoch: int) -> Callable:
-        """The jitted step of the tokenization phase that `epoch` is in (one compile per phase)."""
-        phase = phase_of(epoch)
-        if phase not in compiled_steps:
-            compiled_steps[phase] = jax.jit(
-                make_train_step(config, phase_model(phase), tx, schedule, teacher, num_classes, data_shards,
-                                step_rng, mean=train_data.mean, std=train_data.std, loss_terms=loss_terms),
-                in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
-                out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
-        return compiled_steps[phase]
+    def train_step(self, epoch: int) -> Callable:
+        """The jitted step of the phase that `epoch` is in."""
+        run, init, phase = self.run, self.init, self.phase_of(epoch)
+        if phase not in self._train:
+            self._train[phase] = jax.jit(
+                make_train_step(run.config, self.model(phase), init.tx, init.schedule, run.teacher, run.num_classes,
+                                run.data_shards, init.step_rng, mean=run.train_data.mean, std=run.train_data.std,
+                                loss_terms=init.loss_terms),
+                in_shardings=(init.state_shardings, sharding.batch_sharding(run.mesh), None),
+                out_shardings=(init.state_shardings, sharding.replicated(run.mesh)), donate_argnums=0)
+        return self._train[phase]
 
-    def eval_step_for(phase: tuple | None) -> Callable:
-        """Evaluation with the tokenization being trained (None: the model as exported)."""
-        if phase not in compiled_evals:
-            compiled_evals[phase] = jax.jit(make_eval_step(phase_model(phase), eval_data.mean, eval_data.std),
-                                            out_shardings=sharding.replicated(mesh))
-        return compiled_evals[phase]
+    def eval_step(self, phase: tuple | None) -> Callable:
+        """Evaluation of the model with the phase's fields (None: the model as exported)."""
+        if phase not in self._eval:
+            eval_data = self.run.eval_data
+            self._eval[phase] = jax.jit(make_eval_step(self.model(phase), eval_data.mean, eval_data.std),
+                                        out_shardings=sharding.replicated(self.run.mesh))
+        return self._eval[phase]
 
-    eval_step = eval_step_for(None)
 
-    writer = MetricWriter(workdir, enabled=main)
-    progress = Progress(total_steps, config.batch_size, enabled=main, label=config.name or "train")
-    step = int(jax.device_get(state["step"]))
-    good_step = step  # the newest step whose losses were all finite
-    pending: list[dict[str, jax.Array]] = []
-    start_time = time.perf_counter()
-    images_seen = 0
+class Loop:
+    """The step loop: the state, the queued step metrics, the evaluations the schedule asks for, the metric writer,
+    the checkpoints."""
 
-    def flush() -> None:
+    def __init__(self, run: Run, init: Init, steps: PhaseSteps):
+        self.run, self.init, self.steps = run, init, steps
+        self.writer = MetricWriter(run.workdir, enabled=run.main)
+        self.progress = Progress(run.total_steps, run.config.batch_size, enabled=run.main,
+                                 label=run.config.name or "train")
+        self.state = init.state
+        self.step = int(jax.device_get(self.state["step"]))
+        self.good_step = self.step  # the newest step whose losses were all finite
+        self.pending: list[dict[str, jax.Array]] = []
+        self.images_seen = 0
+        self.last_eval: tuple[int, dict[str, float]] = (-1, {})  # (step, results) of the exported model's last eval
+
+    def train_to_end(self) -> None:
+        """Train from the state's step to the last: save on a preemption notice, every checkpoint.every_steps and at
+        the end; the loaders, metrics and checkpoints are closed however it stops."""
+        run, ckpts = self.run, self.init.ckpts
+        # A profile of `profile_steps` steps after this run's first, compiling, step (TensorBoard's profile plugin).
+        profile = Profile(run.workdir / "profile", self.step + 1, run.config.profile_steps)
+        try:
+            with ckpts.watch_preemption():
+                while self.step < run.total_steps:
+                    if ckpts.reached_preemption(self.step):  # every process answers alike, so all save this same step
+                        self.save()
+                        fail(Preempted, f"stopped by a preemption notice (SIGTERM) at step {self.step}; the state is "
+                                        f"saved in {ckpts.directory}; run the same command to resume")
+                    epoch = self.step // run.steps_per_epoch
+                    self.take_step(epoch, profile)
+                    if self.step % run.config.log_every_steps == 0 or self.step == run.total_steps:
+                        self.flush()
+                    if self.step % run.config.checkpoint.every_steps == 0:
+                        self.save()
+                    self.evaluate_if_due(epoch)
+                self.save()
+        finally:
+            profile.stop()
+            run.train_data.close()
+            self.writer.close()
+            ckpts.close()
+
+    def take_step(self, epoch: int, profile: Profile) -> None:
+        """One step on the next batch; its metrics are queued (fetching them would sync the device)."""
+        batch = next(self.init.batches)
+        if (position := int(batch.pop("step"))) != self.step:  # a restored iterator state that does not fit
+            fail(UserError, f"the input pipeline resumed at step {position} instead of {self.step}; rerun with "
+                            f"the data settings (data.workers included) of the interrupted run")
+        profile.before(self.step)
+        self.state, metrics = self.steps.train_step(epoch)(self.state, sharding.global_batch(self.run.mesh, batch),
+                                                           self.init.frozen)
+        self.step += 1
+        profile.after(self.step, self.state)
+        self.images_seen += self.run.config.batch_size
+        self.pending.append(metrics)
+
+    def flush(self) -> None:
         """Check the queued step metrics (fetching them syncs the device), log them, stop on NaN/Inf."""
-        nonlocal good_step
-        if not pending:
+        if not self.pending:
             return
-        fetched = jax.device_get(pending)
-        pending.clear()
+        fetched = jax.device_get(self.pending)
+        self.pending.clear()
+        ckpts = self.init.ckpts
         for offset, m in enumerate(fetched):
             if not math.isfinite(float(m["loss"])):
-                bad = good_step + offset + 1
+                bad = self.good_step + offset + 1
                 fail(Diverged, f"the loss became {float(m['loss'])} at step {bad}; stopped without saving, the last "
                                f"good checkpoint (step {ckpts.latest_step()}) is kept in {ckpts.directory}; lower "
                                f"optim.lr or set optim.grad_clip, then rerun the same command to resume")
-        good_step += len(fetched)
+        self.good_step += len(fetched)
         last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-        writer.write(good_step, "train", {**last, "epoch": good_step / steps_per_epoch,
-                                          "images_per_s": progress.images_per_s})
-        progress.update(good_step, last["loss"])
+        self.writer.write(self.good_step, "train", {**last, "epoch": self.good_step / self.run.steps_per_epoch,
+                                                    "images_per_s": self.progress.images_per_s})
+        self.progress.update(self.good_step, last["loss"])
 
-    def save(step: int) -> None:
-        flush()
-        ckpts.save(step, state, {"step": step, "epoch": step / steps_per_epoch}, batches)
+    def save(self) -> None:
+        """Checkpoint the state and the input pipeline's position at the current step."""
+        self.flush()
+        self.init.ckpts.save(self.step, self.state, {"step": self.step, "epoch": self.step / self.run.steps_per_epoch},
+                             self.init.batches)
 
-    init_results = None
-    last_eval: tuple[int, dict[str, float]] = (-1, {})
-    if config.eval_at_start:
-        init_results = evaluate(eval_step, state, eval_data, mesh) if step == 0 else _first_eval(workdir)
-        if step == 0:
-            writer.write(0, "eval", {**init_results, "epoch": 0})
-            progress.note(f"at init: eval top-1 {init_results['top1']:.4f} loss {init_results['loss']:.4f}")
-    # A profile of `profile_steps` steps after this run's first, compiling, step (TensorBoard's profile plugin).
-    profile = Profile(workdir / "profile", step + 1, config.profile_steps)
-    try:
-        with ckpts.watch_preemption():
-            while step < total_steps:
-                if ckpts.reached_preemption(step):  # every process answers alike, so all save this same step
-                    save(step)
-                    fail(Preempted, f"stopped by a preemption notice (SIGTERM) at step {step}; the state is saved in "
-                                    f"{ckpts.directory}; run the same command to resume")
-                epoch = step // steps_per_epoch
-                batch = next(batches)
-                if (position := int(batch.pop("step"))) != step:  # a restored iterator state that does not fit
-                    fail(UserError, f"the input pipeline resumed at step {position} instead of {step}; rerun with "
-                                    f"the data settings (data.workers included) of the interrupted run")
-                profile.before(step)
-                state, metrics = train_step_for(epoch)(state, sharding.global_batch(mesh, batch), frozen)
-                step += 1
-                profile.after(step, state)
-                images_seen += config.batch_size
-                pending.append(metrics)
-                if step % config.log_every_steps == 0 or step == total_steps:
-                    flush()
-                if step % config.checkpoint.every_steps == 0:
-                    save(step)
-                if step % steps_per_epoch and step < total_steps:
-                    if config.eval_every_steps and step % config.eval_every_steps == 0:
-                        flush()
-                        phase = phase_of(epoch)
-                        results = evaluate(eval_step_for(phase), state, eval_data, mesh)
-                        writer.write(step, "eval", {**results, "epoch": step / steps_per_epoch,
-                                                    **({"phase": dict(phase)} if phase else {})})
-                    continue
-                if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == num_epochs:
-                    flush()
-                    # during a phase (e.g. As-ViT's re-tokenization), evaluate the model being trained; the final
-                    # results below always come from the model as exported
-                    phase = phase_of(epoch)
-                    results = evaluate(eval_step_for(phase), state, eval_data, mesh)
-                    last_eval = (step if phase is None else -1, results)
-                    writer.write(step, "eval", {**results, "epoch": epoch + 1,
-                                                **({"phase": dict(phase)} if phase else {})})
-                    progress.note(f"epoch {epoch + 1}/{num_epochs}: eval top-1 {results['top1']:.4f} "
-                                  f"top-5 {results['top5']:.4f} loss {results['loss']:.4f}"
-                                  + (f" ({', '.join(f'{k}={v}' for k, v in phase)})" if phase else ""))
-            save(step)
-    finally:
-        profile.stop()
-        train_data.close()
-        writer.close()
-        ckpts.close()
-    train_time = time.perf_counter() - start_time
-    results = last_eval[1] if last_eval[0] == step else evaluate(eval_step, state, eval_data, mesh)
-    summary = {"name": config.name, "origin": student.origin, "params": num_params, "steps": step,
-               "epochs": step / steps_per_epoch, "train_time_s": round(train_time, 2),
-               "images_per_s": round(images_seen / train_time, 1) if images_seen else None, **results}
+    def evaluate_at_start(self) -> dict[str, float] | None:
+        """The eval of the initial state (at step 0), or the one an interrupted earlier run recorded."""
+        if self.step != 0:
+            return first_eval(self.run.workdir)
+        results = evaluate(self.steps.eval_step(None), self.state, self.run.eval_data, self.run.mesh)
+        self.writer.write(0, "eval", {**results, "epoch": 0})
+        self.progress.note(f"at init: eval top-1 {results['top1']:.4f} loss {results['loss']:.4f}")
+        return results
+
+    def evaluate_if_due(self, epoch: int) -> None:
+        """Evaluate every eval_every_steps inside an epoch, and after every eval_every_epochs-th and the last epoch.
+        During a phase (e.g. As-ViT's re-tokenization) the model being trained is evaluated; the final results
+        always come from the model as exported."""
+        config, step, steps_per_epoch = self.run.config, self.step, self.run.steps_per_epoch
+        if step % steps_per_epoch and step < self.run.total_steps:
+            if config.eval_every_steps and step % config.eval_every_steps == 0:
+                phase, results = self.evaluate_phase(epoch)
+                self.writer.write(step, "eval", {**results, "epoch": step / steps_per_epoch,
+                                                 **({"phase": dict(phase)} if phase else {})})
+            return
+        if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == self.run.num_epochs:
+            phase, results = self.evaluate_phase(epoch)
+            self.last_eval = (step if phase is None else -1, results)
+            self.writer.write(step, "eval", {**results, "epoch": epoch + 1,
+                                             **({"phase": dict(phase)} if phase else {})})
+            self.progress.note(f"epoch {epoch + 1}/{self.run.num_epochs}: eval top-1 {results['top1']:.4f} "
+                               f"top-5 {results['top5']:.4f} loss {results['loss']:.4f}"
+                               + (f" ({', '.join(f'{k}={v}' for k, v in phase)})" if phase else ""))
+
+    def evaluate_phase(self, epoch: int) -> tuple[tuple | None, dict[str, float]]:
+        """(phase, eval results) of the model being trained in `epoch`, after the queued metrics are flushed."""
+        self.flush()
+        phase = self.steps.phase_of(epoch)
+        return phase, evaluate(self.steps.eval_step(phase), self.state, self.run.eval_data, self.run.mesh)
+
+
+def finish(run: Run, loop: Loop, num_params: int, init_results: dict[str, float] | None,
+           train_time: float) -> dict[str, Any]:
+    """The final metrics of the model as exported (its last eval if it was at the last step), then final.json, the
+    model directory and the gene written (`export`)."""
+    config, step = run.config, loop.step
+    results = loop.last_eval[1] if loop.last_eval[0] == step else evaluate(
+        loop.steps.eval_step(None), loop.state, run.eval_data, run.mesh)
+    summary = {"name": config.name, "origin": run.student.origin, "params": num_params, "steps": step,
+               "epochs": step / run.steps_per_epoch, "train_time_s": round(train_time, 2),
+               "images_per_s": round(loop.images_seen / train_time, 1) if loop.images_seen else None, **results}
     if data.is_text(config):  # the final model's loss on the eval split, nats per token (data.eval_windows=0: all)
         summary["eval_loss"] = results["loss"]
     if init_results is not None:
         summary["init"] = init_results
-    if config.eval_every_steps and main:
-        summary["curve"] = _eval_curve(workdir, step, steps_per_epoch)
-    export(config, workdir, student, state, summary, main, getattr(train_data.source, "tokenizer", None))
+    if config.eval_every_steps and run.main:
+        summary["curve"] = eval_curve(run.workdir, step, run.steps_per_epoch)
+    export(config, run.workdir, run.student, loop.state, summary, run.main,
+           getattr(run.train_data.source, "tokenizer", None))
     return summary
-
-
-class Profile:
-    """A jax.profiler trace of `steps` steps from `start` on (nothing when steps is 0), written to `directory`."""
-
-    def __init__(self, directory: Path, start: int, steps: int):
-        if steps < 0:
-            fail(ConfigError, f"profile_steps must be >= 0, got {steps}")
-        self.directory, self.start, self.end, self.active = directory, start, start + steps, False
-
-    def before(self, step: int) -> None:
-        if step == self.start and self.end > self.start:
-            jax.profiler.start_trace(str(self.directory))
-            self.active = True
-
-    def after(self, step: int, state: Any) -> None:
-        if self.active and step >= self.end:
-            jax.block_until_ready(state)  # the traced steps end on the device, not at dispatch
-            self.stop()
-            logs.info(f"profile of steps {self.start}-{self.end - 1} written to {self.directory} "
-                      f"(tensorboard --logdir {self.directory})")
-
-    def stop(self) -> None:
-        if self.active:
-            self.active = False
-            jax.profiler.stop_trace()
-
-
-def _eval_curve(workdir: Path, last_step: int, steps_per_epoch: int) -> list[dict[str, float]]:
-    """Every evaluation of the exported model recorded in this workdir up to `last_step` (resumed runs included,
-    the newest record per step): [{'step', 'epoch', 'loss', 'top1'}, ...] in step order."""
-    rows: dict[int, dict[str, float]] = {}
-    path = workdir / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.exists() else ():
-        row = json.loads(line)
-        if row.get("split") == "eval" and "phase" not in row and row["step"] <= last_step:
-            rows[row["step"]] = {"step": row["step"], "epoch": row["step"] / steps_per_epoch, "loss": row["loss"],
-                                 "top1": row["top1"]}
-    return [rows[k] for k in sorted(rows)]
-
-
-def _first_eval(workdir: Path) -> dict[str, float] | None:
-    """The step-0 eval recorded by an earlier (interrupted) run of this workdir."""
-    path = workdir / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            if row.get("split") == "eval" and row.get("step") == 0:
-                return {k: row[k] for k in ("loss", "top1", "top5")}
-    return None
 
 
 def training_phases(config: Any, model: nn.Module) -> list[tuple[int, dict[str, Any]]]:
