@@ -41,6 +41,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from learngene_jax import cli
+    from learngene_jax import errors
 
-    cli.run(main)
+    errors.run(main)
