@@ -37,7 +37,7 @@ ASVIT = "VITA-Group/AsViT@e326ccaf63e05f241f8f48a0e045b63d221be62a"
 POOL = "ZhenuYang/Yuanmou@f4a544de12bfce7a4b3e87e6011049392e59dcec:learngene_methods/learngene_pool"
 NANOGPT = "karpathy/nanoGPT@3adf61e154c3fe3fca428ad6bc3818b27a3b8291"
 # Where this project differs on purpose (README "Deliberate deviations from the official code").
-DEVIATION = "learngene_jax README.md:636 (deliberate deviation)"
+DEVIATION = "learngene_jax docs/snippets/imagenet-deviations.md (deliberate deviation)"
 
 
 def official_epoch_lrs(peak: float, epochs: int, warmup: int, warmup_lr: float, min_lr: float) -> list[float]:
