@@ -48,8 +48,10 @@ def get_config(arg=None):
     c.data.update(dict(name="text_file", path="", tokenizer="char", context=64, eval_windows=0,
                        train_split="train", eval_split="validation"))
     c.batch_size, c.eval_batch_size = 12, 128
-    c.epochs, c.max_steps = 1, 2000  # an epoch of 64-character windows is 15,685 steps: the run stops at max_steps
-    c.eval_every_epochs = 1  # one evaluation, of the final model
+    # An "epoch" here is the train text's 15,685 windows of 64 characters, 1,307 steps of 12: two epochs hold the 2000
+    # steps, so max_steps ends the run and the cosine schedule spans exactly the 2000 steps (lr_decay_iters=2000).
+    c.epochs, c.max_steps = 2, 2000
+    c.eval_every_epochs = 2  # one evaluation, of the final model
     # nanoGPT prints every step (--log_interval=1); here a log step syncs and writes metrics.jsonl and TensorBoard,
     # which cost more than the step itself on a 2-core VM (250 steps: 102 ms/step logging each, 45 ms/step every 50)
     c.log_every_steps = 50

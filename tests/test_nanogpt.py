@@ -4,6 +4,7 @@ transformers and the init's statistics, the whole-split validation loss in final
 computation, and the one-line errors. Every text is built here; nothing is read from ../shared."""
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -81,6 +82,28 @@ def test_char_tokenizer_refuses_unknown_characters_and_bad_saved_vocabularies(tm
     path.write_text(json.dumps({"model": {"type": "char", "vocab": ["b", "a"]}}))  # not sorted: not a saved one
     with pytest.raises(DataError, match="not a sorted list of distinct single characters"):
         tokenize.get_tokenizer(str(path))
+
+
+def test_the_recipe_takes_2000_steps_on_tinyshakespeare_with_the_schedule_spanning_them(tmp_path):
+    """On a text as long as tinyshakespeare (1,115,394 characters) the shipped recipe runs 2000 steps and its cosine
+    reaches min_lr at step 2000 (nanoGPT's max_iters = lr_decay_iters = 2000), not at the end of one epoch of
+    windows (1,307 steps of 12), which is where a one-epoch recipe stopped."""
+    from learngene_jax import data as data_lib
+    from learngene_jax.config_lib import load_config
+    from learngene_jax.optim import lr_schedule
+
+    path = tmp_path / "input.txt"
+    path.write_text(_play(1_115_394)[:1_115_394])
+    config = load_config(Path(__file__).parents[1] / "configs" / "nanogpt_shakespeare_char.py")
+    config.data.path = str(path)
+    loader = data_lib.make_loader(config, "train", train=True, batch_size=config.batch_size, device_shards=1)
+    total = min(config.epochs * loader.steps_per_epoch, config.max_steps)
+    assert (loader.steps_per_epoch, total) == (1307, 2000)
+    schedule = lr_schedule(config.optim, config.batch_size, loader.steps_per_epoch, total)
+    warmup, lr, min_lr = config.optim.warmup_steps, config.optim.lr, config.optim.min_lr
+    for it in (100, 500, 1000, 1500, 1999):  # nanoGPT get_lr(it): cosine from warmup to lr_decay_iters
+        want = min_lr + 0.5 * (1 + np.cos(np.pi * (it - warmup) / (2000 - warmup))) * (lr - min_lr)
+        np.testing.assert_allclose(float(schedule(it)), want, rtol=2e-5)
 
 
 def test_whole_split_evaluation_scores_every_target_once():
