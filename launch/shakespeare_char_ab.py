@@ -188,7 +188,31 @@ def summary(results: Path) -> dict[str, object]:
         out["eval_loss_difference"] = out["ours"]["eval_loss"]["mean"] - out["nanogpt"]["eval_loss"]["mean"]
         if "tokens_per_s" in out["ours"] and "tokens_per_s" in out["nanogpt"]:
             out["tokens_per_s_ratio"] = out["ours"]["tokens_per_s"]["mean"] / out["nanogpt"]["tokens_per_s"]["mean"]
+    out["runs"] = rows  # every run as recorded: what a committed record of this directory keeps
     return out
+
+
+def summary_markdown(result: dict[str, object]) -> str:
+    """The runs and the means as a markdown table (OUT/summary.md)."""
+    runs = sorted(result["runs"], key=lambda r: r["order"])
+    lines = ["# nanoGPT Shakespeare-char: ours against nanoGPT's train.py", "",
+             "| order | arm | seed | whole-val loss (nats/char) | nanoGPT 200-batch estimate | tokens/s | steps | "
+             "wall s |", "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        estimate = f"{r['estimate_200']:.4f}" if "estimate_200" in r else "–"
+        lines.append(f"| {r['order']} | {r['arm']} | {r['seed']} | {r['eval_loss']:.4f} | {estimate} | "
+                     f"{r.get('tokens_per_s', float('nan')):.0f} | {r.get('steps', '–')} | {r['wall_s']:.1f} |")
+    lines += ["", "| arm | whole-val loss, mean ± std | tokens/s, mean ± std |", "|---|---|---|"]
+    for arm in ("ours", "nanogpt"):
+        stats = result.get(arm) or {}
+        if "eval_loss" in stats and "tokens_per_s" in stats:
+            loss, rate = stats["eval_loss"], stats["tokens_per_s"]
+            lines.append(f"| {arm} | {loss['mean']:.4f} ± {loss['std'] or 0:.4f} | "
+                         f"{rate['mean']:.0f} ± {rate['std'] or 0:.0f} |")
+    if "eval_loss_difference" in result:
+        lines += ["", f"ours − nanoGPT whole-val loss: {result['eval_loss_difference']:+.4f}; ours/nanoGPT tokens/s: "
+                      f"{result.get('tokens_per_s_ratio', float('nan')):.2f}"]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:
@@ -199,8 +223,11 @@ def main(argv: list[str]) -> None:
         print(json.dumps(nanogpt_eval(rest[0], int(rest[1]), rest[2])))
     elif command == "record":
         record(rest[0], int(rest[1]), Path(rest[2]), Path(rest[3]), int(rest[4]), Path(rest[5]))
-    elif command == "summary":
-        print(json.dumps(summary(Path(rest[0])), indent=2))
+    elif command == "summary":  # summary RESULTS_DIR OUT_DIR: OUT_DIR/summary.json and summary.md
+        result = summary(Path(rest[0]))
+        (Path(rest[1]) / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+        (Path(rest[1]) / "summary.md").write_text(summary_markdown(result))
+        print(summary_markdown(result))
     elif command == "host":
         print(json.dumps(host()))
     else:

@@ -130,5 +130,6 @@ for seed in $seeds; do
   done
 done
 if [ "$dry" != 1 ]; then
-  "$PYTHON" launch/shakespeare_char_ab.py summary "$out/results" | tee "$out/summary.json"
+  "$PYTHON" launch/shakespeare_char_ab.py summary "$out/results" "$out"
+  echo "bash launch/shakespeare_char_ab.sh $out  # NANOGPT=$NANOGPT INPUT=$INPUT SEEDS='$seeds'" >"$out/commands.txt"
 fi
