@@ -66,6 +66,7 @@ TASKS.register("train", "learngene_jax.train:train")  # the generic ones; method
 TASKS.register("demo", "learngene_jax.experiments.demo:run")
 TASKS.register("baselines", "learngene_jax.experiments.baselines:run")
 TASKS.register("lm_demo", "learngene_jax.experiments.lm_demo:run")
+TASKS.register("lm_anchor", "learngene_jax.experiments.lm_anchor:run")
 # How the trainer builds its student: name → builder(config, num_classes) → train.Student (see students.py).
 STUDENTS = Registry("student")
 # Extra loss terms the trainer adds when the config turns them on (e.g. Heur's EWC penalty): name → LossTerm.

@@ -549,6 +549,7 @@ VARIANTS = {
                                    for s in sizes.split() for t in ("aux", "descendant", "scratch")),
     "lgpool_deit.py": ("", "depth=9", "instances=ti+s+b"),
     "lgpool_digits.py": ("", "smoke=True"),
+    "lm_anchor.py": ("", "smoke=True"),
     "lm_demo.py": ("", "smoke=True"),
     "lm_hf_teacher.py": tuple(f"method={m},stage={s}" for m in ("tleg", "sws")
                               for s in ("aux", "descendant", "scratch")) + ("smoke=True",),
