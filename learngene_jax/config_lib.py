@@ -113,8 +113,9 @@ def base_config() -> ml_collections.ConfigDict:
     # `gene`: an adapter gene (methods/heur/lm.py) whose adapters start the layers `gene_layers` (default: the
     # gene's own layers); the other adapters start as PEFT's (A random, B = 0).
     # `other_base`: allow a gene trained on another base decoder of the same architecture (normally an error).
+    # `gene` may also be a PEFT adapter directory (convert/peft.py). `dropout`: PEFT's lora_dropout.
     c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, targets=(), layers=(), rslora=False, gene="",
-                                            gene_layers=(), other_base=False))
+                                            gene_layers=(), other_base=False, dropout=0.0))
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, num_devices=0))  # num_devices 0: all
     c.sharding = ml_collections.ConfigDict(dict(strategy="dp", rules=()))

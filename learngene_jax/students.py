@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from learngene_jax import data, genes, logs
+from learngene_jax.convert import peft
 from learngene_jax.data.tokenize import check_table
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.genes.io import load_gene
@@ -181,9 +183,7 @@ def lora_student(config: Any, num_classes: int) -> Student:
         fail(ConfigError, f"lora: {config.init} has a {base.vocab_size}-token vocabulary; train it on a text corpus "
                           f"(objective 'lm'), here {config.data.name} with {num_classes} classes")
     check_table(base.vocab_size, num_classes, f"lora: {config.init}")
-    if lora.is_lora(base):  # a LoRA run's model directory: its adapters become part of the frozen base
-        variables = {"params": lora.merge(base, variables["params"])}
-        base = lora.plain(base)
+    base, variables = lora.folded(base, variables)  # a LoRA run's model directory: its adapters join the frozen base
     shapes = {n: shape for n, shape in base.layer_shapes().items() if len(shape) == 2}
     targets = _names(cfg.targets)
     layers = tuple(int(i) for i in _names(cfg.layers))
@@ -198,8 +198,12 @@ def lora_student(config: Any, num_classes: int) -> Student:
         fail(ConfigError, f"lora.alpha must be > 0 (the adapters' scale is α/r), got {cfg.alpha}")
     if any(not 0 <= i < base.depth for i in layers) or len(set(layers)) != len(layers):
         fail(ConfigError, f"lora.layers must be distinct layers in 0..{base.depth - 1}, got {layers}")
-    model = lora.with_lora(base, int(cfg.rank), float(cfg.alpha), targets or None, layers, bool(cfg.rslora))
-    gene = load_gene(cfg.gene) if cfg.gene else None
+    dropout = cfg.get("dropout", 0.0)
+    if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        fail(ConfigError, f"lora.dropout must be a probability in [0, 1) (PEFT's lora_dropout), got {dropout!r}")
+    model = lora.with_lora(base, int(cfg.rank), float(cfg.alpha), targets or None, layers, bool(cfg.rslora),
+                           float(dropout))
+    gene = _adapter_gene(cfg.gene, base, variables) if cfg.gene else None
     method = genes.get_method(gene.meta.method) if gene else None
     if gene is not None and not hasattr(method, "lora_adapters"):
         fail(ConfigError, f"lora.gene={cfg.gene} is a {gene.meta.method} gene; it takes an adapter gene "
@@ -215,6 +219,13 @@ def lora_student(config: Any, num_classes: int) -> Student:
     origin = f"lora:{config.init}" + (f"+gene:{cfg.gene}" if cfg.gene else "")
     return Student(model, init, variables, genes.method_of(model), origin,
                    trainable=lambda path: path[0] == "lora")
+
+
+def _adapter_gene(path: str, base: Llama | GPT2, variables: dict[str, Any]) -> Any:
+    """The gene lora.gene names: a gene directory, or a PEFT adapter directory read as an adapter gene of `base`."""
+    if (Path(path).expanduser() / peft.CONFIG_NAME).is_file():
+        return peft.read_peft(path, base, variables["params"])
+    return load_gene(path)
 
 
 def _names(value: Any) -> tuple[Any, ...]:

@@ -1,6 +1,6 @@
-"""python -m learngene_jax.convert {from-official,to-timm,from-timm,from-hf,to-hf,gene-to-safetensors,
-safetensors-to-gene,save-pretrained} — checkpoints, gene files and Hugging Face-layout exports in and out of the
-toolkit."""
+"""python -m learngene_jax.convert {from-official,to-timm,from-timm,from-hf,to-hf,to-peft,from-peft,
+gene-to-safetensors,safetensors-to-gene,save-pretrained} — checkpoints, gene files and Hugging Face-layout exports in
+and out of the toolkit."""
 
 from __future__ import annotations
 
@@ -148,6 +148,47 @@ def _to_hf(args: argparse.Namespace) -> None:
           f"from_pretrained({args.out!r}))" + (" with its tokenizer.json" if saved.is_file() else ""))
 
 
+def _to_peft(args: argparse.Namespace) -> None:
+    from learngene_jax.convert import peft
+    from learngene_jax.methods.heur import lm
+    from learngene_jax.models import lora
+
+    if args.gene:
+        gene, dropout = load_gene(args.gene), 0.0
+        if gene.meta.method != lm.NAME:
+            fail(ConversionError, f"{args.gene} is a {gene.meta.method} gene; to-peft writes adapter genes "
+                                  f"({lm.NAME}: WORKDIR/gene of a LoRA run) and LoRA runs' models (--model-dir)")
+    else:
+        model, variables = load_model(args.model_dir)
+        if not lora.is_lora(model):
+            fail(ConversionError, f"{args.model_dir} holds a {type(model).__name__} without LoRA adapters; to-peft "
+                                  f"writes the adapters of a LoRA run (WORKDIR/model of a run with lora.rank > 0)")
+        gene, dropout = lm.extract(variables["params"], lm.meta_from_aux(model)), model.lora_dropout
+    out = peft.save_peft(gene, args.out, base_name=args.base_name, rslora=args.rslora, dropout=dropout,
+                         overwrite=args.overwrite)
+    m = gene.meta
+    print(f"wrote the LoRA adapters (rank {m.rank}, scale {m.scale:g}, targets {','.join(m.targets)}, layers "
+          f"{','.join(map(str, m.layers))}) as {peft.CONFIG_NAME} + {peft.WEIGHTS[0]} to {out} (PEFT reads it with "
+          f"PeftModel.from_pretrained(BASE_MODEL, {str(out)!r}))")
+
+
+def _from_peft(args: argparse.Namespace) -> None:
+    from learngene_jax.convert import peft
+    from learngene_jax.models import lora
+    from learngene_jax.models.llama import GPT2, Llama
+
+    base, variables = lora.folded(*load_model(args.base))
+    if type(base) not in (Llama, GPT2):
+        fail(ConversionError, f"{args.base} holds a {type(base).__name__}; --base takes the Llama / GPT-2 the "
+                              f"adapter was trained on (a Hugging Face or model directory)")
+    gene = peft.read_peft(args.adapter, base, variables["params"])
+    save_gene(args.out, gene, overwrite=args.overwrite)
+    m = gene.meta
+    print(f"wrote {m.method} gene (rank {m.rank}, scale {m.scale:g}, targets {','.join(m.targets)}, layers "
+          f"{','.join(map(str, m.layers))}) to {args.out}; start a LoRA run from it with --config.init={args.base} "
+          f"--config.lora.gene={args.out} --config.lora.rank={m.rank}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The converter's command line."""
     p = argparse.ArgumentParser(prog="python -m learngene_jax.convert", description=__doc__)
@@ -204,6 +245,30 @@ def build_parser() -> argparse.ArgumentParser:
     hf_out.add_argument("--out", required=True, metavar="HF_DIR")
     hf_out.add_argument("--overwrite", action="store_true")
     hf_out.set_defaults(func=_to_hf)
+
+    pe = sub.add_parser("to-peft", help="a LoRA run's adapters or an adapter gene → PEFT adapter directory "
+                                        "(PeftModel.from_pretrained)")
+    adapters = pe.add_mutually_exclusive_group(required=True)
+    adapters.add_argument("--model-dir", metavar="MODEL_DIR", help="WORKDIR/model of a LoRA run (lora.rank > 0)")
+    adapters.add_argument("--gene", metavar="GENE_DIR", help="an adapter gene (heur_lora: WORKDIR/gene of a LoRA run)")
+    pe.add_argument("--out", required=True, metavar="ADAPTER_DIR")
+    pe.add_argument("--base-name", default=None, metavar="NAME_OR_PATH",
+                    help="base_model_name_or_path to record (the base the adapters belong to; default: none)")
+    pe.add_argument("--rslora", action="store_true",
+                    help="write use_rslora=true and lora_alpha = scale·√r (as a run with lora.rslora=True); default "
+                         "lora_alpha = scale·r — PEFT computes the same scale either way")
+    pe.add_argument("--overwrite", action="store_true")
+    pe.set_defaults(func=_to_peft)
+
+    pi = sub.add_parser("from-peft", help="PEFT LoRA adapter directory → adapter gene (start LoRA runs with "
+                                          "--config.lora.gene)")
+    pi.add_argument("--adapter", required=True, metavar="ADAPTER_DIR",
+                    help="adapter_config.json + adapter_model.safetensors (or .bin)")
+    pi.add_argument("--base", required=True, metavar="BASE_DIR",
+                    help="the Llama / GPT-2 it adapts (Hugging Face or model directory)")
+    pi.add_argument("--out", required=True, metavar="GENE_DIR")
+    pi.add_argument("--overwrite", action="store_true")
+    pi.set_defaults(func=_from_peft)
 
     g = sub.add_parser("gene-to-safetensors", help="gene directory → one .safetensors file (metadata in its header)")
     g.add_argument("--gene", required=True, metavar="GENE_DIR")

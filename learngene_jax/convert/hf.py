@@ -70,7 +70,8 @@ def refuse_peft_adapter(directory: str | Path) -> None:
                           f"not a model: it holds only LoRA weights for {base}; merge them into the base with PEFT "
                           f"and pass that directory: model = PeftModel.from_pretrained(AutoModelForCausalLM."
                           f"from_pretrained({base!r}), {str(directory)!r}); model = model.merge_and_unload(); "
-                          f"model.save_pretrained(OUT)")
+                          f"model.save_pretrained(OUT); or train on as LoRA: --config.init=BASE_DIR "
+                          f"--config.lora.gene={str(directory)!r} (learngene convert from-peft makes it a gene)")
 
 
 def refuse_injected_lora(directory: str | Path, keys: Iterable[str]) -> None:
@@ -106,6 +107,14 @@ def _rope_theta(cfg: Mapping[str, Any]) -> float:
     return float(params.get("rope_theta", cfg.get("rope_theta", 10000.0)))
 
 
+def _drop_rate(cfg: Mapping[str, Any], key: str, default: float) -> float:
+    """A dropout probability of config.json (absent: transformers' default for the model type), in [0, 1)."""
+    rate = cfg.get(key, default)
+    if not isinstance(rate, int | float) or not 0 <= rate < 1:
+        fail(ConversionError, f"config.json sets {key}={rate!r}; a dropout probability lies in [0, 1)")
+    return float(rate)
+
+
 def model_from_config(cfg: Mapping[str, Any]) -> Llama | GPT2:
     """The Flax model a Hugging Face config.json describes (model_type llama or gpt2); anything this port cannot
     compute exactly is a ConversionError naming the field."""
@@ -122,7 +131,8 @@ def model_from_config(cfg: Mapping[str, Any]) -> Llama | GPT2:
                      num_kv_heads=int(cfg.get("num_key_value_heads") or heads), head_dim=int(cfg.get("head_dim") or 0),
                      mlp_dim=int(cfg["intermediate_size"]), eps=float(cfg.get("rms_norm_eps", 1e-6)),
                      rope_theta=_rope_theta(cfg), max_positions=int(cfg.get("max_position_embeddings", 4096)),
-                     tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
+                     tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+                     attention_dropout=_drop_rate(cfg, "attention_dropout", 0.0))
     if kind == "gpt2":
         act = cfg.get("activation_function", "gelu_new")
         if act not in (*GPT2_TANH_GELUS, GPT2_EXACT_GELU):
@@ -140,7 +150,8 @@ def model_from_config(cfg: Mapping[str, Any]) -> Llama | GPT2:
         return GPT2(vocab_size=int(cfg["vocab_size"]), width=int(cfg["n_embd"]), depth=int(cfg["n_layer"]),
                     num_heads=int(cfg["n_head"]), mlp_dim=int(cfg.get("n_inner") or 0),
                     eps=float(cfg.get("layer_norm_epsilon", 1e-5)), max_positions=int(cfg["n_positions"]),
-                    gelu_approximate=act != GPT2_EXACT_GELU)
+                    gelu_approximate=act != GPT2_EXACT_GELU,
+                    **{k: _drop_rate(cfg, k, 0.1) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")})
     fail(ConversionError, f"config.json describes model_type {kind!r}; from-hf reads llama and gpt2 models")
 
 
@@ -235,13 +246,13 @@ def hf_config(model: Llama | GPT2) -> dict[str, Any]:
                 "head_dim": model.hd, "hidden_act": "silu", "max_position_embeddings": model.max_positions,
                 "rms_norm_eps": model.eps, "rope_parameters": {"rope_type": "default", "rope_theta": model.rope_theta},
                 "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": model.tie_embeddings,
-                "dtype": "float32"}
+                "attention_dropout": model.attention_dropout, "dtype": "float32"}
     return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": model.vocab_size,
             "n_embd": model.width, "n_layer": model.depth, "n_head": model.num_heads, "n_inner": model.mlp_dim or None,
             "n_positions": model.max_positions, "layer_norm_epsilon": model.eps,
             "activation_function": "gelu_new" if model.gelu_approximate else GPT2_EXACT_GELU,
             "tie_word_embeddings": True, "bos_token_id": model.vocab_size - 1, "eos_token_id": model.vocab_size - 1,
-            "dtype": "float32"}
+            **dict(zip(("embd_pdrop", "attn_pdrop", "resid_pdrop"), model.drop_rates, strict=True)), "dtype": "float32"}
 
 
 def with_zero_biases(model: GPT2, variables: Mapping[str, Any]) -> tuple[GPT2, dict[str, Any]]:

@@ -10,6 +10,7 @@ from θ_A, θ_B), and conversion to and from Hugging Face is a table (convert/hf
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import flax.linen as nn
@@ -68,12 +69,16 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
     return (x * cos[:, :, None, :] + rotated * sin[:, :, None, :]).astype(x.dtype)
 
 
-def project(y: Array, p: LayerParams, name: str, lora_scale: float) -> Array:
-    """y @ W for the layer param `name`, plus (α/r)·(y A) B when the layer carries LoRA adapters `name_lora_a`
-    (in, r) and `name_lora_b` (r, out) (models/lora.py): the unmerged LoRA forward, which never forms W + AB."""
+def project(y: Array, p: LayerParams, name: str, lora_scale: float, lora_dropout: float = 0.0,
+            rng: Array | None = None) -> Array:
+    """y @ W for the layer param `name`, plus (α/r)·(drop(y) A) B when the layer carries LoRA adapters `name_lora_a`
+    (in, r) and `name_lora_b` (r, out) (models/lora.py): the unmerged LoRA forward, which never forms W + AB. The
+    adapter's input is dropped with `lora_dropout` when `rng` is given (training), a mask of its own per weight, as
+    PEFT's lora_dropout (one nn.Dropout per adapted layer, on the adapter's branch only)."""
     out = y @ p[name]
     if f"{name}_lora_a" in p:
-        out = out + lora_scale * ((y @ p[f"{name}_lora_a"]) @ p[f"{name}_lora_b"])
+        key = None if rng is None else jax.random.fold_in(rng, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+        out = out + lora_scale * ((dropout(y, lora_dropout, key) @ p[f"{name}_lora_a"]) @ p[f"{name}_lora_b"])
     return out
 
 
@@ -116,7 +121,9 @@ class Llama(nn.Module):
     dtype: Any = jnp.float32  # compute dtype; params stay float32
     scan_unroll: int | bool = 1  # layers per scan iteration (True: no loop; ~7 % faster CPU steps, longer compiles)
     attention_impl: str | None = None  # jax.nn.dot_product_attention's implementation (None: XLA picks)
+    attention_dropout: float = 0.0  # LlamaConfig.attention_dropout: attention probabilities, in training only
     lora_scale: float = 0.0  # α/r of LoRA adapters in the layer params (models/lora.py); unused without them
+    lora_dropout: float = 0.0  # PEFT's lora_dropout on the adapters' input, in training only
 
     @property
     def hd(self) -> int:
@@ -138,19 +145,25 @@ class Llama(nn.Module):
         """Stacked (depth, ...) layer params; learngene aux models compute them from their gene instead."""
         return self.param("layers", lambda key: self.init_layers(key, self.layer_shapes(), (self.depth,)))
 
-    def layer(self, x: Array, p: LayerParams, cos: Array, sin: Array, padding: Array | None) -> Array:
-        """One pre-norm decoder layer: attention then SwiGLU MLP, each added to the residual stream."""
+    def layer(self, x: Array, p: LayerParams, cos: Array, sin: Array, padding: Array | None,
+              rng: Array | None = None) -> Array:
+        """One pre-norm decoder layer: attention then SwiGLU MLP, each added to the residual stream; `rng`
+        (training with dropout): the attention probabilities and the LoRA adapters' inputs are dropped."""
         b, t, _ = x.shape
         p = jax.tree_util.tree_map(lambda a: a.astype(self.dtype), p)
+        attn_key, lora_key = (None, None) if rng is None else tuple(jax.random.split(rng))
+
+        def proj(z: Array, name: str) -> Array:
+            return project(z, p, name, self.lora_scale, self.lora_dropout, lora_key)
+
         y = rms_norm(x, p["attn_norm"], self.eps)
-        s = self.lora_scale
-        q = apply_rope(project(y, p, "q", s).reshape(b, t, self.num_heads, self.hd), cos, sin)
-        k = apply_rope(project(y, p, "k", s).reshape(b, t, self.num_kv_heads, self.hd), cos, sin)
-        v = project(y, p, "v", s).reshape(b, t, self.num_kv_heads, self.hd)
-        attended = causal_attention(q, k, v, padding, self.attention_impl)
-        x = x + project(attended.reshape(b, t, -1), p, "o", s)
+        q = apply_rope(proj(y, "q").reshape(b, t, self.num_heads, self.hd), cos, sin)
+        k = apply_rope(proj(y, "k").reshape(b, t, self.num_kv_heads, self.hd), cos, sin)
+        v = proj(y, "v").reshape(b, t, self.num_kv_heads, self.hd)
+        attended = causal_attention(q, k, v, padding, self.attention_impl, self.attention_dropout, attn_key)
+        x = x + proj(attended.reshape(b, t, -1), "o")
         y = rms_norm(x, p["mlp_norm"], self.eps)
-        return x + project(jax.nn.silu(project(y, p, "gate", s)) * project(y, p, "up", s), p, "down", s)
+        return x + proj(jax.nn.silu(proj(y, "gate")) * proj(y, "up"), "down")
 
     @nn.compact
     def __call__(self, tokens: Array, padding: Array | None = None, positions: Array | None = None,
@@ -162,11 +175,14 @@ class Llama(nn.Module):
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         cos, sin = rope_tables(positions, self.hd, self.rope_theta)
         x = jnp.take(jnp.asarray(embed, self.dtype), tokens, axis=0)
+        keys = None  # per-layer dropout keys, scanned with the layers (make_rng cannot run inside the scan)
+        if train and (self.attention_dropout or self.lora_dropout):
+            keys = jax.random.split(self.make_rng("dropout"), self.depth)
 
-        def body(x, p):
-            return self.layer(x, p, cos.astype(self.dtype), sin.astype(self.dtype), padding), None
+        def body(x, pk):
+            return self.layer(x, pk[0], cos.astype(self.dtype), sin.astype(self.dtype), padding, pk[1]), None
 
-        x, _ = jax.lax.scan(body, x, layers, unroll=self.scan_unroll)
+        x, _ = jax.lax.scan(body, x, (layers, keys), unroll=self.scan_unroll)
         x = rms_norm(x, norm, self.eps)
         head = embed.T if self.tie_embeddings else self.param("lm_head", normal_02, (self.width, self.vocab_size))
         return (x @ head.astype(self.dtype)).astype(jnp.float32)
@@ -188,14 +204,24 @@ class GPT2(nn.Module):
     gelu_approximate: bool = True  # tanh GELU (GPT-2's gelu_new); False: exact erf GELU (nanoGPT's nn.GELU())
     position_std: float = 0.01  # init std of wpe: OpenAI's GPT-2 model.py; nanoGPT and Hugging Face draw 0.02
     dropout: float = 0.0  # embeddings, attention probabilities and both residual branches, in training only
+    # Hugging Face's GPT2Config rates (its defaults: 0.1 each), each None = `dropout` (nanoGPT's single rate)
+    embd_pdrop: float | None = None  # token + position embeddings
+    attn_pdrop: float | None = None  # attention probabilities
+    resid_pdrop: float | None = None  # the attention and MLP branches before the residual sums
     dtype: Any = jnp.float32
     scan_unroll: int | bool = 1  # layers per scan iteration (True: no loop; ~7 % faster CPU steps, longer compiles)
     attention_impl: str | None = None
     lora_scale: float = 0.0  # α/r of LoRA adapters in the layer params (models/lora.py); unused without them
+    lora_dropout: float = 0.0  # PEFT's lora_dropout on the adapters' input, in training only
 
     @property
     def hidden(self) -> int:
         return self.mlp_dim or 4 * self.width
+
+    @property
+    def drop_rates(self) -> tuple[float, float, float]:
+        """(embeddings, attention probabilities, residual branches): each pdrop, or `dropout` where it is None."""
+        return tuple(self.dropout if r is None else r for r in (self.embd_pdrop, self.attn_pdrop, self.resid_pdrop))
 
     def layer_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of one block's params (Conv1D weights are already (in, out), like Flax kernels); no `*_bias`
@@ -227,21 +253,26 @@ class GPT2(nn.Module):
 
     def layer(self, x: Array, p: LayerParams, padding: Array | None, rng: Array | None = None) -> Array:
         """One pre-norm block: attention then the GELU MLP, each added to the residual stream; `rng` (training
-        with dropout): the attention probabilities and both branches are dropped."""
+        with dropout): the attention probabilities, both branches and the LoRA adapters' inputs are dropped."""
         b, t, d = x.shape
         hd = d // self.num_heads
         p = jax.tree_util.tree_map(lambda a: a.astype(self.dtype), p)
         bias = p.get if self.bias else (lambda _name: None)
         keys = (None,) * 3 if rng is None else tuple(jax.random.split(rng, 3))
-        s = self.lora_scale
+        lora_key = None if rng is None else jax.random.fold_in(rng, 3)
+        _, attn_rate, resid_rate = self.drop_rates
+
+        def proj(z: Array, name: str) -> Array:
+            return _add(project(z, p, name, self.lora_scale, self.lora_dropout, lora_key), bias(f"{name}_bias"))
+
         y = layer_norm(x, p["ln_1_scale"], bias("ln_1_bias"), self.eps)
-        q, k, v = jnp.split(_add(project(y, p, "c_attn", s), bias("c_attn_bias")), 3, axis=-1)
+        q, k, v = jnp.split(proj(y, "c_attn"), 3, axis=-1)
         q, k, v = (z.reshape(b, t, self.num_heads, hd) for z in (q, k, v))
-        attended = causal_attention(q, k, v, padding, self.attention_impl, self.dropout, keys[0]).reshape(b, t, d)
-        x = x + dropout(_add(project(attended, p, "attn_proj", s), bias("attn_proj_bias")), self.dropout, keys[1])
+        attended = causal_attention(q, k, v, padding, self.attention_impl, attn_rate, keys[0]).reshape(b, t, d)
+        x = x + dropout(proj(attended, "attn_proj"), resid_rate, keys[1])
         y = layer_norm(x, p["ln_2_scale"], bias("ln_2_bias"), self.eps)
-        hidden = jax.nn.gelu(_add(project(y, p, "c_fc", s), bias("c_fc_bias")), approximate=self.gelu_approximate)
-        return x + dropout(_add(project(hidden, p, "mlp_proj", s), bias("mlp_proj_bias")), self.dropout, keys[2])
+        hidden = jax.nn.gelu(proj(y, "c_fc"), approximate=self.gelu_approximate)
+        return x + dropout(proj(hidden, "mlp_proj"), resid_rate, keys[2])
 
     @nn.compact
     def __call__(self, tokens: Array, padding: Array | None = None, positions: Array | None = None,
@@ -257,9 +288,9 @@ class GPT2(nn.Module):
         x = jnp.take(jnp.asarray(wte), tokens, axis=0) + jnp.take(jnp.asarray(wpe), positions, axis=0)
         x = x.astype(self.dtype)
         keys = None  # per-layer dropout keys, scanned with the layers (make_rng cannot run inside the scan)
-        if train and self.dropout:
+        if train and (any(self.drop_rates) or self.lora_dropout):
             embed_key, layers_key = jax.random.split(self.make_rng("dropout"))
-            x = dropout(x, self.dropout, embed_key)
+            x = dropout(x, self.drop_rates[0], embed_key)
             keys = jax.random.split(layers_key, self.depth)
         x, _ = jax.lax.scan(lambda x, pk: (self.layer(x, pk[0], padding, pk[1]), None), x, (layers, keys),
                             unroll=self.scan_unroll)

@@ -79,13 +79,14 @@ def layer_mask(depth: int, layers: Sequence[int]) -> np.ndarray:
 
 
 def with_lora(model: Llama | GPT2, rank: int, alpha: float, targets: Sequence[str] | None = None,
-              layers: Sequence[int] = (), rslora: bool = False) -> LoRALlama | LoRAGPT2:
-    """The LoRA version of `model`: scale α/r (rsLoRA: α/√r), `targets` default to the attention projections."""
+              layers: Sequence[int] = (), rslora: bool = False, dropout: float = 0.0) -> LoRALlama | LoRAGPT2:
+    """The LoRA version of `model`: scale α/r (rsLoRA: α/√r), `targets` default to the attention projections,
+    `dropout` on the adapters' input in training (PEFT's lora_dropout)."""
     cls, default = (LoRALlama, LLAMA_TARGETS) if isinstance(model, Llama) else (LoRAGPT2, GPT2_TARGETS)
     scale = alpha / (math.sqrt(rank) if rslora else rank)
     fields = {k: v for k, v in module_fields(model).items() if not k.startswith("lora_")}
     return cls(**fields, lora_rank=rank, lora_scale=scale, lora_targets=tuple(targets or default),
-               lora_layers=tuple(layers))
+               lora_layers=tuple(layers), lora_dropout=dropout)
 
 
 def default_targets(model: Llama | GPT2) -> tuple[str, ...]:
@@ -97,6 +98,13 @@ def plain(model: LoRALlama | LoRAGPT2) -> Llama | GPT2:
     """The plain decoder under the adapters (what `merge`d params run in)."""
     cls = Llama if isinstance(model, LoRALlama) else GPT2
     return cls(**{k: v for k, v in module_fields(model).items() if not k.startswith("lora_")})
+
+
+def folded(model: Llama | GPT2, variables: dict[str, Any]) -> tuple[Llama | GPT2, dict[str, Any]]:
+    """(model, variables) as a plain decoder: a LoRA model's adapters merged into its weights, others as they are."""
+    if not is_lora(model):
+        return model, variables
+    return plain(model), {"params": merge(model, variables["params"])}
 
 
 def is_lora(model: Any) -> bool:

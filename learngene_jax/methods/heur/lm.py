@@ -144,7 +144,8 @@ def lora_adapters(gene: Gene, model: lora.LoRALlama | lora.LoRAGPT2, layers: Seq
     meta = gene.meta
     base = lora.plain(model)
     layers = tuple(layers) or meta.layers
-    if (arch_of(base), _same_heads(lm_fields(base))) != (meta.arch, _same_heads(meta.fields)):
+    mine, theirs = _architecture(arch_of(base), lm_fields(base)), _architecture(meta.arch, meta.fields)
+    if (arch_of(base), mine) != (meta.arch, theirs):
         fail(ConfigError, f"the adapter gene adapts a {meta.arch} {dict(meta.fields)}, not this "
                           f"{arch_of(base)} {dict(lm_fields(base))}; use a gene of the same base decoder")
     if (model.lora_rank, tuple(model.lora_targets)) != (meta.rank, meta.targets):
@@ -164,9 +165,11 @@ def lora_adapters(gene: Gene, model: lora.LoRALlama | lora.LoRAGPT2, layers: Seq
             for k, v in fresh.items()}
 
 
-def _same_heads(fields: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
-    """`fields` with head_dim 0 (width / heads, the default) written out, so both spellings compare equal."""
-    f = dict(fields)
+def _architecture(arch: str, fields: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
+    """`fields` as the function they compute, so that equal decoders compare equal: fields a gene predates at their
+    defaults, head_dim 0 (width / heads) written out, dropout rates (training settings, not weights) left out."""
+    f = {**dict(lm_fields(PLAIN[arch]())), **dict(fields)}
+    f = {k: v for k, v in f.items() if not k.endswith(("dropout", "pdrop"))}
     if not f.get("head_dim") and f.get("num_heads"):
         f["head_dim"] = f["width"] // f["num_heads"]
     return tuple(sorted(f.items()))
