@@ -227,3 +227,18 @@ def test_to_peft_refuses_what_holds_no_adapters(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(convert_main, ["to-peft", "--model-dir", str(plain), "--out", str(tmp_path / "adapter")])
     assert "holds a Llama without LoRA adapters" in capsys.readouterr().err
+
+
+def test_an_adapter_saved_in_bfloat16_reads(torch_peft, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    torch, _ = torch_peft
+    _, variables, hf_dir = _base("llama", tmp_path)
+    adapter = tmp_path / "adapter"
+    _peft_adapter(torch_peft, hf_dir, adapter, r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])
+    weights = load_file(adapter / "adapter_model.safetensors")
+    save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, adapter / "adapter_model.safetensors")
+    convert_main(["from-peft", "--adapter", str(adapter), "--base", str(hf_dir), "--out", str(tmp_path / "gene")])
+    gene = load_gene(tmp_path / "gene")
+    key = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"
+    np.testing.assert_array_equal(gene.params["lora"]["v_lora_b"][1], weights[key].to(torch.bfloat16).float().numpy().T)

@@ -86,6 +86,7 @@ def read_state_dict(path: str | Path, wrapper: str | None = None) -> dict[str, n
         fail(ConversionError, f"no checkpoint file at {path}")
     if path.suffix == ".safetensors":
         try:
+            import ml_dtypes  # noqa: F401  (numpy learns bfloat16 from it: files saved in bf16 read)
             from safetensors.numpy import load_file
             loaded = dict(load_file(str(path)))
         except Exception as e:  # noqa: BLE001
