@@ -46,7 +46,8 @@ def get_config(arg=None):
     c.name = "nanogpt_shakespeare_char"
     c.objective = "lm"
     c.data.update(dict(name="text_file", path="", tokenizer="char", context=64, eval_windows=0,
-                       train_split="train", eval_split="validation"))
+                       train_split="train", eval_split="validation",
+                       sampling="random"))  # get_batch: random windows, with replacement (not epochs)
     c.batch_size, c.eval_batch_size = 12, 128
     # An "epoch" here is the train text's 15,685 windows of 64 characters, 1,307 steps of 12: two epochs hold the 2000
     # steps, so max_steps ends the run and the cosine schedule spans exactly the 2000 steps (lr_decay_iters=2000).

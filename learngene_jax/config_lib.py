@@ -91,11 +91,17 @@ def base_config() -> ml_collections.ConfigDict:
         classes=(), shots=0, subset_seed=0,  # a task: only these classes (relabelled), `shots` train examples each
         # text corpora (data/text.py): tokens per window, validation windows (0: the whole split, non-overlapping)
         context=128, eval_windows=128,
-        text_key="text",  # tfds_text: the feature holding each example's text
+        text_key="text",  # tfds_text / hf_dataset: the feature (column) holding each example's text
+        hf_config="",  # hf_dataset: the dataset's configuration (subset) name, e.g. wikitext-2-raw-v1
         # text: '' (bytes), char, bpe:N (trained on the corpus), or a tokenizer.json / model directory holding one
         tokenizer="",
         documents=(),  # text: only the documents whose names match these fnmatch patterns (a task of a stream)
-        fraction=1.0))  # text: train on the first `fraction` of the train token stream (a data-fraction sweep)
+        # text: train on a random `fraction` of the train documents, drawn from subset_seed (a data-fraction sweep)
+        fraction=1.0,
+        # text training windows: shuffle (each epoch a permutation of the non-overlapping windows: every token once)
+        # or random (nanoGPT: uniform random offsets, with replacement)
+        sampling="shuffle",
+        document_mask=False))  # text: attention and positions stay within each packed document
     c.aug = ml_collections.ConfigDict(dict(
         random_resized_crop=False, rrc_scale_min=0.08, flip=False, randaugment=False, randaugment_ops=2,
         randaugment_magnitude=9.0, randaugment_mstd=0.5, random_erasing=0.0, mixup=0.0, cutmix=0.0,

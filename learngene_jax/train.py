@@ -38,7 +38,7 @@ from learngene_jax.models import compute_dtype
 from learngene_jax.models.io import save_model
 from learngene_jax.models.llama import check_context
 from learngene_jax.models.vit import count_params
-from learngene_jax.objectives import language  # noqa: F401 - registers the 'lm' objective
+from learngene_jax.objectives import language  # registers the 'lm' objective
 from learngene_jax.objectives.classification import BATCH_STATS, StepInputs, make_objective
 from learngene_jax.objectives.losses import cross_entropy, topk_correct
 from learngene_jax.objectives.teacher import Teacher, load_teacher
@@ -440,7 +440,7 @@ def make_train_step(config: Any, model: nn.Module, tx: optax.GradientTransformat
         r_mix, r_drop = jax.random.split(step_key)
         if "tokens" in batch:  # text: token ids in, the next tokens as labels (objective 'lm')
             tokens = batch["tokens"]
-            inputs = StepInputs(tokens[:, :-1], None, tokens[:, 1:], r_drop)
+            inputs = StepInputs(tokens[:, :-1], None, tokens[:, 1:], r_drop, batch)
         else:
             r_erase = jax.random.fold_in(step_key, 0xE2A5E)  # its own stream: mixup and dropout draws stay as they were
             images = prepare_batch(batch, mean, std, r_erase)
@@ -474,7 +474,7 @@ def make_eval_step(model: nn.Module, mean: tuple[float, ...], std: tuple[float, 
     def eval_fn(variables, batch):
         if "tokens" in batch:  # text: per-token loss (nats) and next-token top-1/top-5 over every real token
             tokens = batch["tokens"]
-            logits = model.apply(variables, tokens[:, :-1], train=False)
+            logits = model.apply(variables, tokens[:, :-1], train=False, **language.document_inputs(batch))
             labels = tokens[:, 1:].reshape(-1)
             logits = logits.reshape(labels.shape[0], -1)
             # a whole-split evaluation masks each target (its last window is partial), else each window

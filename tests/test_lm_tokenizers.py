@@ -100,8 +100,11 @@ def test_tokenizer_files_do_not_truncate_pad_or_drop_their_template(tmp_path):
     assert any("<s>" in n and "per document" in n for n in notes), proc.stderr
     assert any("special tokens" in n and "<s>" in n for n in notes), proc.stderr
     train = np.load(tmp_path / "tokens" / "train.npy")  # a.txt, b.txt (c.txt is held out)
-    # whole documents, the template's BOS before each, the literal "<s>" in a.txt encoded as text
-    expected = [bos, *plain["a.txt"], bos, *plain["b.txt"]]
+    # whole documents, the template's BOS before each and an EOS after each (issue 27: with no tokenizer_config.json
+    # beside it, the first special token of KNOWN_EOS: the trained BPE's <|endoftext|>), the literal "<s>" in a.txt
+    # encoded as text
+    eos = tok.token_to_id(tokenize.EOT)
+    expected = [bos, *plain["a.txt"], eos, bos, *plain["b.txt"], eos]
     assert bos not in plain["a.txt"] and "<s>" in DOCS["a.txt"]
     np.testing.assert_array_equal(train, expected)
     (hf_dir / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": True, "add_eos_token": True,

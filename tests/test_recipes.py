@@ -405,6 +405,7 @@ def nanogpt_rows() -> list[tuple[str, str, Any, str]]:
         ("max_steps", 2000, readme),  # --max_iters=2000: the model evaluated at iter 2000 has taken 2000 steps
         ("model.dropout", 0.0, readme),  # --dropout=0.0
         ("data.tokenizer", "char", f"{prepare}:24"),  # chars = sorted(list(set(data)))
+        ("data.sampling", "random", f"{train}:123"),  # ix = torch.randint(len(data) - block_size, (batch_size,))
         ("optim.lr", 1e-3, f"{cfg}:27"),
         ("optim.min_lr", 1e-4, f"{cfg}:30"),
         ("optim.b2", 0.99, f"{cfg}:31"),

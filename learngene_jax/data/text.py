@@ -14,7 +14,22 @@ reference/learngene-lm.md; otherwise every tenth document in name order). Tokens
 memory-mapped output of `learngene tokenize` (data.path=DIR), for corpora of any size; `tfds_text` — a prepared
 tfds text dataset (data.path = its name, e.g. lm1b; data.data_dir; data.text_key, default 'text'; data.train_split /
 data.eval_split as train and held-out documents; tfds slices such as train[:80%] / train[80%:] hold out part of a
-dataset that has only a train split), read offline from array_record like the image datasets.
+dataset that has only a train split), read offline from array_record like the image datasets; `hf_dataset` — a Hugging
+Face `datasets` dataset (`pip install datasets`), read without network: data.path is a directory written by
+`save_to_disk` (`datasets.load_from_disk`; a lone Dataset is the split "train"), a folder of data files, or a dataset
+name (data.hf_config its configuration) in the local cache (`load_dataset` in offline mode; data.data_dir: the cache
+directory), one document per row of the data.text_key column, empty rows skipped; data.train_split / data.eval_split
+name splits or slices of them (train[:90%]).
+
+Documents are packed into one token stream per split ([BOS] + text + EOS per document with a Hugging Face tokenizer,
+a blank line between them for bytes and characters: data/tokenize.py). Training windows (`data.sampling`): `shuffle`
+(default) cuts the stream into non-overlapping windows of data.context inputs and visits a fresh seeded permutation
+of them each epoch, so an epoch is one pass over every token without replacement, as LM trainers' packed datasets
+(Hugging Face run_clm's group_texts with a shuffled sampler, Megatron, MaxText); `random` draws each window at a
+uniform random offset, with replacement (nanoGPT's get_batch). `data.document_mask`: a token attends only to the
+tokens of its own document, its positions restart at each document, and the first token of a document is not a
+target (it cannot be predicted from its document) — in training and evaluation alike. `data.fraction` < 1 trains on
+a seeded random subset of the train documents (data.subset_seed; smaller fractions are subsets of larger ones).
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ import codecs
 import dataclasses
 import fnmatch
 import hashlib
+import re
 import sys
 import sysconfig
 import tarfile
@@ -33,10 +49,12 @@ import numpy as np
 
 from learngene_jax import logs
 from learngene_jax.data.pipeline import Loader
-from learngene_jax.data.tokenize import BYTE_VOCAB, SEPARATOR, get_tokenizer  # noqa: F401 (re-exported)
+from learngene_jax.data.tokenize import BYTE_VOCAB, SEPARATOR, get_tokenizer, joined_starts  # noqa: F401 (re-exported)
 from learngene_jax.errors import ConfigError, DataError, fail
 
-CORPORA = ("stdlib", "shakespeare", "folder_text", "text_file", "tfds_text", "token_files")
+CORPORA = ("stdlib", "shakespeare", "folder_text", "text_file", "tfds_text", "hf_dataset", "token_files")
+SAMPLING = ("shuffle", "random")  # data.sampling: epochs without replacement / nanoGPT's random windows
+HUB_NAME = re.compile(r"[\w.-]+(/[\w.-]+)?")  # a dataset name on the Hugging Face Hub: name or owner/name
 TRAIN_FRACTION = 0.9  # text_file: nanoGPT's prepare.py, train_data = data[:int(n*0.9)]
 SHAKESPEARE_VALIDATION = ("hamlet", "twelfth_night", "henry_v", "sonnets")
 
@@ -225,16 +243,98 @@ def _tfds_documents(name: str, data_dir: str, text_key: str, splits: tuple[str, 
     return out[0], out[1]
 
 
+def _datasets() -> Any:
+    """Hugging Face `datasets` switched to offline mode: local directories and the local cache only."""
+    try:
+        import datasets
+    except ImportError:
+        fail(ConfigError, "data.name=hf_dataset reads Hugging Face datasets: pip install datasets")
+    datasets.config.HF_HUB_OFFLINE = True  # what HF_DATASETS_OFFLINE=1 sets; read at each load_dataset call
+    return datasets
+
+
+def _saved_split(datasets: Any, saved: Any, spec: str, root: Path) -> Any:
+    """Split `spec` (a name or a slice, train[:90%]) of a dataset written by save_to_disk."""
+    sets = dict(saved) if isinstance(saved, datasets.DatasetDict) else {"train": saved}
+    try:
+        parts = datasets.ReadInstruction.from_spec(spec).to_absolute({n: len(d) for n, d in sets.items()})
+    except (ValueError, AssertionError) as e:
+        lone = "" if isinstance(saved, datasets.DatasetDict) else (
+            " (one Dataset, read as the split 'train': hold out part of it with data.train_split='train[:90%]' "
+            "data.eval_split='train[90%:]')")
+        fail(DataError, f"{root} has no split {spec!r}{lone}; its splits: {', '.join(sets)} "
+                        f"({str(e).splitlines()[0][:120]}); set data.train_split / data.eval_split")
+    pieces = [sets[part.splitname].select(range(part.from_, part.to)) for part in parts]
+    return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
+
+
+def _hf_documents(path: str, config_name: str, cache_dir: str, text_key: str,
+                  splits: tuple[str, str]) -> tuple[dict, dict]:
+    """Train and held-out documents (one per non-empty row of `text_key`, named split/index) of a Hugging Face
+    dataset: a save_to_disk directory, a folder of data files, or a dataset in the local cache (offline)."""
+    if not path:
+        fail(DataError, "data.name=hf_dataset needs data.path: a directory written by save_to_disk, a folder of data "
+                        "files, or the name of a dataset in the local Hugging Face cache")
+    datasets = _datasets()
+    root = Path(path).expanduser()
+    saved = None
+    if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
+        try:
+            saved = datasets.load_from_disk(str(root))
+        except (OSError, ValueError) as e:
+            fail(DataError, f"cannot read {root} as a dataset saved with save_to_disk ({str(e).splitlines()[0][:200]})")
+    elif not root.is_dir() and (root.exists() or not HUB_NAME.fullmatch(path)):
+        fail(DataError, f"data.path={path!r}: no such dataset directory (a directory written by save_to_disk, a "
+                        f"folder of data files, or a dataset name in the local Hugging Face cache)")
+    where = f"{path}{f' ({config_name})' if config_name else ''}"
+    out = []
+    for split in splits:
+        if saved is not None:
+            ds = _saved_split(datasets, saved, split, root)
+        else:
+            cache = cache_dir or datasets.config.HF_DATASETS_CACHE
+            try:
+                ds = datasets.load_dataset(str(root) if root.is_dir() else path, config_name or None, split=split,
+                                           cache_dir=cache_dir or None)
+            except (ConnectionError, FileNotFoundError) as e:
+                fail(DataError, f"{where!r} is neither a dataset directory nor a dataset in the local Hugging Face "
+                                f"cache {cache} ({type(e).__name__}); load it once with network (datasets.load_dataset)"
+                                f" or save it with save_to_disk and pass that directory")
+            except ValueError as e:  # an unknown split or configuration
+                fail(DataError, f"cannot read split {split!r} of the Hugging Face dataset {where}: "
+                                f"{str(e).splitlines()[0][:200]}; set data.train_split / data.eval_split / "
+                                f"data.hf_config")
+        if text_key not in ds.column_names:
+            fail(DataError, f"the Hugging Face dataset {where} has no column {text_key!r} (columns: "
+                            f"{', '.join(ds.column_names)}); set data.text_key")
+        feature = ds.features[text_key]
+        if getattr(feature, "dtype", None) not in ("string", "large_string"):
+            fail(DataError, f"column {text_key!r} of the Hugging Face dataset {where} holds {feature}, not text; set "
+                            f"data.text_key to a text column")
+        texts = ds[text_key]
+        docs = {f"{split}/{i:09d}": t.encode() for i, t in enumerate(texts) if t}
+        if len(docs) < len(texts):
+            logs.note(f"{where} {split}: skipped {len(texts) - len(docs)} empty row(s) of {len(texts)}")
+        out.append(docs)
+    return out[0], out[1]
+
+
 def load_corpus(name: str, path: str = "", data: Any = None) -> Corpus:
     """The corpus `name` (see the module docstring), split into train and validation documents; `data` (config.data)
-    gives tfds_text its data_dir, text_key and splits."""
-    if name == "tfds_text":
+    gives tfds_text and hf_dataset their data_dir, text_key and splits (hf_dataset: hf_config)."""
+    if name in ("tfds_text", "hf_dataset"):
         d = data if data is not None else {}
-        train, validation = _tfds_documents(path, d.get("data_dir", ""), d.get("text_key", "text"),
-                                            (d.get("train_split", "train"), d.get("eval_split", "validation")))
+        splits = (d.get("train_split", "train"), d.get("eval_split", "validation"))
+        if name == "tfds_text":
+            train, validation = _tfds_documents(path, d.get("data_dir", ""), d.get("text_key", "text"), splits)
+        else:
+            train, validation = _hf_documents(path, d.get("hf_config", ""), d.get("data_dir", ""),
+                                              d.get("text_key", "text"), splits)
         if not train or not validation:
-            fail(DataError, f"tfds dataset {path!r} has {len(train)} train and {len(validation)} held-out examples")
-        return Corpus(f"tfds:{path}", train, validation)
+            fail(DataError, f"{name} {path!r} has {len(train)} train and {len(validation)} held-out documents "
+                            f"(splits {splits[0]!r}, {splits[1]!r})")
+        prefix = "tfds" if name == "tfds_text" else "hf"
+        return Corpus(f"{prefix}:{path}{'/' + d['hf_config'] if d.get('hf_config') else ''}", train, validation)
     if name == "token_files":
         fail(DataError, "token_files are already tokenized: they have no documents to select or re-tokenize")
     if name == "text_file":
@@ -275,7 +375,9 @@ def windows(tokens: np.ndarray, length: int, count: int, seed: int | None = None
 class TextSource:
     """A split of a text corpus as a token stream; one "example" is one window of `length` + 1 tokens (so an
     epoch is the stream's length / `length` windows), `num_classes` is the vocabulary. An evaluation split with
-    `eval_windows` = 0 is the whole split (`whole_split_starts`)."""
+    `eval_windows` = 0 is the whole split (`whole_split_starts`). `starts`: where each document begins in the
+    stream (None: not known, e.g. token files written before they were saved); `sampling` and `document_mask` as
+    data.sampling / data.document_mask (module docstring)."""
 
     name: str
     tokens: np.ndarray  # token ids (uint8 bytes, uint16 / int32 for bigger vocabularies; may be memory-mapped)
@@ -283,9 +385,26 @@ class TextSource:
     eval_windows: int
     num_classes: int = BYTE_VOCAB
     tokenizer: Any = None  # what made the ids (ByteTokenizer / CharTokenizer / HFTokenizer); None: not known
+    starts: np.ndarray | None = None  # int64 (documents,), starts[0] == 0
+    sampling: str = "shuffle"
+    document_mask: bool = False
 
     def __len__(self) -> int:
         return self.eval_windows if self.eval_windows else max(1, (len(self.tokens) - 1) // self.length)
+
+
+def document_positions(doc_starts: np.ndarray, window_starts: np.ndarray, span: int) -> dict[str, np.ndarray]:
+    """What a model needs to keep packed documents apart in windows of `span` tokens at `window_starts`:
+    `segments` int32 (b, span − 1), the document of each input (equal ids: the same document); `positions` int32
+    (b, span − 1), each input's position from the start of its document or of the window, whichever is later
+    (Hugging Face's packing without padding restarts position_ids at each sequence the same way); `same` float32
+    (b, span − 1), 1 where a target lies in its input's document (0: the first token of the next one)."""
+    index = window_starts[:, None] + np.arange(span)  # (b, span)
+    doc = np.searchsorted(doc_starts, index, side="right") - 1
+    begin = np.maximum(doc_starts[doc], window_starts[:, None])
+    return {"segments": (doc - doc[:, :1])[:, :-1].astype(np.int32),
+            "positions": (index - begin)[:, :-1].astype(np.int32),
+            "same": (doc[:, 1:] == doc[:, :-1]).astype(np.float32)}
 
 
 def whole_split_starts(count: int, length: int) -> np.ndarray:
@@ -301,10 +420,13 @@ def whole_split_starts(count: int, length: int) -> np.ndarray:
 @dataclasses.dataclass
 class TextBatchMaker:
     """Global step → this process's batch {`tokens` int32 (b, length + 1), `mask` float32 (b,), `step`}: training
-    windows start at offsets drawn from (seed, step, row), so the stream is a function of the step (resumable
-    anywhere, any worker count); evaluation windows are evenly spaced and fixed, the last batch padded (mask 0).
-    A whole-split evaluation (eval_windows 0) takes `whole_split_starts` and adds `token_mask` float32 (b, length):
-    1 for each real target, 0 past the end of the split."""
+    windows are those of the step's place in a seeded per-epoch permutation of the non-overlapping windows
+    (sampling 'shuffle') or start at offsets drawn from (seed, step) ('random'), so the stream is a function of the
+    step (resumable anywhere, any worker count); evaluation windows are evenly spaced and fixed, the last batch
+    padded (mask 0). A whole-split evaluation (eval_windows 0) takes `whole_split_starts` and adds `token_mask`
+    float32 (b, length): 1 for each real target, 0 past the end of the split. With document masks the batch also
+    holds `segments` and `positions` (`document_positions`) and `token_mask` is 0 for the first token of a
+    document."""
 
     source: TextSource
     seed: int
@@ -313,13 +435,26 @@ class TextBatchMaker:
     local_batch: int
     process_index: int
     steps_per_epoch: int
+    _order: tuple[int, np.ndarray] | None = dataclasses.field(default=None, repr=False)  # (epoch, permutation)
+
+    def epoch_windows(self, epoch: int) -> np.ndarray:
+        """The order in which epoch `epoch` visits the windows 0, 1, ... (window k starts at token k · length)."""
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(len(self.source)))
+        return self._order[1]
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         rows = np.arange(self.process_index * self.local_batch, (self.process_index + 1) * self.local_batch)
         span, stream = self.source.length + 1, self.source.tokens
-        if self.train:
+        tokens = token_mask = None
+        if self.train and self.source.sampling == "random":  # nanoGPT: starts uniform in [0, len − span]
             rng = np.random.default_rng([self.seed, int(step)])
             starts = rng.integers(0, len(stream) - span + 1, self.global_batch)[rows]
+            mask = np.ones(len(rows), np.float32)
+        elif self.train:  # an epoch is a permutation of the windows (wrapping when there are fewer than a batch)
+            epoch, within = divmod(int(step), self.steps_per_epoch)
+            order = self.epoch_windows(epoch)
+            starts = order.take(within * self.global_batch + rows, mode="wrap") * self.source.length
             mask = np.ones(len(rows), np.float32)
         else:
             within = int(step) % self.steps_per_epoch
@@ -335,18 +470,26 @@ class TextBatchMaker:
                     tokens[row, :min(span, len(stream) - s)] = stream[s:s + span]
                 targets = np.minimum(len(stream) - 1 - starts, self.source.length)  # real targets per window
                 token_mask = (np.arange(self.source.length) < targets[:, None]) * mask[:, None]
-                return {"tokens": tokens, "mask": mask, "token_mask": token_mask.astype(np.float32),
-                        "step": np.asarray(step, np.int64)}
-        tokens = np.stack([stream[s:s + span] for s in starts]).astype(np.int32)
-        return {"tokens": tokens, "mask": mask, "step": np.asarray(step, np.int64)}
+        if tokens is None:
+            tokens = np.stack([stream[s:s + span] for s in starts]).astype(np.int32)
+        batch = {"tokens": tokens, "mask": mask, "step": np.asarray(step, np.int64)}
+        if self.source.document_mask:
+            documents = document_positions(self.source.starts, starts, span)
+            same = documents.pop("same")
+            batch.update(documents)
+            token_mask = same * (mask[:, None] if token_mask is None else token_mask)
+        if token_mask is not None:
+            batch["token_mask"] = token_mask.astype(np.float32)
+        return batch
 
 
-_TOKEN_CACHE: dict[tuple[str, ...], np.ndarray] = {}
+_TOKEN_CACHE: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, int, str, Any]:
-    """(token stream, vocabulary size, corpus name, tokenizer or None) of one split: token files are memory-mapped;
-    documents are tokenized once per process (keyed by the corpus digest, the selection and the tokenizer)."""
+def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, np.ndarray | None, int, str, Any]:
+    """(token stream, document starts or None, vocabulary size, corpus name, tokenizer or None) of one split: token
+    files are memory-mapped; documents are tokenized once per process (keyed by the corpus digest, the selection and
+    the tokenizer)."""
     if data.name == "token_files":
         root = Path(data.get("path", "")).expanduser()
         meta_path = root / "meta.json"
@@ -376,7 +519,18 @@ def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, int, str, Any]:
                             f"outside the vocabulary 0..{vocab - 1} of its meta.json; tokenize the corpus again")
         tokenizer = (get_tokenizer(str(root / "tokenizer.json")) if (root / "tokenizer.json").is_file()
                      else get_tokenizer("bytes") if meta.get("tokenizer") == "bytes" else None)
-        return tokens, vocab, f"token_files:{root.name}", tokenizer
+        starts_path = root / f"{split}_documents.npy"
+        starts = None
+        if starts_path.is_file():
+            try:
+                starts = np.load(starts_path)
+            except (OSError, ValueError) as e:
+                fail(DataError, f"cannot read {starts_path} as document starts ({e})")
+            if (starts.ndim != 1 or not len(starts) or starts[0] != 0 or (np.diff(starts) < 0).any()
+                    or starts[-1] > len(tokens)):
+                fail(DataError, f"{starts_path} is not a sorted list of document starts within the {len(tokens)} "
+                                f"tokens of {split}.npy; tokenize the corpus again")
+        return tokens, starts, vocab, f"token_files:{root.name}", tokenizer
     corpus = load_corpus(data.name, data.get("path", ""), data).select(
         tuple(data.get("documents", ())))
     spec = data.get("tokenizer", "") or "bytes"
@@ -387,26 +541,56 @@ def _tokens(data: Any, is_train: bool) -> tuple[np.ndarray, int, str, Any]:
         if len(_TOKEN_CACHE) >= 8:
             _TOKEN_CACHE.clear()
         docs = corpus.train if is_train else corpus.validation
-        _TOKEN_CACHE[key] = tokenizer.encode(docs[n] for n in sorted(docs))
-    return _TOKEN_CACHE[key], tokenizer.vocab_size, corpus.name, tokenizer
+        _TOKEN_CACHE[key] = tokenizer.encode_documents(docs[n] for n in sorted(docs))
+    tokens, starts = _TOKEN_CACHE[key]
+    return tokens, starts, tokenizer.vocab_size, corpus.name, tokenizer
+
+
+def document_subset(tokens: np.ndarray, starts: np.ndarray, fraction: float, seed: int,
+                    what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, starts) of a random `fraction` of the documents, in stream order: the first round(fraction · n) of
+    a permutation drawn from `seed`, so the same seed gives the same subset and a smaller fraction a subset of a
+    larger one's. ConfigError when the fraction keeps every document."""
+    n = len(starts)
+    keep = max(1, int(round(fraction * n)))
+    if keep == n:
+        fail(ConfigError, f"data.fraction={fraction} of the {n} train document(s) of {what} keeps all of them; a "
+                          f"fraction selects whole documents: use a smaller fraction or a corpus of more documents")
+    chosen = np.sort(np.random.default_rng([seed, 0xF4AC]).permutation(n)[:keep])
+    ends = np.append(starts[1:], len(tokens))
+    pieces = [np.asarray(tokens[starts[i]:ends[i]]) for i in chosen]
+    return np.concatenate(pieces), joined_starts([len(q) for q in pieces], 0)
 
 
 def text_source(data: Any, split: str, train: bool) -> TextSource:
     """The `train` split (training documents) or any other split name (the held-out documents) of the corpus
     config.data names, tokenized by data.tokenizer, as windows of data.context tokens; data.documents selects
-    documents by name (both splits), data.fraction keeps the first part of the train stream."""
+    documents by name (both splits), data.fraction a seeded random part of the train documents (data.subset_seed),
+    data.sampling and data.document_mask as the module docstring says."""
     is_train = train or split == data.get("train_split", "train")
-    tokens, vocab, name, tokenizer = _tokens(data, is_train)
+    tokens, starts, vocab, name, tokenizer = _tokens(data, is_train)
     fraction = float(data.get("fraction", 1.0))
+    sampling, document_mask = data.get("sampling", "shuffle"), bool(data.get("document_mask", False))
     if not 0 < fraction <= 1:
         fail(ConfigError, f"data.fraction must lie in (0, 1], got {fraction}")
-    if is_train:
-        tokens = tokens[:max(1, int(round(fraction * len(tokens))))]
+    if sampling not in SAMPLING:
+        fail(ConfigError, f"data.sampling must be one of {', '.join(SAMPLING)} (epochs without replacement / "
+                          f"nanoGPT's random windows), got {sampling!r}")
+    if starts is None and (document_mask or (is_train and fraction < 1)):
+        fail(DataError, f"the token files of {name} have no {'train' if is_train else 'validation'}_documents.npy "
+                        f"(written before document starts were saved): data.document_mask and data.fraction need "
+                        f"them; tokenize the corpus again with learngene tokenize")
+    if is_train and fraction < 1:
+        before = len(tokens)
+        tokens, starts = document_subset(tokens, starts, fraction, int(data.get("subset_seed", 0)), name)
+        logs.note(f"data.fraction={fraction}: {len(starts)} random train document(s) of {name} ({len(tokens):,} of "
+                  f"{before:,} tokens; data.subset_seed={int(data.get('subset_seed', 0))})")
     length = int(data.context)
     if len(tokens) < length + 1:
         fail(DataError, f"the {split} split of {name} has {len(tokens)} tokens, fewer than one window of "
                         f"{length + 1}")
-    return TextSource(f"{name}:{split}", tokens, length, 0 if train else int(data.eval_windows), vocab, tokenizer)
+    return TextSource(f"{name}:{split}", tokens, length, 0 if train else int(data.eval_windows), vocab, tokenizer,
+                      starts, sampling, document_mask)
 
 
 class TextLoader(Loader):
@@ -421,6 +605,9 @@ class TextLoader(Loader):
         whole = not train and not source.eval_windows
         n = len(whole_split_starts(len(source.tokens), source.length)) if whole else len(source)
         self.steps_per_epoch = max(1, n // global_batch_size) if train else -(-n // global_batch_size)
+        if train and source.sampling == "shuffle" and n < global_batch_size:
+            logs.note(f"{source.name} has {n} window(s) of {source.length} tokens, fewer than a batch of "
+                      f"{global_batch_size}: each batch repeats windows")
         self.make_batch = TextBatchMaker(source, seed, train, global_batch_size, self.local_batch_size, process_index,
                                          self.steps_per_epoch)
         self._open = []

@@ -5,9 +5,10 @@
 - `char`: characters as tokens, the vocabulary being the sorted set of every character of the corpus, train and
   held-out text together (nanoGPT's data/shakespeare_char/prepare.py builds it from the whole file), ids in that
   order; training saves it with the model (WORKDIR/model/tokenizer.json) and a saved one is passed as its path;
-- `bpe:N`: a byte-level BPE of N tokens trained with Hugging Face `tokenizers` on the corpus's train documents
-  (seconds on the demo corpora), cached as `~/.cache/learngene_jax/tokenizers/<corpus digest>-bpe<N>.json` so every
-  stage and process uses the same file (on several hosts, train it once with `learngene tokenize` and pass the file);
+- `bpe:N`: a byte-level BPE of N tokens (GPT-2's `<|endoftext|>` among them, id 0) trained with Hugging Face
+  `tokenizers` on the corpus's train documents (seconds on the demo corpora), cached as
+  `~/.cache/learngene_jax/tokenizers/<corpus digest>-eot-bpe<N>.json` so every stage and process uses the same file (on
+  several hosts, train it once with `learngene tokenize` and pass the file);
 - a `tokenizer.json` path, or a Hugging Face model directory holding one (a teacher's tokenizer, e.g. Llama's 32,000
   tokens), read with `tokenizers.Tokenizer.from_file`. Documents are encoded whole: the file's truncation and padding
   are switched off (said in a `note:`); its post-processor template (Llama's `<s> $A`) is applied per document, as
@@ -15,8 +16,16 @@
   text (said); a `tokenizer_config.json` beside it whose add_bos_token / add_eos_token contradict the template is
   refused.
 
+Documents of a corpus are packed into one stream as LM trainers pack them (`encode_documents`, which also returns
+where each document starts): with a Hugging Face tokenizer each document is [BOS where the tokenizer adds one] + its
+tokens + the tokenizer's EOS (nanoGPT's openwebtext/prepare.py appends GPT-2's end-of-text to every document); the EOS
+is tokenizer_config.json's eos_token, else config.json's eos_token_id, else the first special token among
+<|endoftext|>, <|end_of_text|>, </s>, <eos>. Byte and char vocabularies have no EOS: their documents are separated by a
+blank line, as is a tokenizer without any (said in a note).
+
 `learngene tokenize --corpus NAME [--path P] [--documents PATTERN ...] --tokenizer SPEC --out DIR` writes DIR/train.npy
-and DIR/validation.npy (uint8, uint16 or int32 token streams, documents separated by the tokens of a blank line),
+and DIR/validation.npy (uint8, uint16 or int32 token streams, documents packed as above), DIR/train_documents.npy and
+DIR/validation_documents.npy (int64: where each document starts, for document masks and data.fraction),
 DIR/tokenizer.json (for non-byte tokenizers) and DIR/meta.json (vocabulary size, corpus digest and sizes, bytes per
 token); `data.name=token_files --config.data.path=DIR` then trains from memory-mapped files of any size — the path
 for a corpus too big to tokenize at every start).
@@ -39,7 +48,15 @@ from learngene_jax import logs
 from learngene_jax.errors import ConfigError, DataError, UserError, fail
 
 BYTE_VOCAB = 256
-SEPARATOR = b"\n\n"  # between documents when they are packed into one stream
+SEPARATOR = b"\n\n"  # between documents when they are packed into one stream and the vocabulary has no EOS
+EOT = "<|endoftext|>"  # GPT-2's end of text: trained BPEs end every document with it
+KNOWN_EOS = (EOT, "<|end_of_text|>", "</s>", "<eos>")  # GPT-2 / Qwen2, Llama 3, Llama 2 / Mistral, Gemma
+
+
+def joined_starts(lengths: list[int], separator: int) -> np.ndarray:
+    """Where each of documents of `lengths` tokens starts in a stream that joins them with `separator` tokens."""
+    return np.concatenate([[0], np.cumsum(np.asarray(lengths[:-1], np.int64) + separator)]).astype(np.int64) \
+        if lengths else np.zeros(0, np.int64)
 
 
 class ByteTokenizer:
@@ -47,10 +64,16 @@ class ByteTokenizer:
 
     vocab_size = BYTE_VOCAB
     name = "bytes"
+    packing = "text, a blank line between documents"  # no EOS in 256 bytes
 
     def encode(self, documents: Iterable[bytes]) -> np.ndarray:
         """The documents, in the given order, as one uint8 stream separated by a blank line."""
         return np.frombuffer(SEPARATOR.join(documents), np.uint8)
+
+    def encode_documents(self, documents: Iterable[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """(`encode`'s stream, where each document starts in it): the blank line ends the document before it."""
+        docs = list(documents)
+        return self.encode(docs), joined_starts([len(d) for d in docs], len(SEPARATOR))
 
     def decode(self, ids: Iterable[int]) -> str:
         """Token ids → text (bytes that are not UTF-8 become U+FFFD)."""
@@ -66,6 +89,7 @@ class CharTokenizer:
     A character outside the vocabulary is a DataError naming it, never a silent drop."""
 
     name = "char"
+    packing = "text, a blank line between documents"  # nanoGPT's char vocabulary has no EOS
 
     def __init__(self, chars: str, source: str = "char"):
         self.chars, self.source = chars, source  # source: where the vocabulary came from, for messages
@@ -110,6 +134,12 @@ class CharTokenizer:
         separated by a blank line."""
         return self.ids(SEPARATOR.join(documents).decode("utf-8", errors="replace"), "the text")
 
+    def encode_documents(self, documents: Iterable[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """(`encode`'s stream, where each document starts in it): the blank line ends the document before it."""
+        texts = [d.decode("utf-8", errors="replace") for d in documents]
+        separator = SEPARATOR.decode()
+        return self.ids(separator.join(texts), "the text"), joined_starts([len(t) for t in texts], len(separator))
+
     def decode(self, ids: Iterable[int]) -> str:
         """Token ids → text."""
         return self._codes[np.asarray(list(ids), np.int64)].astype("<u4").tobytes().decode("utf-32-le")
@@ -140,9 +170,10 @@ class HFTokenizer:
     """A Hugging Face `tokenizers.Tokenizer` that encodes whole documents: its file's truncation and padding are
     switched off; a post-processor template's special tokens (BOS/EOS) are added around each document, as
     transformers' `tokenizer(text)` adds them for causal-LM training (run_clm.py), and then join the documents in
-    place of the blank line; special-token text inside a document (a literal "<s>") stays text."""
+    place of the blank line; special-token text inside a document (a literal "<s>") stays text. `eos` (a token of
+    the vocabulary) ends every document of a packed corpus (`encode_documents`) unless the template ends them."""
 
-    def __init__(self, tokenizer: Any, name: str):
+    def __init__(self, tokenizer: Any, name: str, eos: str | None = None):
         self.tokenizer, self.name = tokenizer, name
         self.vocab_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
         self.notes: list[str] = []
@@ -171,11 +202,15 @@ class HFTokenizer:
         else:
             self._separator = np.asarray(tokenizer.encode(SEPARATOR.decode(), add_special_tokens=False).ids, np.int64)
         self._special = sorted({t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special})
+        eos_id = None if eos is None or self.template[1] else tokenizer.token_to_id(eos)
+        self._end = np.asarray([] if eos_id is None else [eos_id], np.int64)  # appended to each packed document
+        bos = " ".join(map(tokenizer.id_to_token, self.template[0]))
+        end = " ".join(map(tokenizer.id_to_token, self.template[1])) or (eos if eos_id is not None else "")
+        self.packing = (f"{bos + ' ' if bos else ''}text{' ' + end if end else ''}" if bos or end
+                        else "text, a blank line between documents")  # how documents are packed (meta.json)
 
-    def encode(self, documents: Iterable[bytes]) -> np.ndarray:
-        """The documents (UTF-8; invalid bytes become U+FFFD) as one token stream: each document with the
-        template's tokens, blank-line tokens between documents where there is no template."""
-        parts: list[np.ndarray] = []
+    def _encode_each(self, documents: Iterable[bytes]) -> list[np.ndarray]:
+        """Each document (UTF-8; invalid bytes become U+FFFD) with the template's tokens."""
         texts = [d.decode("utf-8", errors="replace") for d in documents]
         for note in self.notes:
             _note_once(note)
@@ -183,12 +218,27 @@ class HFTokenizer:
         if literal:
             _note_once(f"documents hold the text of special tokens of {self.name} ({', '.join(literal[:5])}): "
                        f"encoded as that text, not as the special ids")
-        for i, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=True)):
-            if i:
-                parts.append(self._separator)
-            parts.append(np.asarray(enc.ids, np.int64))
-        stream = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return [np.asarray(enc.ids, np.int64) for enc in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
+
+    def _stream(self, parts: list[np.ndarray], separator: np.ndarray) -> np.ndarray:
+        joined = [a for i, part in enumerate(parts) for a in ((separator, part) if i else (part,))]
+        stream = np.concatenate(joined) if joined else np.zeros(0, np.int64)
         return stream.astype(np.uint16 if self.vocab_size <= 1 << 16 else np.int32)
+
+    def encode(self, documents: Iterable[bytes]) -> np.ndarray:
+        """The documents as transformers' `tokenizer(text)` encodes each (a prompt: no EOS is added), as one token
+        stream: blank-line tokens between documents where the template adds no tokens."""
+        return self._stream(self._encode_each(documents), self._separator)
+
+    def encode_documents(self, documents: Iterable[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """A corpus packed as LM trainers pack it, and where each document starts: [BOS] + text + EOS per document
+        (`self.packing`); a blank line between documents when the tokenizer has neither BOS nor EOS (said)."""
+        parts = [np.concatenate([ids, self._end]) for ids in self._encode_each(documents)]
+        separator = self._separator if not len(self._end) else np.zeros(0, np.int64)
+        if len(separator):
+            _note_once(f"{self.name} has no EOS token (no eos_token in a tokenizer_config.json beside it, none of "
+                       f"{', '.join(KNOWN_EOS)}) and adds no BOS: documents are separated by a blank line")
+        return self._stream(parts, separator), joined_starts([len(q) for q in parts], len(separator))
 
     def decode(self, ids: Iterable[int]) -> str:
         """Token ids → text (special tokens kept)."""
@@ -257,6 +307,32 @@ def _check_tokenizer_config(hf: HFTokenizer, path: Path) -> None:
                             f"post_processor, or drop {key}) so the corpus is tokenized as transformers would")
 
 
+def eos_token(tokenizer: Any, path: Path | None = None) -> str | None:
+    """The end-of-text token of a `tokenizers.Tokenizer` (read from `path`): tokenizer_config.json's eos_token beside
+    it, else config.json's eos_token_id (the first of a list), else the first of KNOWN_EOS among its special tokens;
+    None when there is none."""
+    def read(name: str) -> dict[str, Any]:
+        file = path.parent / name if path is not None else None
+        if file is None or not file.is_file():
+            return {}
+        try:
+            spec = json.loads(file.read_text())
+        except ValueError as e:
+            fail(DataError, f"cannot read {file} as JSON ({e})")
+        return spec if isinstance(spec, dict) else {}
+
+    token = read("tokenizer_config.json").get("eos_token")
+    token = token.get("content") if isinstance(token, dict) else token
+    if isinstance(token, str) and tokenizer.token_to_id(token) is not None:
+        return token
+    eos_id = read("config.json").get("eos_token_id")
+    eos_id = eos_id[0] if isinstance(eos_id, list) and eos_id else eos_id
+    if isinstance(eos_id, int) and (token := tokenizer.id_to_token(eos_id)) is not None:
+        return token
+    special = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
+    return next((t for t in KNOWN_EOS if t in special), None)
+
+
 def _tokenizers() -> Any:
     try:
         import tokenizers
@@ -267,17 +343,18 @@ def _tokenizers() -> Any:
 
 
 def train_bpe(documents: Iterable[bytes], vocab_size: int) -> HFTokenizer:
-    """A byte-level BPE (GPT-2 style pre-tokenization, all 256 bytes in the alphabet) of `vocab_size` tokens."""
+    """A byte-level BPE (GPT-2 style pre-tokenization, all 256 bytes in the alphabet) of `vocab_size` tokens, GPT-2's
+    <|endoftext|> (id 0) among them: it ends each document of a packed corpus."""
     tk = _tokenizers()
     if vocab_size < BYTE_VOCAB + 1:
         fail(ConfigError, f"a byte-level BPE needs more than {BYTE_VOCAB} tokens, got bpe:{vocab_size}")
     tokenizer = tk.Tokenizer(tk.models.BPE())
     tokenizer.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = tk.decoders.ByteLevel()
-    trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, special_tokens=[],
+    trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, special_tokens=[EOT],
                                      initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator((d.decode("utf-8", errors="replace") for d in documents), trainer=trainer)
-    return HFTokenizer(tokenizer, f"bpe:{vocab_size}")
+    return HFTokenizer(tokenizer, f"bpe:{vocab_size}", EOT)
 
 
 def cache_dir() -> Path:
@@ -302,9 +379,9 @@ def get_tokenizer(spec: str, train_documents: dict[str, bytes] | None = None, co
             vocab = int(spec[4:])
         except ValueError:
             fail(ConfigError, f"data.tokenizer={spec!r}: expected bpe:N with an integer N, e.g. bpe:1024")
-        path = cache_dir() / f"{corpus_digest[:16]}-bpe{vocab}.json"
+        path = cache_dir() / f"{corpus_digest[:16]}-eot-bpe{vocab}.json"  # -eot-: BPEs with <|endoftext|>
         if corpus_digest and path.is_file():
-            return HFTokenizer(_tokenizers().Tokenizer.from_file(str(path)), spec)
+            return HFTokenizer(_tokenizers().Tokenizer.from_file(str(path)), spec, EOT)
         if train_documents is None:
             fail(ConfigError, f"data.tokenizer={spec!r} trains on a document corpus; token files carry their own")
         tok = train_bpe((train_documents[n] for n in sorted(train_documents)), vocab)
@@ -329,7 +406,7 @@ def get_tokenizer(spec: str, train_documents: dict[str, bytes] | None = None, co
         tokenizer = _tokenizers().Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on bad JSON
         fail(DataError, f"cannot read {path} as a Hugging Face tokenizer ({str(e).splitlines()[0][:200]})")
-    hf = HFTokenizer(tokenizer, str(path))
+    hf = HFTokenizer(tokenizer, str(path), eos_token(tokenizer, path))
     _check_tokenizer_config(hf, path)
     return hf
 
@@ -340,10 +417,13 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(prog="learngene tokenize", description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", required=True, choices=[c for c in CORPORA if c != "token_files"])
-    p.add_argument("--path", default="", help="the corpus's path (shakespeare tarball, .txt folder, tfds name)")
-    p.add_argument("--data-dir", default="", help="tfds_text: the tfds data dir")
-    p.add_argument("--text-key", default="text", help="tfds_text: the text feature")
-    p.add_argument("--splits", nargs=2, default=("train", "validation"), help="tfds_text: train and held-out splits")
+    p.add_argument("--path", default="", help="the corpus's path (shakespeare tarball, .txt folder, tfds name, "
+                                              "Hugging Face dataset directory or cached dataset name)")
+    p.add_argument("--data-dir", default="", help="tfds_text: the tfds data dir; hf_dataset: the datasets cache")
+    p.add_argument("--text-key", default="text", help="tfds_text / hf_dataset: the text feature (column)")
+    p.add_argument("--hf-config", default="", help="hf_dataset: the dataset's configuration (subset) name")
+    p.add_argument("--splits", nargs=2, default=("train", "validation"),
+                   help="tfds_text / hf_dataset: train and held-out splits (slices such as train[:90%%] allowed)")
     p.add_argument("--documents", nargs="*", default=(), help="fnmatch patterns of document names to keep")
     p.add_argument("--tokenizer", default="bytes", help="bytes, char, bpe:N, a tokenizer.json or a model directory")
     p.add_argument("--out", required=True)
@@ -352,17 +432,19 @@ def main(argv: list[str] | None = None) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         fail(UserError, f"{out} exists and is not an empty directory; choose another --out")
     tfds_options = {"data_dir": args.data_dir, "text_key": args.text_key, "train_split": args.splits[0],
-                    "eval_split": args.splits[1]}
+                    "eval_split": args.splits[1], "hf_config": args.hf_config}
     corpus = load_corpus(args.corpus, args.path, tfds_options).select(tuple(args.documents))
     tok = get_tokenizer(args.tokenizer, corpus.train, corpus.digest, corpus.validation)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         fail(UserError, f"cannot create --out {out} ({e.strerror})")
-    meta: dict[str, Any] = {"vocab_size": tok.vocab_size, "tokenizer": tok.name, **corpus.describe()}
+    meta: dict[str, Any] = {"vocab_size": tok.vocab_size, "tokenizer": tok.name, "packing": tok.packing,
+                            **corpus.describe()}
     for split, docs in (("train", corpus.train), ("validation", corpus.validation)):
-        tokens = tok.encode(docs[n] for n in sorted(docs))
+        tokens, starts = tok.encode_documents(docs[n] for n in sorted(docs))
         np.save(out / f"{split}.npy", tokens)
+        np.save(out / f"{split}_documents.npy", starts)
         nbytes = sum(map(len, docs.values()))
         meta[split] = {**meta[split], "tokens": int(len(tokens)), "bytes_per_token": nbytes / max(1, len(tokens))}
     if (text := tok.to_json()) is not None:

@@ -86,10 +86,11 @@ def causal_attention(q: Array, k: Array, v: Array, padding: Array | None, implem
                      drop_rate: float = 0.0, rng: Array | None = None) -> Array:
     """Causal softmax attention, q (batch, tokens, heads, head_dim) and k, v with kv_heads dividing heads (query
     head j reads kv head j // (heads / kv_heads), as Hugging Face's repeat_kv); `padding` (batch, tokens) is 1
-    for real tokens, 0 for padding (padded keys are not attended to). With `rng` and `drop_rate` > 0 the attention
+    for real tokens, 0 for padding (padded keys are not attended to), or a boolean (batch, 1, tokens, tokens) mask
+    of the keys each query may see on top of causality (`segment_mask`). With `rng` and `drop_rate` > 0 the attention
     probabilities are dropped (GPT-2's attn_pdrop, nanoGPT's attn_dropout), through an explicit softmax:
     jax.nn.dot_product_attention has no dropout."""
-    mask = None if padding is None else padding.astype(bool)[:, None, None, :]
+    mask = None if padding is None else (padding if padding.ndim == 4 else padding[:, None, None, :]).astype(bool)
     if rng is None or not drop_rate:
         return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=implementation)
     t, heads = q.shape[1], q.shape[2]
@@ -100,6 +101,13 @@ def causal_attention(q: Array, k: Array, v: Array, padding: Array | None, implem
         allowed = allowed & mask
     probs = jax.nn.softmax(jnp.where(allowed, scores, jnp.finfo(jnp.float32).min), axis=-1).astype(q.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", dropout(probs, drop_rate, rng), v)
+
+
+def segment_mask(segments: Array) -> Array:
+    """The `padding` mask (batch, 1, tokens, tokens) of documents packed in one row: `segments` (batch, tokens) names
+    each token's document, and a query sees only the keys of its own document (with positions restarting at each
+    document, every document's logits are those it has alone)."""
+    return segments[:, None, :, None] == segments[:, None, None, :]
 
 
 class Llama(nn.Module):

@@ -28,6 +28,7 @@ class StepInputs:
     targets: jax.Array
     labels: jax.Array
     rng: jax.Array  # dropout / drop-path
+    batch: dict[str, jax.Array] = dataclasses.field(default_factory=dict)  # the loader's batch (text: documents)
 
 
 # (params, collections (e.g. batch_stats), frozen inputs (e.g. teacher variables), batch) →

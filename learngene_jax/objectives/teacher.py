@@ -29,9 +29,10 @@ class Teacher:
     variables: dict[str, Any]
     vocab: int = 0
 
-    def logits(self, variables: dict[str, Any], images: jax.Array) -> jax.Array:
-        """Eval-mode logits with no gradient path back into the teacher."""
-        logits = jax.lax.stop_gradient(self.model.apply(variables, images, train=False))
+    def logits(self, variables: dict[str, Any], images: jax.Array, **inputs: jax.Array) -> jax.Array:
+        """Eval-mode logits with no gradient path back into the teacher; `inputs`: further model inputs (a text
+        batch's document mask and positions)."""
+        logits = jax.lax.stop_gradient(self.model.apply(variables, images, train=False, **inputs))
         return logits[..., :self.vocab] if self.vocab else logits
 
 

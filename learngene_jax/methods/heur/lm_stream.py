@@ -160,8 +160,8 @@ def description(results: dict[str, Any]) -> str:
             + f" (validation loss after each task). Target task {task_name(results['target'])}: one epoch = "
             f"{epoch} steps. Gene = the adapters of {results['gene_layers']} layers: Heur the last, Auto the least "
             f"changing (ρ per layer: {', '.join(f'{r:.3f}' for r in results['rho'])}). Loss = nats per byte on the "
-            f"task's held-out documents; the data-fraction runs train the same epochs on the first part of the "
-            f"task's data.")
+            f"task's held-out documents; the data-fraction runs train the same epochs on a seeded random part of the "
+            f"task's documents (data.fraction, data.subset_seed).")
 
 
 def write_summary(workdir: Path, results: dict[str, Any]) -> None:
