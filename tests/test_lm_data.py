@@ -249,6 +249,10 @@ def test_a_save_to_disk_dataset_is_a_corpus_one_document_per_row(tmp_path):
     corpus = text.load_corpus("hf_dataset", str(lone), _data(train_split="train[:80%]", eval_split="train[80%:]"))
     # 11 rows: datasets' slices round to the closest row (9 / 2); the empty last row is skipped
     assert len(corpus.train) == 9 and len(corpus.validation) == 1
+    tokenize.main(["--corpus", "hf_dataset", "--path", str(path), "--splits", "train", "test", "--out",
+                   str(tmp_path / "tokens")])  # learngene tokenize
+    meta = json.loads((tmp_path / "tokens" / "meta.json").read_text())
+    assert (meta["train"]["documents"], meta["validation"]["documents"]) == (10, 2)
 
 
 def test_a_folder_of_data_files_and_the_local_cache_load_offline(tmp_path, monkeypatch):
