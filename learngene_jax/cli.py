@@ -17,12 +17,15 @@ COMMANDS = {
     "expand": "write a gene's descendant (untrained) as a model directory: --gene G --depth N --out DIR",
     "convert": "timm / official / gene file conversions (see `learngene convert -h`)",
     "predict": "logits of a model or gene on images (see `learngene predict -h`)",
+    "generate": "continue text prompts with a language model, KV-cached (see `learngene generate -h`)",
+    "eval-lm": "sliding-window perplexity of a language model on a text or corpus split (see `learngene eval-lm -h`)",
     "analyze": "layer-linearity analysis (see `learngene analyze -h`)",
     "results": "record an experiment workdir (docs/records) and render the results page (see `learngene results -h`)",
     "bench": "JAX vs PyTorch benchmarks (see `learngene bench -h`)",
     "tokenize": "a text corpus → memory-mapped token files (see `learngene tokenize -h`)",
 }
 MODULES = {"convert": "learngene_jax.convert.__main__", "predict": "learngene_jax.predict",
+           "generate": "learngene_jax.generate", "eval-lm": "learngene_jax.eval_lm",
            "analyze": "learngene_jax.analyze", "results": "learngene_jax.results",
            "bench": "learngene_jax.bench.__main__", "tokenize": "learngene_jax.data.tokenize"}
 

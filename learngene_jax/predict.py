@@ -113,6 +113,16 @@ def batched_apply(model: nn.Module, variables: dict[str, Any], images: np.ndarra
     return np.concatenate(out)
 
 
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that name a model (--gene [--depth ...] or --model-dir), which `resolve_model` reads; shared by
+    predict, generate and eval-lm."""
+    p.add_argument("--gene", help="gene directory: runs the aux model, or a descendant with --depth")
+    p.add_argument("--model-dir", help="model directory (converted or trained model)")
+    p.add_argument("--depth", type=int, default=None, help="expand the gene to a descendant of this depth")
+    p.add_argument("--layers-source", default=None, help="SWS: stage id per descendant layer")
+    p.add_argument("--layout", default="official", choices=["official", "exact"], help="descendant layout")
+
+
 def resolve_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
     """The model and variables the flags name."""
     if (args.gene is None) == (args.model_dir is None):
@@ -152,7 +162,8 @@ def predict_text(args: argparse.Namespace) -> None:
     """--text: logits (1, tokens, vocab) of the encoded text, or with --generate the text continued (decoded)."""
     from learngene_jax.data.text import read_text
     from learngene_jax.data.tokenize import CharTokenizer
-    from learngene_jax.models.llama import check_context, generate
+    from learngene_jax.models.generation import generate
+    from learngene_jax.models.llama import check_context
 
     model, variables = resolve_model(args)
     if not hasattr(model, "vocab_size"):
@@ -183,11 +194,7 @@ def predict_text(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the model on the images and save the logits."""
     p = argparse.ArgumentParser(prog="python -m learngene_jax.predict", description=__doc__)
-    p.add_argument("--gene", help="gene directory: runs the aux model, or a descendant with --depth")
-    p.add_argument("--model-dir", help="model directory (converted or trained model)")
-    p.add_argument("--depth", type=int, default=None, help="expand the gene to a descendant of this depth")
-    p.add_argument("--layers-source", default=None, help="SWS: stage id per descendant layer")
-    p.add_argument("--layout", default="official", choices=["official", "exact"], help="descendant layout")
+    add_model_flags(p)
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--images", help=".npy of float32 images, already normalised; or an image file, or a folder of "
                                        "them (rows in file-name order; needs --mean/--std)")

@@ -13,7 +13,8 @@ from conftest import run_module
 
 from learngene_jax.convert import hf
 from learngene_jax.errors import ConversionError
-from learngene_jax.models.llama import GPT2, Llama, abstract_lm_params, check_tokens, generate
+from learngene_jax.models.generation import generate
+from learngene_jax.models.llama import GPT2, Llama, abstract_lm_params, check_tokens
 from learngene_jax.models.vit import count_params
 
 pytestmark = pytest.mark.torch

@@ -9,8 +9,9 @@ import pytest
 from conftest import run_module
 
 from learngene_jax.convert.hf import to_hf
+from learngene_jax.models.generation import generate
 from learngene_jax.models.io import save_model
-from learngene_jax.models.llama import GPT2, Llama, generate
+from learngene_jax.models.llama import GPT2, Llama
 
 CONTEXT = 16
 SHORT = 8  # positions of the models under test

@@ -18,6 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from learngene_jax.models.kv_cache import KVCache, attend, scan_layers
+from learngene_jax.models.kv_cache import positions as cache_positions
+
 Array = jax.Array
 LayerParams = dict[str, Any]
 
@@ -154,9 +157,10 @@ class Llama(nn.Module):
         return self.param("layers", lambda key: self.init_layers(key, self.layer_shapes(), (self.depth,)))
 
     def layer(self, x: Array, p: LayerParams, cos: Array, sin: Array, padding: Array | None,
-              rng: Array | None = None) -> Array:
+              rng: Array | None = None, cache: KVCache | None = None) -> tuple[Array, KVCache | None]:
         """One pre-norm decoder layer: attention then SwiGLU MLP, each added to the residual stream; `rng`
-        (training with dropout): the attention probabilities and the LoRA adapters' inputs are dropped."""
+        (training with dropout): the attention probabilities and the LoRA adapters' inputs are dropped; `cache`
+        (generation): this layer's KV cache, which attention reads and writes (returned; None without one)."""
         b, t, _ = x.shape
         p = jax.tree_util.tree_map(lambda a: a.astype(self.dtype), p)
         attn_key, lora_key = (None, None) if rng is None else tuple(jax.random.split(rng))
@@ -168,32 +172,38 @@ class Llama(nn.Module):
         q = apply_rope(proj(y, "q").reshape(b, t, self.num_heads, self.hd), cos, sin)
         k = apply_rope(proj(y, "k").reshape(b, t, self.num_kv_heads, self.hd), cos, sin)
         v = proj(y, "v").reshape(b, t, self.num_kv_heads, self.hd)
-        attended = causal_attention(q, k, v, padding, self.attention_impl, self.attention_dropout, attn_key)
+        if cache is None:
+            attended = causal_attention(q, k, v, padding, self.attention_impl, self.attention_dropout, attn_key)
+        else:
+            attended, cache = attend(cache, q, k, v, self.attention_impl)
         x = x + proj(attended.reshape(b, t, -1), "o")
         y = rms_norm(x, p["mlp_norm"], self.eps)
-        return x + proj(jax.nn.silu(proj(y, "gate")) * proj(y, "up"), "down")
+        return x + proj(jax.nn.silu(proj(y, "gate")) * proj(y, "up"), "down"), cache
 
     @nn.compact
     def __call__(self, tokens: Array, padding: Array | None = None, positions: Array | None = None,
-                 train: bool = False) -> Array:
+                 train: bool = False, cache: KVCache | None = None) -> Array | tuple[Array, KVCache]:
+        """Logits (batch, tokens, vocab); with a KV `cache` (models/generation.py): (logits, the updated cache)."""
         embed = self.param("embed", normal_02, (self.vocab_size, self.width))
         layers = self.layer_params()
         norm = self.param("norm", nn.initializers.ones, (self.width,))
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+            positions = (jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape) if cache is None
+                         else cache_positions(cache, padding, tokens.shape[1]))
         cos, sin = rope_tables(positions, self.hd, self.rope_theta)
         x = jnp.take(jnp.asarray(embed, self.dtype), tokens, axis=0)
         keys = None  # per-layer dropout keys, scanned with the layers (make_rng cannot run inside the scan)
         if train and (self.attention_dropout or self.lora_dropout):
             keys = jax.random.split(self.make_rng("dropout"), self.depth)
 
-        def body(x, pk):
-            return self.layer(x, pk[0], cos.astype(self.dtype), sin.astype(self.dtype), padding, pk[1]), None
+        def layer(x, pk, layer_cache):
+            return self.layer(x, pk[0], cos.astype(self.dtype), sin.astype(self.dtype), padding, pk[1], layer_cache)
 
-        x, _ = jax.lax.scan(body, x, (layers, keys), unroll=self.scan_unroll)
+        x, cache = scan_layers(layer, x, (layers, keys), cache, padding, self.scan_unroll)
         x = rms_norm(x, norm, self.eps)
         head = embed.T if self.tie_embeddings else self.param("lm_head", normal_02, (self.width, self.vocab_size))
-        return (x @ head.astype(self.dtype)).astype(jnp.float32)
+        logits = (x @ head.astype(self.dtype)).astype(jnp.float32)
+        return logits if cache is None else (logits, cache)
 
 
 class GPT2(nn.Module):
@@ -259,9 +269,11 @@ class GPT2(nn.Module):
         """Stacked (depth, ...) block params; learngene aux models compute them from their gene instead."""
         return self.param("layers", lambda key: self.init_layers(key, self.layer_shapes(), (self.depth,)))
 
-    def layer(self, x: Array, p: LayerParams, padding: Array | None, rng: Array | None = None) -> Array:
+    def layer(self, x: Array, p: LayerParams, padding: Array | None, rng: Array | None = None,
+              cache: KVCache | None = None) -> tuple[Array, KVCache | None]:
         """One pre-norm block: attention then the GELU MLP, each added to the residual stream; `rng` (training
-        with dropout): the attention probabilities, both branches and the LoRA adapters' inputs are dropped."""
+        with dropout): the attention probabilities, both branches and the LoRA adapters' inputs are dropped;
+        `cache` (generation): this layer's KV cache, which attention reads and writes (returned; None without one)."""
         b, t, d = x.shape
         hd = d // self.num_heads
         p = jax.tree_util.tree_map(lambda a: a.astype(self.dtype), p)
@@ -276,15 +288,20 @@ class GPT2(nn.Module):
         y = layer_norm(x, p["ln_1_scale"], bias("ln_1_bias"), self.eps)
         q, k, v = jnp.split(proj(y, "c_attn"), 3, axis=-1)
         q, k, v = (z.reshape(b, t, self.num_heads, hd) for z in (q, k, v))
-        attended = causal_attention(q, k, v, padding, self.attention_impl, attn_rate, keys[0]).reshape(b, t, d)
+        if cache is None:
+            attended = causal_attention(q, k, v, padding, self.attention_impl, attn_rate, keys[0]).reshape(b, t, d)
+        else:
+            attended, cache = attend(cache, q, k, v, self.attention_impl)
+            attended = attended.reshape(b, t, d)
         x = x + dropout(proj(attended, "attn_proj"), resid_rate, keys[1])
         y = layer_norm(x, p["ln_2_scale"], bias("ln_2_bias"), self.eps)
         hidden = jax.nn.gelu(proj(y, "c_fc"), approximate=self.gelu_approximate)
-        return x + dropout(proj(hidden, "mlp_proj"), resid_rate, keys[2])
+        return x + dropout(proj(hidden, "mlp_proj"), resid_rate, keys[2]), cache
 
     @nn.compact
     def __call__(self, tokens: Array, padding: Array | None = None, positions: Array | None = None,
-                 train: bool = False) -> Array:
+                 train: bool = False, cache: KVCache | None = None) -> Array | tuple[Array, KVCache]:
+        """Logits (batch, tokens, vocab); with a KV `cache` (models/generation.py): (logits, the updated cache)."""
         wte = self.param("wte", normal_02, (self.vocab_size, self.width))
         wpe = self.param("wpe", lambda k, s: self.position_std * jax.random.normal(k, s),
                          (self.max_positions, self.width))
@@ -292,7 +309,8 @@ class GPT2(nn.Module):
         ln_f = self.param("ln_f", lambda k: {"scale": jnp.ones(self.width), "bias": jnp.zeros(self.width)}
                           if self.bias else {"scale": jnp.ones(self.width)})
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+            positions = (jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape) if cache is None
+                         else cache_positions(cache, padding, tokens.shape[1]))
         x = jnp.take(jnp.asarray(wte), tokens, axis=0) + jnp.take(jnp.asarray(wpe), positions, axis=0)
         x = x.astype(self.dtype)
         keys = None  # per-layer dropout keys, scanned with the layers (make_rng cannot run inside the scan)
@@ -300,10 +318,13 @@ class GPT2(nn.Module):
             embed_key, layers_key = jax.random.split(self.make_rng("dropout"))
             x = dropout(x, self.drop_rates[0], embed_key)
             keys = jax.random.split(layers_key, self.depth)
-        x, _ = jax.lax.scan(lambda x, pk: (self.layer(x, pk[0], padding, pk[1]), None), x, (layers, keys),
-                            unroll=self.scan_unroll)
+        def layer(x, pk, layer_cache):
+            return self.layer(x, pk[0], padding, pk[1], layer_cache)
+
+        x, cache = scan_layers(layer, x, (layers, keys), cache, padding, self.scan_unroll)
         x = layer_norm(x, ln_f["scale"], ln_f.get("bias"), self.eps)
-        return (x @ wte.T.astype(self.dtype)).astype(jnp.float32)
+        logits = (x @ wte.T.astype(self.dtype)).astype(jnp.float32)
+        return logits if cache is None else (logits, cache)
 
 
 def _add(x: Array, bias: Array | None) -> Array:
@@ -339,30 +360,3 @@ def check_context(model: Any, length: int) -> None:
                  f"the Llama's max_position_embeddings={limit}")
         raise ValueError(f"{length} tokens per sequence exceed {table}")
 
-
-def generate(model: Llama | GPT2, variables: dict[str, Any], prompt: Array, steps: int, *, temperature: float = 0.0,
-             rng: Array | None = None) -> Array:
-    """`prompt` (batch, tokens) int32 continued by `steps` tokens: greedy at temperature 0, else sampled from
-    softmax(logits / temperature). Recomputes the whole sequence per token (no KV cache): for notebooks and tests,
-    not for serving. Returns (batch, tokens + steps)."""
-    if temperature < 0 or steps < 0:
-        raise ValueError(f"temperature and steps must be >= 0, got {temperature}, {steps}")
-    rng = jax.random.key(0) if rng is None else rng
-    prompt = check_tokens(prompt, model.vocab_size)
-    b, t = prompt.shape
-    check_context(model, t + steps)  # the prompt and every generated token need a position
-    seq = jnp.zeros((b, t + steps), jnp.int32).at[:, :t].set(prompt)
-
-    @jax.jit
-    def step(seq, i, key):
-        logits = model.apply(variables, seq)  # causal: positions after i do not change logits[:, i]
-        last = jax.lax.dynamic_index_in_dim(logits, i - 1, axis=1, keepdims=False)
-        if temperature == 0:
-            nxt = jnp.argmax(last, axis=-1)
-        else:
-            nxt = jax.random.categorical(key, last / temperature, axis=-1)
-        return seq.at[:, i].set(nxt.astype(jnp.int32))
-
-    for i in range(t, t + steps):
-        seq = step(seq, i, jax.random.fold_in(rng, i))
-    return seq
