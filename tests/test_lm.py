@@ -12,6 +12,7 @@ import pytest
 from conftest import run_module
 
 from learngene_jax.convert import hf
+from learngene_jax.convert.table import torch_to_flax
 from learngene_jax.errors import ConversionError
 from learngene_jax.models.generation import generate
 from learngene_jax.models.llama import GPT2, Llama, abstract_lm_params, check_tokens
@@ -109,7 +110,7 @@ def test_greedy_generation_equals_transformers(transformers):
                             pad_token_id=0).numpy()
     state = {k: v.numpy() for k, v in ref.state_dict().items()}
     model = hf.model_from_config(ref.config.to_dict())
-    params = hf.torch_to_flax(state, hf.LLAMA_RULES, abstract_lm_params(model))
+    params = torch_to_flax(state, hf.LLAMA_RULES, abstract_lm_params(model))
     got = generate(model, {"params": params}, jnp.asarray(TOKENS[:, :5]), 6)
     np.testing.assert_array_equal(np.asarray(got), want)
 
@@ -143,8 +144,8 @@ def test_tokens_outside_the_vocabulary_are_an_error_not_a_clamp():
 @pytest.mark.parametrize("edit, message", [
     (lambda d: _json_edit(d / "config.json", model_type="bert"), "model_type 'bert'"),
     (lambda d: _json_edit(d / "config.json", rope_scaling={"rope_type": "yarn", "factor": 2.0}), "rope_type 'yarn'"),
-    (lambda d: _json_edit(d / "config.json", rope_parameters={"rope_type": "llama3", "rope_theta": 5e5}),
-     "rope_type 'llama3'"),
+    (lambda d: _json_edit(d / "config.json", rope_parameters={"rope_type": "longrope", "rope_theta": 5e5}),
+     "rope_type 'longrope'"),
     (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 10), "damaged or incomplete"),
     (lambda d: (d / "config.json").unlink(), "has no config.json"),
 ])

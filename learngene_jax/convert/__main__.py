@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -126,11 +127,16 @@ def _save_pretrained(args: argparse.Namespace) -> None:
 
 def _from_hf(args: argparse.Namespace) -> None:
     from learngene_jax.convert import hf
+    from learngene_jax.models.llama import Llama
 
     model, variables = hf.from_hf(args.checkpoint)
     save_model(args.out, model, variables, overwrite=args.overwrite, origin=f"hf:{args.checkpoint}")
-    print(f"wrote {type(model).__name__} ({count_params(variables['params']):,} params, {model.depth} layers) to "
-          f"{args.out}")
+    kept = [n for n in hf.HF_SIDE_FILES if (Path(args.checkpoint) / n).is_file()]
+    for name in kept:  # the tokenizer and generation settings travel with the weights (to-hf writes them back)
+        shutil.copyfile(Path(args.checkpoint) / name, Path(args.out).expanduser() / name)
+    print(f"wrote {type(model).__name__} ({model.model_type if isinstance(model, Llama) else 'gpt2'}, "
+          f"{count_params(variables['params']):,} params, {model.depth} layers) to {args.out}"
+          + (f" with its {', '.join(kept)}" if kept else ""))
 
 
 def _to_hf(args: argparse.Namespace) -> None:
@@ -141,11 +147,27 @@ def _to_hf(args: argparse.Namespace) -> None:
     if not isinstance(model, Llama | GPT2):
         fail(ConversionError, f"{args.model_dir} holds a {type(model).__name__}; to-hf writes Llama and GPT-2 "
                               f"models (ViTs: use to-timm)")
-    saved = Path(args.model_dir).expanduser() / "tokenizer.json"  # written by training (data/tokenize.py)
+    # tokenizer.json: written by training (data/tokenize.py) or kept by from-hf, as the other side files
+    side = {n: Path(args.model_dir).expanduser() / n for n in hf.HF_SIDE_FILES}
+    side = {n: path for n, path in side.items() if path.is_file()}
+    configs = {n: _json_file(side[n]) for n in ("tokenizer_config.json", "generation_config.json") if n in side}
     hf.to_hf(model, variables, args.out, overwrite=args.overwrite,
-             tokenizer=saved.read_text() if saved.is_file() else None)
-    print(f"wrote {hf.hf_config(model)['architectures'][0]} to {args.out} (transformers reads it with "
-          f"from_pretrained({args.out!r}))" + (" with its tokenizer.json" if saved.is_file() else ""))
+             tokenizer=side["tokenizer.json"].read_text() if "tokenizer.json" in side else None, dtype=args.dtype,
+             max_shard_size=args.max_shard_size, tokenizer_config=configs.get("tokenizer_config.json"),
+             generation_config=configs.get("generation_config.json"))
+    written = json.loads((Path(args.out).expanduser() / "config.json").read_text())["architectures"][0]
+    print(f"wrote {written} ({args.dtype}) to {args.out} (transformers reads it with from_pretrained({args.out!r}))"
+          + (" with its tokenizer" if "tokenizer.json" in side else ""))
+
+
+def _json_file(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        fail(ConversionError, f"{path} is not a readable JSON file ({type(e).__name__}: {e})")
+    if not isinstance(data, dict):
+        fail(ConversionError, f"{path} holds {type(data).__name__}, not a JSON object")
+    return data
 
 
 def _to_peft(args: argparse.Namespace) -> None:
@@ -243,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     hf_out = sub.add_parser("to-hf", help="Llama / GPT-2 model directory → Hugging Face directory (from_pretrained)")
     hf_out.add_argument("--model-dir", required=True)
     hf_out.add_argument("--out", required=True, metavar="HF_DIR")
+    hf_out.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="dtype of the written weights (default float32)")
+    hf_out.add_argument("--max-shard-size", default="5GB", metavar="SIZE",
+                        help="weights above this size go in shards with model.safetensors.index.json, as "
+                             "save_pretrained (default 5GB; e.g. 2GB, 500MiB)")
     hf_out.add_argument("--overwrite", action="store_true")
     hf_out.set_defaults(func=_to_hf)
 

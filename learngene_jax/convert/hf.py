@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from learngene_jax.convert.state_dict import read_state_dict
-from learngene_jax.convert.table import Rule, flax_to_torch, torch_to_flax
+from learngene_jax.convert.table import TRANSFORMS, Rule, flatten, flax_to_torch, match_keys, unflatten
 from learngene_jax.errors import ConversionError, fail
 from learngene_jax.models import lora
-from learngene_jax.models.llama import GPT2, Llama, abstract_lm_params
+from learngene_jax.models.llama import GPT2, ROPE_TYPES, Llama, abstract_lm_params, context_limit
+from learngene_jax.sharding import tree_shardings
 
 LLAMA_RULES = [
     Rule("model.embed_tokens.weight", "embed"), Rule("model.norm.weight", "norm"),
@@ -30,6 +34,9 @@ LLAMA_RULES = [
     Rule("model.layers.{layer}.post_attention_layernorm.weight", "layers/mlp_norm"),
     *[Rule(f"model.layers.{{layer}}.self_attn.{n}_proj.weight", f"layers/{n}", "linear") for n in "qkvo"],
     *[Rule(f"model.layers.{{layer}}.mlp.{n}_proj.weight", f"layers/{n}", "linear") for n in ("gate", "up", "down")],
+    # attention_bias / Qwen2's q, k, v biases and mlp_bias (the Flax params exist only when the model has them)
+    *[Rule(f"model.layers.{{layer}}.self_attn.{n}_proj.bias", f"layers/{n}_bias") for n in "qkvo"],
+    *[Rule(f"model.layers.{{layer}}.mlp.{n}_proj.bias", f"layers/{n}_bias") for n in ("gate", "up", "down")],
     Rule("model.layers.{layer}.self_attn.rotary_emb.inv_freq", None),  # a buffer in older conversions
 ]
 GPT2_RULES = [
@@ -43,7 +50,17 @@ GPT2_RULES = [
         ("attn.c_proj.weight", "attn_proj"), ("attn.c_proj.bias", "attn_proj_bias"), ("mlp.c_fc.weight", "c_fc"),
         ("mlp.c_fc.bias", "c_fc_bias"), ("mlp.c_proj.weight", "mlp_proj"), ("mlp.c_proj.bias", "mlp_proj_bias"))],
 ]
+# The Llama-family model types models/llama.py computes exactly, with their class and max_position_embeddings default
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+MAX_POSITIONS = {"llama": 2048, "mistral": 4096 * 32, "qwen2": 32768}
+UNSUPPORTED = {"gemma": "Gemma (RMSNorm scaled by 1 + w, embeddings multiplied by √hidden_size, GELU MLP)",
+               "recurrent_gemma": "RecurrentGemma", "phi": "Phi (partial rotary positions, LayerNorm, attention "
+                                                           "and MLP in parallel; Phi-3: fused projections)"}
 GPT2_TOP = ("wte.", "wpe.", "h.", "ln_f.")  # Hub GPT-2 keys without the `transformer.` prefix
+EXPORT_DTYPES = {"float32": np.float32, "bfloat16": jnp.bfloat16}  # ml_dtypes' bfloat16
+SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+# What a model directory keeps of the Hugging Face directory it came from (from-hf) and to-hf writes back
+HF_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")
 # PEFT (peft/utils/constants.py, tuners/lora/layer.py): an adapter directory's weight files, and the keys a model
 # with LoRA layers injected saves (q_proj.base_layer.weight, q_proj.lora_A.default.weight, lora_embedding_A...).
 PEFT_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -97,14 +114,51 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         fail(ConversionError, f"{path} is not valid JSON ({e.msg} at line {e.lineno})")
 
 
-def _rope_theta(cfg: Mapping[str, Any]) -> float:
-    params = cfg.get("rope_parameters") or {}
-    for section in (params, cfg.get("rope_scaling") or {}):  # transformers 5 / legacy spelling
-        kind = section.get("rope_type", section.get("type", "default"))
-        if kind not in ("default", None):
-            fail(ConversionError, f"rope_type {kind!r} (scaled rotary positions) is not supported; only the default "
-                                  f"rotary embedding is")
-    return float(params.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+def rope_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The Llama's rotary fields from config.json, read as transformers 5 reads them: `rope_scaling` when set, else
+    `rope_parameters`; θ inside it, else the top-level `rope_theta` (what transformers 4 reads), else 10000."""
+    section = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    if not isinstance(section, Mapping) or any(isinstance(v, Mapping) for v in section.values()):
+        fail(ConversionError, f"config.json's rope parameters {section!r} are not one flat rope_scaling / "
+                              f"rope_parameters dict (per-layer-type rotary settings are not supported)")
+    kind = section.get("rope_type", section.get("type", "default"))
+    if kind not in ROPE_TYPES:
+        fail(ConversionError, f"rope_type {kind!r} (scaled rotary positions) is not supported; the Flax Llama "
+                              f"computes {', '.join(ROPE_TYPES)}")
+    partial = section.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
+    if partial not in (None, 1, 1.0):
+        fail(ConversionError, f"config.json sets partial_rotary_factor={partial}; the Flax Llama rotates whole heads")
+    fields = {"rope_type": kind, "rope_theta": float(section.get("rope_theta", cfg.get("rope_theta", 10000.0)))}
+    needs = {"linear": ("factor",), "dynamic": ("factor",), "llama3": ("factor", "low_freq_factor",
+                                                                        "high_freq_factor")}.get(kind, ())
+    missing = [k for k in needs if section.get(k) is None]
+    if missing:
+        fail(ConversionError, f"rope_type {kind!r} needs {', '.join(missing)} in config.json's rope_scaling")
+    if kind != "default":
+        fields["rope_factor"] = float(section["factor"])
+    if kind == "llama3":  # transformers: original_max_position_embeddings defaults to max_position_embeddings
+        fields.update(rope_low_freq_factor=float(section["low_freq_factor"]),
+                      rope_high_freq_factor=float(section["high_freq_factor"]),
+                      rope_original_positions=int(section.get("original_max_position_embeddings")
+                                                  or cfg["max_position_embeddings"]))
+    return fields
+
+
+def sliding_window(cfg: Mapping[str, Any], kind: str, depth: int) -> int:
+    """The sliding window a Mistral / Qwen2 config.json gives any layer (0: none), as transformers 5.23 reads it:
+    Mistral windows every layer when sliding_window is set; Qwen2 only with use_sliding_window, and only the layers
+    that layer_types (else max_window_layers) mark sliding."""
+    window = cfg.get("sliding_window")
+    if kind == "llama" or window is None:
+        return 0
+    if kind == "qwen2":
+        if not cfg.get("use_sliding_window", False):
+            return 0
+        first = int(cfg.get("max_window_layers", 28))
+        types = cfg.get("layer_types") or ["sliding_attention" if i >= first else "full" for i in range(depth)]
+        if "sliding_attention" not in types:
+            return 0
+    return int(window)
 
 
 def _drop_rate(cfg: Mapping[str, Any], key: str, default: float) -> float:
@@ -119,20 +173,8 @@ def model_from_config(cfg: Mapping[str, Any]) -> Llama | GPT2:
     """The Flax model a Hugging Face config.json describes (model_type llama or gpt2); anything this port cannot
     compute exactly is a ConversionError naming the field."""
     kind = cfg.get("model_type")
-    if kind == "llama":
-        for flag in ("attention_bias", "mlp_bias"):
-            if cfg.get(flag):
-                fail(ConversionError, f"config.json sets {flag}=true; the Flax Llama has no biases")
-        if cfg.get("hidden_act", "silu") != "silu":
-            fail(ConversionError, f"config.json sets hidden_act={cfg['hidden_act']!r}; the Flax Llama uses silu")
-        heads = int(cfg["num_attention_heads"])
-        return Llama(vocab_size=int(cfg["vocab_size"]), width=int(cfg["hidden_size"]),
-                     depth=int(cfg["num_hidden_layers"]), num_heads=heads,
-                     num_kv_heads=int(cfg.get("num_key_value_heads") or heads), head_dim=int(cfg.get("head_dim") or 0),
-                     mlp_dim=int(cfg["intermediate_size"]), eps=float(cfg.get("rms_norm_eps", 1e-6)),
-                     rope_theta=_rope_theta(cfg), max_positions=int(cfg.get("max_position_embeddings", 4096)),
-                     tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                     attention_dropout=_drop_rate(cfg, "attention_dropout", 0.0))
+    if kind in ARCHITECTURES:
+        return _llama_from_config(cfg, kind)
     if kind == "gpt2":
         act = cfg.get("activation_function", "gelu_new")
         if act not in (*GPT2_TANH_GELUS, GPT2_EXACT_GELU):
@@ -152,7 +194,37 @@ def model_from_config(cfg: Mapping[str, Any]) -> Llama | GPT2:
                     eps=float(cfg.get("layer_norm_epsilon", 1e-5)), max_positions=int(cfg["n_positions"]),
                     gelu_approximate=act != GPT2_EXACT_GELU,
                     **{k: _drop_rate(cfg, k, 0.1) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")})
-    fail(ConversionError, f"config.json describes model_type {kind!r}; from-hf reads llama and gpt2 models")
+    family = next((name for prefix, name in UNSUPPORTED.items() if str(kind).startswith(prefix)), None)
+    if family:
+        fail(ConversionError, f"config.json describes model_type {kind!r}: {family} is not supported; from-hf reads "
+                              f"{', '.join(ARCHITECTURES)} and gpt2 models")
+    fail(ConversionError, f"config.json describes model_type {kind!r}; from-hf reads {', '.join(ARCHITECTURES)} and "
+                          f"gpt2 models")
+
+
+def _llama_from_config(cfg: Mapping[str, Any], kind: str) -> Llama:
+    """The Flax Llama for a llama / mistral / qwen2 config.json (transformers 5.23's LlamaConfig, MistralConfig,
+    Qwen2Config and their defaults)."""
+    if cfg.get("hidden_act", "silu") != "silu":
+        fail(ConversionError, f"config.json sets hidden_act={cfg['hidden_act']!r}; the Flax Llama uses silu")
+    heads, depth, width = int(cfg["num_attention_heads"]), int(cfg["num_hidden_layers"]), int(cfg["hidden_size"])
+    head_dim = int(cfg.get("head_dim") or 0)
+    if kind == "qwen2":  # Qwen2Attention: q, k, v with biases, o without; no MLP biases
+        qkv_bias, out_bias, mlp_bias = True, False, False
+    elif kind == "mistral":
+        qkv_bias = out_bias = mlp_bias = False
+    else:  # LlamaConfig.attention_bias puts a bias on all four attention projections
+        qkv_bias = out_bias = bool(cfg.get("attention_bias", False))
+        mlp_bias = bool(cfg.get("mlp_bias", False))
+    return Llama(vocab_size=int(cfg["vocab_size"]), width=width, depth=depth, num_heads=heads,
+                 num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+                 head_dim=0 if head_dim == width // heads else head_dim,  # 0: width / heads, as a Llama's default
+                 mlp_dim=int(cfg["intermediate_size"]), eps=float(cfg.get("rms_norm_eps", 1e-6)),
+                 max_positions=int(cfg.get("max_position_embeddings", MAX_POSITIONS[kind])),
+                 tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+                 **rope_fields({"max_position_embeddings": MAX_POSITIONS[kind], **cfg}), qkv_bias=qkv_bias,
+                 out_bias=out_bias, mlp_bias=mlp_bias, sliding_window=sliding_window(cfg, kind, depth),
+                 model_type=kind, attention_dropout=_drop_rate(cfg, "attention_dropout", 0.0))
 
 
 # The weights file transformers' from_pretrained picks in a local directory (5.23 modeling_utils.
@@ -195,64 +267,211 @@ def weight_files(directory: str | Path, explicit: str | None = None) -> tuple[li
     return [directory / f for f in files], weight_map
 
 
-def _read_file(path: Path) -> dict[str, np.ndarray]:
-    if path.suffix != ".safetensors":  # pytorch_model*.bin: torch.load, as transformers does
-        return {k: np.asarray(v, np.float32) for k, v in read_state_dict(path).items()}
+class CheckpointTensors:
+    """The tensors of the weight files from_pretrained reads in a directory, opened lazily: names and shapes come
+    from the safetensors headers (PyTorch .bin files are memory-mapped), and a tensor, or a block of it, is read
+    from disk only when `read` asks for it; later files win for a key in several, as in transformers."""
+
+    def __init__(self, files: Sequence[Path]):
+        self._where: dict[str, tuple[Path, Any]] = {}  # key → (file, safe_open handle or memory-mapped tensors)
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for path in files:
+            if path.suffix == ".safetensors":
+                handle = _open_safetensors(path)
+                for key in handle.keys():  # noqa: SIM118  (safe_open has keys(), no iteration)
+                    self._where[key] = (path, handle)
+                    self.shapes[key] = tuple(handle.get_slice(key).get_shape())
+            else:
+                for key, tensor in _open_torch(path).items():
+                    self._where[key] = (path, tensor)
+                    self.shapes[key] = tuple(tensor.shape)
+
+    def read(self, key: str, index: tuple[slice, ...] = ()) -> np.ndarray:
+        """`key`[index] (the whole tensor for ()) as float32 numpy, read from its file now."""
+        from safetensors import SafetensorError
+
+        path, source = self._where[key]
+        try:
+            if hasattr(source, "get_slice"):
+                part = source.get_slice(key)[index] if index else source.get_tensor(key)
+            else:
+                part = source[index] if index else source
+                if hasattr(part, "numpy"):
+                    part = part.float() if part.is_floating_point() else part
+                    part = part.numpy()
+        except (SafetensorError, OSError, RuntimeError) as e:
+            fail(ConversionError, f"cannot read {key} from {path} ({e}); the file is damaged or incomplete")
+        return np.asarray(part, np.float32)  # bfloat16 (ml_dtypes) and float16 → float32
+
+
+def _open_safetensors(path: Path) -> Any:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(path, framework="np") as f:
-            # bfloat16 (ml_dtypes) → float32; safe_open has keys(), no iteration
-            return {key: np.asarray(f.get_tensor(key), np.float32) for key in f.keys()}  # noqa: SIM118
+        return safe_open(path, framework="np")
     except (SafetensorError, OSError) as e:
         fail(ConversionError, f"cannot read {path} ({e}); the file is damaged or incomplete")
 
 
-def read_weights(directory: str | Path, explicit: str | None = None) -> dict[str, np.ndarray]:
-    """Every tensor of the weights file(s) from_pretrained would read in `directory` (`weight_files`), as float32
-    numpy; later shards win for a key in several, as in transformers."""
+def _open_torch(path: Path) -> Mapping[str, Any]:
+    """pytorch_model*.bin memory-mapped (torch.load(mmap=True), tensors paged in when read); files in torch's old
+    non-zip format cannot be mapped and are read whole (read_state_dict)."""
+    try:
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - no torch, an old format or a damaged file: read_state_dict says which
+        return read_state_dict(path)
+    if not isinstance(state, Mapping):
+        return read_state_dict(path)
+    return state
+
+
+def open_weights(directory: str | Path, explicit: str | None = None) -> CheckpointTensors:
+    """The weights file(s) from_pretrained would read in `directory` (`weight_files`), opened lazily; an index's
+    tensors that its shards lack are an error."""
     files, weight_map = weight_files(directory, explicit)
-    out = {}
-    for path in files:
-        out.update(_read_file(path))
+    tensors = CheckpointTensors(files)
     if weight_map is not None:
-        absent = sorted(set(weight_map) - set(out))
+        absent = sorted(set(weight_map) - set(tensors.shapes))
         if absent:
             fail(ConversionError, f"the shards lack {len(absent)} tensor(s) the index names, e.g. {absent[0]}")
-    return out
+    return tensors
 
 
-def from_hf(directory: str | Path) -> tuple[Llama | GPT2, dict[str, Any]]:
-    """(model, {'params': ...}) from a Hugging Face LlamaForCausalLM / GPT2LMHeadModel directory."""
+def read_weights(directory: str | Path, explicit: str | None = None) -> dict[str, np.ndarray]:
+    """Every tensor of the weights file(s) from_pretrained would read in `directory`, as float32 numpy (all in host
+    memory at once: `from_hf` reads them one at a time instead)."""
+    tensors = open_weights(directory, explicit)
+    return {key: tensors.read(key) for key in tensors.shapes}
+
+
+def _block_reader(tensors: CheckpointTensors, rule: Rule, keys: Sequence[str]) -> Callable[[tuple[slice, ...]],
+                                                                                            np.ndarray]:
+    """index into a Flax leaf → that block of it, read from the files: only the layers and rows it covers. Flax
+    kernels are PyTorch weights transposed (`linear`), so a block [a, b] of a kernel is the block [b, a] of the
+    weight, transposed."""
+    forward = TRANSFORMS[rule.kind][0]
+    if rule.kind not in ("id", "linear"):
+        raise ValueError(f"block reads know the id and linear transforms, not {rule.kind!r}")
+
+    def one(key: str, index: tuple[slice, ...]) -> np.ndarray:
+        return forward(tensors.read(key, index[::-1] if rule.kind == "linear" else index))
+
+    def read(index: tuple[slice, ...]) -> np.ndarray:
+        index = tuple(index)
+        if not rule.stacked:
+            return np.ascontiguousarray(one(keys[0], index))
+        layers = range(len(keys))[index[0] if index else slice(None)]
+        out = None
+        for i, layer in enumerate(layers):  # one layer in host memory at a time beside the block
+            block = one(keys[layer], index[1:])
+            if out is None:
+                out = np.empty((len(layers), *block.shape), np.float32)
+            out[i] = block
+        return out
+
+    return read
+
+
+def _memoized(read: Callable[[tuple[slice, ...]], np.ndarray]) -> Callable[[tuple[slice, ...]], np.ndarray]:
+    """`read` once per distinct block: devices that hold the same block (replicas on a 'data' axis) share one read."""
+    done: dict[tuple[tuple[Any, Any, Any], ...], np.ndarray] = {}
+
+    def cached(index: tuple[slice, ...]) -> np.ndarray:
+        key = tuple((s.start, s.stop, s.step) for s in index)
+        if key not in done:
+            done[key] = read(index)
+        return done[key]
+
+    return cached
+
+
+def from_hf(directory: str | Path, mesh: Mesh | None = None, strategy: str = "dp",
+            sharding_rules: Sequence[tuple[str, Sequence[str | None]]] = ()) -> tuple[Llama | GPT2, dict[str, Any]]:
+    """(model, {'params': ...}) from a Hugging Face LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM /
+    GPT2LMHeadModel directory. Every key and shape is checked from the files' headers before anything is read; then
+    each param is read on its own from the files. Without `mesh`: float32 numpy. With one: each param goes straight
+    to its sharding (`sharding.tree_shardings(params, mesh, strategy, sharding_rules)`), every process reading only
+    the blocks its devices hold, so no host ever holds the whole checkpoint."""
     cfg = read_config(directory)
     model = model_from_config(cfg)
-    sd = read_weights(directory, cfg.get("transformers_weights"))
-    refuse_injected_lora(directory, sd)
+    tensors = open_weights(directory, cfg.get("transformers_weights"))
+    refuse_injected_lora(directory, tensors.shapes)
+    names = {k: k for k in tensors.shapes}  # the table's key → the file's key
     if isinstance(model, GPT2):
-        sd = {(f"transformer.{k}" if k.startswith(GPT2_TOP) else k): v for k, v in sd.items()}
-    rules = LLAMA_RULES if isinstance(model, Llama) else GPT2_RULES
+        names = {(f"transformer.{k}" if k.startswith(GPT2_TOP) else k): k for k in tensors.shapes}
     if isinstance(model, Llama) and model.tie_embeddings:
-        sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}  # a redundant copy of the tied embedding
-    params = torch_to_flax(sd, rules, abstract_lm_params(model), what=f"{directory}")
-    return model, {"params": params}
+        names.pop("lm_head.weight", None)  # a redundant copy of the tied embedding
+    rules = LLAMA_RULES if isinstance(model, Llama) else GPT2_RULES
+    abstract = abstract_lm_params(model)
+    plan = match_keys({k: tensors.shapes[v] for k, v in names.items()}, rules, abstract, what=f"{directory}")
+    shapes = {path: leaf.shape for path, leaf in flatten(abstract).items()}
+    shardings = None if mesh is None else flatten(tree_shardings(abstract, mesh, strategy, sharding_rules))
+    params = {}
+    for path, (rule, keys) in plan.items():
+        read = _block_reader(tensors, rule, [names[k] for k in keys])
+        if shardings is None:
+            params[path] = read(tuple(slice(None) for _ in shapes[path]))
+        else:
+            params[path] = jax.make_array_from_callback(shapes[path], shardings[path], _memoized(read))
+    return model, {"params": unflatten(params)}
 
 
-def hf_config(model: Llama | GPT2) -> dict[str, Any]:
-    """The config.json transformers builds the same model from."""
-    if isinstance(model, Llama):
-        return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": model.vocab_size,
-                "hidden_size": model.width, "intermediate_size": model.mlp_dim, "num_hidden_layers": model.depth,
-                "num_attention_heads": model.num_heads, "num_key_value_heads": model.num_kv_heads,
-                "head_dim": model.hd, "hidden_act": "silu", "max_position_embeddings": model.max_positions,
-                "rms_norm_eps": model.eps, "rope_parameters": {"rope_type": "default", "rope_theta": model.rope_theta},
-                "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": model.tie_embeddings,
-                "attention_dropout": model.attention_dropout, "dtype": "float32"}
-    return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": model.vocab_size,
-            "n_embd": model.width, "n_layer": model.depth, "n_head": model.num_heads, "n_inner": model.mlp_dim or None,
-            "n_positions": model.max_positions, "layer_norm_epsilon": model.eps,
-            "activation_function": "gelu_new" if model.gelu_approximate else GPT2_EXACT_GELU,
-            "tie_word_embeddings": True, "bos_token_id": model.vocab_size - 1, "eos_token_id": model.vocab_size - 1,
-            **dict(zip(("embd_pdrop", "attn_pdrop", "resid_pdrop"), model.drop_rates, strict=True)), "dtype": "float32"}
+def hf_config(model: Llama | GPT2, dtype: str = "float32", special: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The config.json transformers 5 and 4 build the same model from (θ and rope scaling both as transformers 5's
+    `rope_parameters` and as the top-level `rope_theta` + `rope_scaling` that transformers 4 reads); `special`: the
+    bos / eos / pad token ids (`special_token_ids`)."""
+    special = dict(special or {})
+    if isinstance(model, GPT2):
+        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": model.vocab_size,
+                "n_embd": model.width, "n_layer": model.depth, "n_head": model.num_heads,
+                "n_inner": model.mlp_dim or None, "n_positions": model.max_positions, "layer_norm_epsilon": model.eps,
+                "activation_function": "gelu_new" if model.gelu_approximate else GPT2_EXACT_GELU,
+                "tie_word_embeddings": True, "bos_token_id": model.vocab_size - 1, "eos_token_id": model.vocab_size - 1,
+                **dict(zip(("embd_pdrop", "attn_pdrop", "resid_pdrop"), model.drop_rates, strict=True)), **special,
+                "dtype": dtype, "torch_dtype": dtype}
+    kind = _exportable_type(model)
+    scaling = {"linear": {"factor": model.rope_factor}, "dynamic": {"factor": model.rope_factor},
+               "llama3": {"factor": model.rope_factor, "low_freq_factor": model.rope_low_freq_factor,
+                          "high_freq_factor": model.rope_high_freq_factor,
+                          "original_max_position_embeddings": model.rope_original_positions}}.get(model.rope_type)
+    cfg = {"architectures": [ARCHITECTURES[kind]], "model_type": kind, "vocab_size": model.vocab_size,
+           "hidden_size": model.width, "intermediate_size": model.mlp_dim, "num_hidden_layers": model.depth,
+           "num_attention_heads": model.num_heads, "num_key_value_heads": model.num_kv_heads, "head_dim": model.hd,
+           "hidden_act": "silu", "max_position_embeddings": model.max_positions, "rms_norm_eps": model.eps,
+           "rope_theta": model.rope_theta,
+           "rope_scaling": None if scaling is None else {"rope_type": model.rope_type, **scaling},
+           "rope_parameters": {"rope_type": model.rope_type, "rope_theta": model.rope_theta, **(scaling or {})},
+           "tie_word_embeddings": model.tie_embeddings, "attention_dropout": model.attention_dropout,
+           "bos_token_id": None, "eos_token_id": None, **special, "dtype": dtype, "torch_dtype": dtype}
+    window = model.sliding_window or None
+    if kind == "llama":
+        cfg.update(attention_bias=model.qkv_bias, mlp_bias=model.mlp_bias)
+    elif kind == "mistral":
+        cfg.update(sliding_window=window)
+    else:  # every layer windowed (max_window_layers 0): within the window, the same as Qwen2's own layer split
+        cfg.update(use_sliding_window=window is not None, sliding_window=window,
+                   max_window_layers=0 if window else model.depth)
+    return cfg
+
+
+def _exportable_type(model: Llama) -> str:
+    """The Hugging Face model_type of a Flax Llama, checked: its biases and window are ones that type has."""
+    kind = model.model_type
+    if kind not in ARCHITECTURES:
+        fail(ConversionError, f"the Llama's model_type is {kind!r}; to-hf writes {', '.join(ARCHITECTURES)}")
+    biases = (model.qkv_bias, model.out_bias, model.mlp_bias)
+    allowed = {"llama": [(False, False, False), (True, True, False), (False, False, True), (True, True, True)],
+               "mistral": [(False, False, False)], "qwen2": [(True, False, False)]}[kind]
+    if biases not in allowed:
+        fail(ConversionError, f"a {kind} model cannot hold biases on q/k/v={biases[0]}, o={biases[1]}, "
+                              f"mlp={biases[2]} (llama: attention_bias on all of q, k, v, o and/or mlp_bias; qwen2: "
+                              f"q, k, v only; mistral: none); set model_type to the architecture that has them")
+    if kind == "llama" and model.sliding_window:
+        fail(ConversionError, f"a llama model has no sliding window (sliding_window={model.sliding_window}); "
+                              f"set model_type to mistral or qwen2")
+    return kind
 
 
 def with_zero_biases(model: GPT2, variables: Mapping[str, Any]) -> tuple[GPT2, dict[str, Any]]:
@@ -283,17 +502,98 @@ def hf_tokenizer_json(text: str) -> str:
     return tokenizer.to_str()
 
 
-def to_hf(model: Llama | GPT2, variables: Mapping[str, Any], directory: str | Path, overwrite: bool = False,
-          tokenizer: str | None = None) -> Path:
-    """Write `directory` (config.json + model.safetensors) that transformers' from_pretrained loads as is, and the
-    model's `tokenizer` (its saved tokenizer.json text, `hf_tokenizer_json`) for PreTrainedTokenizerFast."""
+def special_token_ids(tokenizer: str | None, generation_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """bos_token_id / eos_token_id / pad_token_id for config.json and generation_config.json: those of the
+    generation_config.json the model came with (from-hf keeps it beside the weights), else the single tokens a
+    tokenizer.json's post-processor template puts before / after each text, else none."""
+    if generation_config:
+        return {k: generation_config[k] for k in SPECIAL_IDS if k in generation_config}
+    from learngene_jax.data.tokenize import HFTokenizer, is_char_json
+
+    if tokenizer is None or is_char_json(tokenizer):
+        return {}
+    from tokenizers import Tokenizer
+
+    before, after = HFTokenizer(Tokenizer.from_str(tokenizer), "tokenizer.json").template
+    return {key: ids[0] for key, ids in (("bos_token_id", before), ("eos_token_id", after)) if len(ids) == 1}
+
+
+def hf_tokenizer_config(tokenizer_json: str, model_max_length: int, special: Mapping[str, Any]) -> dict[str, Any]:
+    """A tokenizer_config.json that lets AutoTokenizer (transformers 4 and 5) load `tokenizer_json` as a
+    PreTrainedTokenizerFast, with its BOS / EOS / pad token text."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    out = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
+           "clean_up_tokenization_spaces": False}
+    for key in SPECIAL_IDS:
+        token = tokenizer.id_to_token(special[key]) if isinstance(special.get(key), int) else None
+        if token is not None:
+            out[key.removesuffix("_id")] = token
+    return out
+
+
+def byte_size(size: int | str) -> int:
+    """A shard size as transformers spells it ("5GB" = 5·10⁹ bytes, "500MiB" = 500·2²⁰, or bytes) → bytes."""
+    if isinstance(size, int) and size > 0:
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)\s*", str(size), re.IGNORECASE)
+    if not match:
+        fail(ConversionError, f"shard size {size!r} is not a size such as 5GB, 500MB, 2GiB or a number of bytes")
+    unit = match.group(2).upper()
+    base = 1024 if "I" in unit else 1000
+    return int(float(match.group(1)) * base ** ("KMGT".index(unit[0]) + 1))
+
+
+def shard_tensors(tensors: Mapping[str, np.ndarray], max_bytes: int) -> list[dict[str, np.ndarray]]:
+    """The tensors in order, cut into groups of at most `max_bytes` (a bigger tensor alone in its own), as
+    save_pretrained cuts its shards (huggingface_hub's split_state_dict_into_shards)."""
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for key, array in tensors.items():
+        if shards[-1] and size + array.nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = array
+        size += array.nbytes
+    return shards
+
+
+def _write_weights(directory: Path, tensors: Mapping[str, np.ndarray], max_bytes: int) -> None:
+    """model.safetensors, or model-0000k-of-0000N.safetensors + model.safetensors.index.json above `max_bytes`."""
     from safetensors.numpy import save_file
 
+    shards = shard_tensors(tensors, max_bytes)
+    if len(shards) == 1:
+        save_file(shards[0], directory / "model.safetensors", metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, directory / name, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+    index = {"metadata": {"total_size": sum(a.nbytes for a in tensors.values())},
+             "weight_map": dict(sorted(weight_map.items()))}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def to_hf(model: Llama | GPT2, variables: Mapping[str, Any], directory: str | Path, overwrite: bool = False,
+          tokenizer: str | None = None, *, dtype: str = "float32", max_shard_size: int | str = "5GB",
+          tokenizer_config: Mapping[str, Any] | None = None,
+          generation_config: Mapping[str, Any] | None = None) -> Path:
+    """Write `directory` as save_pretrained does, for transformers 5 and 4 alike: config.json, the weights in `dtype`
+    (float32 or bfloat16) as model.safetensors or, above `max_shard_size`, shards with model.safetensors.index.json,
+    generation_config.json, and with a `tokenizer` (its saved tokenizer.json text, `hf_tokenizer_json`)
+    tokenizer.json + tokenizer_config.json for AutoTokenizer. `tokenizer_config` and `generation_config`: the ones the
+    model came with (from-hf keeps them), written as they are."""
     directory = Path(directory).expanduser()
     if type(model) not in (Llama, GPT2) and not lora.is_lora(model):
         fail(ConversionError, f"{type(model).__name__} is a learngene aux decoder, not a plain Llama / GPT-2: expand "
                               f"its gene into a descendant first (learngene expand --gene WORKDIR/gene --depth N "
                               f"--out DIR), then export that")
+    if dtype not in EXPORT_DTYPES:
+        fail(ConversionError, f"export dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
+    max_bytes = byte_size(max_shard_size)
     if directory.exists() and (not directory.is_dir() or (any(directory.iterdir()) and not overwrite)):
         fail(ConversionError, f"{directory} exists and is not an empty directory; choose another --out or pass "
                               f"--overwrite")
@@ -306,11 +606,21 @@ def to_hf(model: Llama | GPT2, variables: Mapping[str, Any], directory: str | Pa
         model = lora.plain(model)
     if isinstance(model, GPT2) and not model.bias:
         model, variables = with_zero_biases(model, variables)
+    special = special_token_ids(tokenizer, generation_config)
+    config = hf_config(model, dtype, special)  # before any file: an unexportable model writes nothing
+    for old in [*directory.glob("model*.safetensors"), directory / "model.safetensors.index.json"]:
+        old.unlink(missing_ok=True)  # stale weights beside new ones would win in from_pretrained (WEIGHT_FILES)
     rules = LLAMA_RULES if isinstance(model, Llama) else GPT2_RULES
-    tensors = flax_to_torch(variables["params"], rules)
-    (directory / "config.json").write_text(json.dumps(hf_config(model), indent=2) + "\n")
-    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, directory / "model.safetensors",
-              metadata={"format": "pt"})
+    tensors = {k: np.ascontiguousarray(v, EXPORT_DTYPES[dtype])
+               for k, v in flax_to_torch(variables["params"], rules).items()}
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    _write_weights(directory, tensors, max_bytes)
+    generation = dict(generation_config) if generation_config else {k: v for k, v in special.items() if v is not None}
+    (directory / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     if tokenizer is not None:
-        (directory / "tokenizer.json").write_text(hf_tokenizer_json(tokenizer))
+        text = hf_tokenizer_json(tokenizer)
+        (directory / "tokenizer.json").write_text(text)
+        limit = context_limit(model)[0]
+        tok_config = dict(tokenizer_config) if tokenizer_config else hf_tokenizer_config(text, limit, special)
+        (directory / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
     return directory

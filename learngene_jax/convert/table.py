@@ -69,16 +69,23 @@ def _shape_of(x: Any) -> tuple[int, ...]:
     return tuple(x) if isinstance(x, tuple | list) else tuple(x.shape)
 
 
-def torch_to_flax(state_dict: Mapping[str, np.ndarray], rules: Sequence[Rule], expected: Mapping[str, Any],
-                  what: str = "checkpoint") -> dict[str, Any]:
-    """Map a flat state dict onto the nested Flax tree whose shapes are `expected`; raise ConversionError
+def transformed_shape(kind: str, shape: Sequence[int]) -> tuple[int, ...]:
+    """The shape a PyTorch array of `shape` has on the Flax side after the `kind` transform (nothing is allocated)."""
+    return TRANSFORMS[kind][0](np.broadcast_to(np.zeros((), np.int8), tuple(shape))).shape
+
+
+def match_keys(shapes: Mapping[str, Sequence[int]], rules: Sequence[Rule], expected: Mapping[str, Any],
+               what: str = "checkpoint") -> dict[str, tuple[Rule, tuple[str, ...]]]:
+    """For each Flax path of `expected`, the rule and the PyTorch key(s) it reads (one per layer, in order, for a
+    stacked path), from the keys and shapes of a state dict alone (nothing is read); raise ConversionError
     summarising the missing, extra and mis-shaped keys (`summarize_problems`)."""
     compiled = [(rule, rule.regex()) for rule in rules]
-    plain: dict[str, np.ndarray] = {}
-    stacked: dict[str, dict[int, np.ndarray]] = {}
+    plain: dict[str, tuple[Rule, tuple[str, ...], tuple[int, ...]]] = {}  # path → (rule, keys, Flax shape)
+    stacked: dict[str, dict[int, tuple[str, tuple[int, ...]]]] = {}
+    stacked_rule: dict[str, Rule] = {}
     sources: dict[str, str] = {}
     extra = []
-    for key, value in state_dict.items():
+    for key, shape in shapes.items():
         found = next(((rule, m) for rule, rx in compiled if (m := rx.match(key))), None)
         if found is None:
             extra.append(key)
@@ -86,11 +93,12 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray], rules: Sequence[Rule], e
         rule, m = found
         if rule.flax is None:
             continue
-        array = TRANSFORMS[rule.kind][0](np.asarray(value))
+        flax_shape = transformed_shape(rule.kind, shape)
         if rule.stacked:
-            stacked.setdefault(rule.flax, {})[int(m.group("layer"))] = array
+            stacked.setdefault(rule.flax, {})[int(m.group("layer"))] = (key, flax_shape)
+            stacked_rule[rule.flax] = rule
         else:
-            plain[rule.flax] = array
+            plain[rule.flax] = (rule, (key,), flax_shape)
         sources[rule.flax] = rule.torch
     problems = [f"unexpected key {k}" for k in extra]
     want = flatten(expected)
@@ -101,26 +109,39 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray], rules: Sequence[Rule], e
         beyond = sorted(i for i in layers if i >= count)
         problems += [f"missing key {sources[path].format(layer=i)}" for i in gaps]
         problems += [f"unexpected key {sources[path].format(layer=i)}" for i in beyond]
-        shapes = {a.shape for a in layers.values()}
-        if len(shapes) > 1:
-            problems.append(f"{sources[path]} has different shapes across layers: {sorted(shapes)}")
-        if gaps or beyond or len(shapes) > 1:
+        layer_shapes = {s for _, s in layers.values()}
+        if len(layer_shapes) > 1:
+            problems.append(f"{sources[path]} has different shapes across layers: {sorted(layer_shapes)}")
+        if gaps or beyond or len(layer_shapes) > 1:
             reported.add(path)
             continue
-        plain[path] = np.stack([layers[i] for i in range(count)])
+        plain[path] = (stacked_rule[path], tuple(layers[i][0] for i in range(count)), (count, *layer_shapes.pop()))
     for path, shape in want.items():
         if path in reported:
             continue
         if path not in plain:
             template = next((r.torch for r in rules if r.flax == path), path)
             problems.append(f"missing key {template.format(layer='N')}")
-        elif plain[path].shape != _shape_of(shape):
-            problems.append(f"{sources[path].format(layer='N')} gives shape {plain[path].shape} for {path}, "
+        elif plain[path][2] != _shape_of(shape):
+            problems.append(f"{sources[path].format(layer='N')} gives shape {plain[path][2]} for {path}, "
                             f"expected {_shape_of(shape)}")
     problems += [f"key {sources[p]} has no place in this model ({p})" for p in plain if p not in want]
     if problems:
-        fail(ConversionError, f"{what} does not match: " + summarize_problems(problems, state_dict))
-    return unflatten({p: plain[p].astype(np.float32) for p in want})
+        fail(ConversionError, f"{what} does not match: " + summarize_problems(problems, shapes))
+    return {p: plain[p][:2] for p in want}
+
+
+def torch_to_flax(state_dict: Mapping[str, np.ndarray], rules: Sequence[Rule], expected: Mapping[str, Any],
+                  what: str = "checkpoint") -> dict[str, Any]:
+    """Map a flat state dict onto the nested Flax tree whose shapes are `expected` (float32), checked by
+    `match_keys`."""
+    plan = match_keys({k: np.shape(v) for k, v in state_dict.items()}, rules, expected, what)
+    out = {}
+    for path, (rule, keys) in plan.items():
+        forward = TRANSFORMS[rule.kind][0]
+        arrays = [forward(np.asarray(state_dict[k])) for k in keys]
+        out[path] = (np.stack(arrays) if rule.stacked else arrays[0]).astype(np.float32)
+    return unflatten(out)
 
 
 def flax_to_torch(params: Mapping[str, Any], rules: Iterable[Rule]) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@ a converted teacher or a trained ancestor can be reloaded by path alone."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,18 @@ def abstract_variables(module: nn.Module) -> dict[str, Any]:
     return jax.eval_shape(lambda inputs: module.init(jax.random.key(0), inputs), x)
 
 
-def load_model(path: str | Path, **runtime: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """(module, variables) from a model directory, or from a Hugging Face Llama / GPT-2 directory (config.json +
-    safetensors, read by `convert.hf.from_hf`); `runtime` sets fields such as dtype."""
+def load_model(path: str | Path, *, mesh: Any = None, strategy: str = "dp",
+               sharding_rules: Sequence[tuple[str, Sequence[str | None]]] = (),
+               **runtime: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """(module, variables) from a model directory, or from a Hugging Face Llama / Mistral / Qwen2 / GPT-2 directory
+    (config.json + safetensors, read by `convert.hf.from_hf`: with a `mesh`, each param is read straight onto its
+    sharding for `strategy` and `sharding_rules`); `runtime` sets fields such as dtype."""
     path = Path(path).expanduser()
     hf_files = ("config.json", "adapter_config.json")  # a PEFT adapter is named by convert.hf (not a model)
     if any((path / name).is_file() for name in hf_files) and not (path / "meta").exists():
         from learngene_jax.convert.hf import from_hf
 
-        module, variables = from_hf(path)
+        module, variables = from_hf(path, mesh, strategy, sharding_rules)
         return module.clone(**{k: v for k, v in runtime.items() if hasattr(module, k)}), variables
     meta = checkpointing.read_meta(path, "model directory")
     if meta.get("kind") != "model":

@@ -55,10 +55,12 @@ def dropout(x: Array, rate: float, rng: Array | None) -> Array:
     return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
-def rope_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
-    """cos, sin of shape (batch, tokens, head_dim) for `positions` (batch, tokens): frequencies θ^(−2j/head_dim),
-    each repeated for both halves of the head (Hugging Face's `cat(freqs, freqs)`)."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+def rope_tables(positions: Array, head_dim: int, theta: float, inv_freq: Array | None = None) -> tuple[Array, Array]:
+    """cos, sin of shape (batch, tokens, head_dim) for `positions` (batch, tokens): frequencies θ^(−2j/head_dim)
+    (or `inv_freq`, scaled ones: `Llama.rope_frequencies`), each repeated for both halves of the head (Hugging Face's
+    `cat(freqs, freqs)`)."""
+    if inv_freq is None:
+        inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
     angles = positions.astype(jnp.float32)[..., None] * inv_freq
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
@@ -113,6 +115,9 @@ def segment_mask(segments: Array) -> Array:
     return segments[:, None, :, None] == segments[:, None, None, :]
 
 
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
+
+
 class Llama(nn.Module):
     """A Llama-family decoder (Llama 2/3, TinyLlama, ...): `__call__(tokens (batch, tokens) int32) → logits
     (batch, tokens, vocab)`. Field names follow Hugging Face's LlamaConfig where they differ only in spelling:
@@ -129,6 +134,18 @@ class Llama(nn.Module):
     rope_theta: float = 10000.0
     max_positions: int = 4096
     tie_embeddings: bool = False
+    # rope_scaling (transformers' modeling_rope_utils): default, linear, dynamic (NTK) or llama3 (Llama 3.1+), with
+    # its factor, llama3's low/high_freq_factor and original_max_position_embeddings
+    rope_type: str = "default"
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_positions: int = 8192
+    qkv_bias: bool = False  # biases on q, k, v (LlamaConfig.attention_bias; Qwen2)
+    out_bias: bool = False  # a bias on o (LlamaConfig.attention_bias)
+    mlp_bias: bool = False  # biases on gate, up, down (LlamaConfig.mlp_bias)
+    sliding_window: int = 0  # Mistral / Qwen2 sliding-window attention: exact up to this context, refused past it
+    model_type: str = "llama"  # the Hugging Face architecture it is (and exports as): llama, mistral or qwen2
     dtype: Any = jnp.float32  # compute dtype; params stay float32
     scan_unroll: int | bool = 1  # layers per scan iteration (True: no loop; ~7 % faster CPU steps, longer compiles)
     attention_impl: str | None = None  # jax.nn.dot_product_attention's implementation (None: XLA picks)
@@ -143,14 +160,45 @@ class Llama(nn.Module):
     def layer_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of one decoder layer's params (Flax kernels are (in, out))."""
         d, h, kv, hd, f = self.width, self.num_heads, self.num_kv_heads, self.hd, self.mlp_dim
-        return {"attn_norm": (d,), "q": (d, h * hd), "k": (d, kv * hd), "v": (d, kv * hd), "o": (h * hd, d),
-                "mlp_norm": (d,), "gate": (d, f), "up": (d, f), "down": (f, d)}
+        shapes = {"attn_norm": (d,), "q": (d, h * hd), "k": (d, kv * hd), "v": (d, kv * hd), "o": (h * hd, d),
+                  "mlp_norm": (d,), "gate": (d, f), "up": (d, f), "down": (f, d)}
+        biases = {"q": self.qkv_bias, "k": self.qkv_bias, "v": self.qkv_bias, "o": self.out_bias,
+                  "gate": self.mlp_bias, "up": self.mlp_bias, "down": self.mlp_bias}
+        return {**shapes, **{f"{n}_bias": shapes[n][-1:] for n, on in biases.items() if on}}
 
     def init_layers(self, key: Array, shapes: dict[str, tuple[int, ...]], lead: tuple[int, ...] = ()) -> LayerParams:
-        """Fresh params for `shapes` with leading axes `lead`: norms 1, everything else N(0, 0.02²)."""
+        """Fresh params for `shapes` with leading axes `lead`: norms 1, biases 0, everything else N(0, 0.02²)."""
         keys = jax.random.split(key, len(shapes))
-        return {name: jnp.ones(lead + shape) if name.endswith("norm") else normal_02(k, lead + shape)
+        return {name: jnp.ones(lead + shape) if name.endswith("norm") else
+                jnp.zeros(lead + shape) if name.endswith("_bias") else normal_02(k, lead + shape)
                 for k, (name, shape) in zip(keys, shapes.items(), strict=True)}
+
+    def rope_frequencies(self, seq_len: Array | int) -> Array:
+        """(head_dim/2,) float32 rotary frequencies θ^(−2j/head_dim) scaled as `rope_type` says, as transformers'
+        modeling_rope_utils computes them: linear divides them by the factor; llama3 divides those of wavelength
+        above original/low_freq_factor by it, keeps those below original/high_freq_factor and interpolates between;
+        dynamic (NTK-aware) raises θ to θ·(factor·n/max_positions − factor + 1)^(d/(d−2)) when the sequence length
+        n = `seq_len` (the largest position + 1 of the batch) exceeds max_positions, and is the default below."""
+        d = self.hd
+        exponents = np.arange(0, d, 2, dtype=np.float32) / d
+        inv_freq = 1.0 / (self.rope_theta ** exponents)  # float32 (numpy: a Python float scalar is weak)
+        factor = self.rope_factor
+        if self.rope_type == "linear":
+            return jnp.asarray(inv_freq / np.float32(factor))
+        if self.rope_type == "llama3":
+            low, high, old = self.rope_low_freq_factor, self.rope_high_freq_factor, self.rope_original_positions
+            wavelen = 2 * np.pi / inv_freq
+            scaled = np.where(wavelen > old / low, inv_freq / factor, inv_freq)
+            smooth = (old / wavelen - low) / (high - low)
+            medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+            return jnp.asarray(np.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled))
+        if self.rope_type == "dynamic":
+            n = jnp.maximum(jnp.asarray(seq_len, jnp.float32), self.max_positions)
+            base = self.rope_theta * (factor * n / self.max_positions - (factor - 1)) ** (d / (d - 2))
+            return 1.0 / (base ** jnp.asarray(exponents))
+        if self.rope_type != "default":
+            raise ValueError(f"rope_type must be one of {ROPE_TYPES}, got {self.rope_type!r}")
+        return jnp.asarray(inv_freq)
 
     def layer_params(self) -> LayerParams:
         """Stacked (depth, ...) layer params; learngene aux models compute them from their gene instead."""
@@ -166,7 +214,8 @@ class Llama(nn.Module):
         attn_key, lora_key = (None, None) if rng is None else tuple(jax.random.split(rng))
 
         def proj(z: Array, name: str) -> Array:
-            return project(z, p, name, self.lora_scale, self.lora_dropout, lora_key)
+            out = project(z, p, name, self.lora_scale, self.lora_dropout, lora_key)
+            return out + p[f"{name}_bias"] if f"{name}_bias" in p else out
 
         y = rms_norm(x, p["attn_norm"], self.eps)
         q = apply_rope(proj(y, "q").reshape(b, t, self.num_heads, self.hd), cos, sin)
@@ -190,7 +239,9 @@ class Llama(nn.Module):
         if positions is None:
             positions = (jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape) if cache is None
                          else cache_positions(cache, padding, tokens.shape[1]))
-        cos, sin = rope_tables(positions, self.hd, self.rope_theta)
+        # dynamic RoPE scales θ with the batch's longest position, as transformers (max(position_ids) + 1)
+        inv_freq = self.rope_frequencies(jnp.max(positions) + 1 if self.rope_type == "dynamic" else 0)
+        cos, sin = rope_tables(positions, self.hd, self.rope_theta, inv_freq)
         x = jnp.take(jnp.asarray(embed, self.dtype), tokens, axis=0)
         keys = None  # per-layer dropout keys, scanned with the layers (make_rng cannot run inside the scan)
         if train and (self.attention_dropout or self.lora_dropout):
@@ -349,14 +400,32 @@ def check_tokens(tokens: Any, vocab_size: int) -> np.ndarray:
     return array.astype(np.int32)
 
 
+def context_limit(model: Any) -> tuple[int, str] | None:
+    """(the most tokens per sequence `model` computes as intended, what sets that limit) for a Llama / GPT-2 or a
+    model built on one; None for any other model. GPT-2's learned table has n_positions rows and a lookup past it
+    reads NaN (jnp.take fills), which training would only report later as a diverged loss; a Llama was trained on
+    max_position_embeddings positions (its config's limit; Llama 3.1's llama3 scaling is already counted in it), a
+    dynamic-RoPE Llama is meant to reach factor × that; a sliding window narrower than the context is not implemented
+    (up to the window, sliding-window attention is plain causal attention: exact)."""
+    if isinstance(model, GPT2):
+        return model.max_positions, f"GPT-2's learned position table (n_positions={model.max_positions})"
+    if not isinstance(model, Llama):
+        return None
+    limit, why = model.max_positions, f"the Llama's max_position_embeddings={model.max_positions}"
+    if model.rope_type == "dynamic":
+        limit = int(model.max_positions * model.rope_factor)
+        why = (f"the reach of the Llama's dynamic RoPE (factor {model.rope_factor} × max_position_embeddings "
+               f"{model.max_positions})")
+    if 0 < model.sliding_window < limit:
+        limit = model.sliding_window
+        why = (f"the {model.model_type} model's sliding_window={limit} (attention over a window narrower than the "
+               f"context is not implemented; up to the window it is exact)")
+    return limit, why
+
+
 def check_context(model: Any, length: int) -> None:
-    """ValueError when `length` tokens per sequence exceed the positions of `model` (a Llama / GPT-2 or a model built
-    on one; any other model passes). GPT-2's learned table has n_positions rows and a lookup past it reads NaN
-    (jnp.take fills), which training would only report later as a diverged loss; a Llama was trained on
-    max_position_embeddings positions (its config's limit; transformers' rope scaling extends it, not this port)."""
-    limit = model.max_positions if isinstance(model, (Llama, GPT2)) else None
-    if limit is not None and length > limit:
-        table = (f"GPT-2's learned position table (n_positions={limit})" if isinstance(model, GPT2) else
-                 f"the Llama's max_position_embeddings={limit}")
-        raise ValueError(f"{length} tokens per sequence exceed {table}")
+    """ValueError when `length` tokens per sequence exceed `context_limit(model)` (any other model passes)."""
+    found = context_limit(model)
+    if found is not None and length > found[0]:
+        raise ValueError(f"{length} tokens per sequence exceed {found[1]}")
 
