@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from learngene_jax.errors import UserError, fail
-from learngene_jax.models.llama import GPT2, Llama, check_context, check_tokens
+from learngene_jax.models.llama import GPT2, Llama, check_context, check_tokens, context_limit
 
 Array = jax.Array
 
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     model, variables = resolve_model(args)
     if not hasattr(model, "vocab_size"):
         fail(UserError, f"{type(model).__name__} is an image model; eval-lm is for language models")
-    max_length = args.max_length or model.max_positions
+    # the guide's default: the model's positions (a sliding window narrower than them: the window)
+    max_length = args.max_length or min(model.max_positions, context_limit(model)[0])
     stride = args.stride or max(1, max_length // 2)
     if max_length < 2 or not 1 <= stride <= max_length or args.batch_size < 1:
         fail(UserError, f"need --max-length >= 2, 1 <= --stride <= --max-length (a larger stride skips tokens) and "

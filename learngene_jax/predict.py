@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     if hasattr(model, "vocab_size") != bool(args.tokens):
         fail(UserError, f"{type(model).__name__} takes {'--tokens' if hasattr(model, 'vocab_size') else '--images'}")
     if args.tokens:
-        from learngene_jax.models.llama import check_context, check_tokens
+        from learngene_jax.models.llama import check_context, check_tokens, context_limit
 
         try:
             tokens = check_tokens(images, model.vocab_size)
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             check_context(model, tokens.shape[1])
         except ValueError as e:
-            fail(UserError, f"{source}: {e}; pass rows of at most {model.max_positions} tokens")
+            fail(UserError, f"{source}: {e}; pass rows of at most {context_limit(model)[0]} tokens")
         if not tokens.size:
             fail(UserError, f"{source}: holds no tokens (shape {tokens.shape}); predict needs at least one row of "
                             f"at least one token")

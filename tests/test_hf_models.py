@@ -139,7 +139,7 @@ def test_a_sliding_window_narrower_than_the_context_is_a_one_line_error(transfor
     proc = run_module("learngene_jax.predict", "--model-dir", str(tmp_path / "hf"), "--tokens",
                       str(tmp_path / "ids.npy"), "--out", str(tmp_path / "logits.npy"), check=False)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert proc.stderr.startswith("error: ") and "sliding_window=8" in proc.stderr
+    assert proc.stderr.startswith("error: ") and "sliding_window=8" in proc.stderr and "at most 8 tokens" in proc.stderr
 
 
 @pytest.mark.parametrize("model_type, name", [("gemma", "Gemma"), ("gemma2", "Gemma"), ("phi", "Phi"),
