@@ -36,7 +36,7 @@ from learngene_jax.genes.io import save_gene
 from learngene_jax.metrics import MetricWriter, Profile, Progress, eval_curve, first_eval
 from learngene_jax.models import compute_dtype
 from learngene_jax.models.io import save_model
-from learngene_jax.models.llama import check_context
+from learngene_jax.models.llama import check_context, context_limit
 from learngene_jax.models.vit import count_params
 from learngene_jax.objectives import language  # registers the 'lm' objective
 from learngene_jax.objectives.classification import BATCH_STATS, StepInputs, make_objective
@@ -87,7 +87,7 @@ def _check_context(config: Any, student: Student, teacher: Teacher | None) -> No
             check_context(model, int(config.data.context))
         except ValueError as e:
             own = model is student.model and student.origin == "scratch"  # its table is the config's to size
-            fail(ConfigError, f"data.context: {who}: {e}; set --config.data.context={model.max_positions} or less"
+            fail(ConfigError, f"data.context: {who}: {e}; set --config.data.context={context_limit(model)[0]} or less"
                               + (" (or raise config.model.max_positions)" if own else ""))
 
 
