@@ -203,7 +203,7 @@ def lora_student(config: Any, num_classes: int) -> Student:
         fail(ConfigError, f"lora.dropout must be a probability in [0, 1) (PEFT's lora_dropout), got {dropout!r}")
     model = lora.with_lora(base, int(cfg.rank), float(cfg.alpha), targets or None, layers, bool(cfg.rslora),
                            float(dropout))
-    gene = _adapter_gene(cfg.gene, base, variables) if cfg.gene else None
+    gene = _adapter_gene(cfg.gene, model, base, variables) if cfg.gene else None
     method = genes.get_method(gene.meta.method) if gene else None
     if gene is not None and not hasattr(method, "lora_adapters"):
         fail(ConfigError, f"lora.gene={cfg.gene} is a {gene.meta.method} gene; it takes an adapter gene "
@@ -221,10 +221,11 @@ def lora_student(config: Any, num_classes: int) -> Student:
                    trainable=lambda path: path[0] == "lora")
 
 
-def _adapter_gene(path: str, base: Llama | GPT2, variables: dict[str, Any]) -> Any:
-    """The gene lora.gene names: a gene directory, or a PEFT adapter directory read as an adapter gene of `base`."""
+def _adapter_gene(path: str, model: nn.Module, base: Llama | GPT2, variables: dict[str, Any]) -> Any:
+    """The gene lora.gene names: a gene directory, or a PEFT adapter directory read as an adapter gene of `base` by
+    the method whose genes start LoRA `model`'s adapters."""
     if (Path(path).expanduser() / peft.CONFIG_NAME).is_file():
-        return peft.read_peft(path, base, variables["params"])
+        return genes.method_of(model).from_peft(path, base, variables["params"])
     return load_gene(path)
 
 

@@ -186,8 +186,8 @@ def _to_peft(args: argparse.Namespace) -> None:
             fail(ConversionError, f"{args.model_dir} holds a {type(model).__name__} without LoRA adapters; to-peft "
                                   f"writes the adapters of a LoRA run (WORKDIR/model of a run with lora.rank > 0)")
         gene, dropout = lm.extract(variables["params"], lm.meta_from_aux(model)), model.lora_dropout
-    out = peft.save_peft(gene, args.out, base_name=args.base_name, rslora=args.rslora, dropout=dropout,
-                         overwrite=args.overwrite)
+    out = lm.to_peft(gene, args.out, base_name=args.base_name, rslora=args.rslora, dropout=dropout,
+                     overwrite=args.overwrite)
     m = gene.meta
     print(f"wrote the LoRA adapters (rank {m.rank}, scale {m.scale:g}, targets {','.join(m.targets)}, layers "
           f"{','.join(map(str, m.layers))}) as {peft.CONFIG_NAME} + {peft.WEIGHTS[0]} to {out} (PEFT reads it with "
@@ -195,7 +195,7 @@ def _to_peft(args: argparse.Namespace) -> None:
 
 
 def _from_peft(args: argparse.Namespace) -> None:
-    from learngene_jax.convert import peft
+    from learngene_jax.methods.heur import lm
     from learngene_jax.models import lora
     from learngene_jax.models.llama import GPT2, Llama
 
@@ -203,7 +203,7 @@ def _from_peft(args: argparse.Namespace) -> None:
     if type(base) not in (Llama, GPT2):
         fail(ConversionError, f"{args.base} holds a {type(base).__name__}; --base takes the Llama / GPT-2 the "
                               f"adapter was trained on (a Hugging Face or model directory)")
-    gene = peft.read_peft(args.adapter, base, variables["params"])
+    gene = lm.from_peft(args.adapter, base, variables["params"])
     save_gene(args.out, gene, overwrite=args.overwrite)
     m = gene.meta
     print(f"wrote {m.method} gene (rank {m.rank}, scale {m.scale:g}, targets {','.join(m.targets)}, layers "

@@ -1,5 +1,5 @@
-"""PEFT LoRA adapter directories (adapter_config.json + adapter_model.safetensors) ↔ adapter genes
-(methods/heur/lm.py), the adapters of a LoRA run (models/lora.py) on a Llama or GPT-2 base.
+"""PEFT LoRA adapter directories (adapter_config.json + adapter_model.safetensors) ↔ LoRA adapters of chosen layers
+of a Llama or GPT-2 base (models/lora.py), which methods/heur/lm.py turns into and out of adapter genes.
 
 Written so that `PeftModel.from_pretrained(base, DIR)` (PEFT 0.21) loads them with no missing or unexpected keys and
 computes the same function; read by selecting the modules PEFT would adapt from the config (`target_modules`,
@@ -11,6 +11,7 @@ Hugging Face key without `.weight`; PEFT saves `base_model.model.<module>.lora_A
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -24,9 +25,7 @@ from learngene_jax.convert.hf import GPT2_RULES, LLAMA_RULES
 from learngene_jax.convert.state_dict import read_state_dict, write_safetensors
 from learngene_jax.convert.table import summarize_problems
 from learngene_jax.errors import ConversionError, fail
-from learngene_jax.genes.core import Gene
-from learngene_jax.genes.lm import arch_of, lm_fields
-from learngene_jax.methods.heur import lm
+from learngene_jax.genes.lm import arch_of
 from learngene_jax.models.llama import GPT2, Llama
 
 CONFIG_NAME = "adapter_config.json"
@@ -42,6 +41,18 @@ PLAIN_LORA = {"use_dora": False, "lora_bias": False, "bias": "none", "modules_to
 # select a LoRA variant; PEFT's save_pretrained(path_initial_model_for_weight_conversion=...) turns the first kind
 # into plain LoRA (and writes init_lora_weights=true).
 BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga", "mica")
+
+
+@dataclasses.dataclass(frozen=True)
+class Adapters:
+    """LoRA adapters of the base layers `layers` (in order): `arrays` = {f"{target}_lora_a": (k, in, r),
+    f"{target}_lora_b": (k, r, out)} for each of `targets`, scaled by `scale` (α/r, or α/√r for rsLoRA)."""
+
+    rank: int
+    scale: float
+    targets: tuple[str, ...]
+    layers: tuple[int, ...]
+    arrays: Mapping[str, Any]
 
 
 def layer_modules(base: Llama | GPT2) -> dict[str, str]:
@@ -69,46 +80,45 @@ def _layers_pattern(base: Llama | GPT2) -> str:
     return next(iter(layer_modules(base).values())).split(".{layer}")[0].rsplit(".", 1)[-1]
 
 
-def peft_config(gene: Gene, base_name: str | None = None, rslora: bool = False, dropout: float = 0.0
-                ) -> dict[str, Any]:
-    """adapter_config.json for an adapter gene: r, lora_alpha (α = scale·r, or scale·√r with use_rslora: PEFT's
-    scaling is then the gene's scale either way), the gene's targets and, unless it holds every layer, its layers."""
-    meta, base = gene.meta, lm.base_model(gene.meta)
-    alpha = meta.scale * (math.sqrt(meta.rank) if rslora else meta.rank)
+def peft_config(base: Llama | GPT2, adapters: Adapters, base_name: str | None = None, rslora: bool = False,
+                dropout: float = 0.0) -> dict[str, Any]:
+    """adapter_config.json for `adapters` of `base`: r, lora_alpha (α = scale·r, or scale·√r with use_rslora: PEFT's
+    scaling is then their scale either way), their targets and, unless they cover every layer, their layers."""
+    alpha = adapters.scale * (math.sqrt(adapters.rank) if rslora else adapters.rank)
     alpha = round(alpha) if math.isclose(alpha, round(alpha), rel_tol=1e-9) else alpha
-    every = tuple(meta.layers) == tuple(range(meta.depth))
+    every = tuple(adapters.layers) == tuple(range(base.depth))
     names = target_names(base)
     return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_name,
-            "r": meta.rank, "lora_alpha": alpha, "use_rslora": rslora, "lora_dropout": dropout,
-            "target_modules": [names[t] for t in meta.targets],
-            "layers_to_transform": None if every else list(meta.layers),
+            "r": adapters.rank, "lora_alpha": alpha, "use_rslora": rslora, "lora_dropout": dropout,
+            "target_modules": [names[t] for t in adapters.targets],
+            "layers_to_transform": None if every else list(adapters.layers),
             "layers_pattern": None if every else _layers_pattern(base),
             "fan_in_fan_out": isinstance(base, GPT2), "bias": "none", "modules_to_save": None, "use_dora": False,
             "init_lora_weights": True, "inference_mode": True}
 
 
-def peft_tensors(gene: Gene) -> dict[str, np.ndarray]:
-    """adapter_model.safetensors for an adapter gene: PEFT's key and (out, in) layout for each layer and target."""
-    modules = layer_modules(lm.base_model(gene.meta))
+def peft_tensors(base: Llama | GPT2, adapters: Adapters) -> dict[str, np.ndarray]:
+    """adapter_model.safetensors for `adapters` of `base`: PEFT's key and (out, in) layout per layer and target."""
+    modules = layer_modules(base)
     out = {}
-    for t in gene.meta.targets:
-        a, b = (np.asarray(gene.params[lm.SECTION][f"{t}_lora_{x}"], np.float32) for x in "ab")
-        for row, layer in enumerate(gene.meta.layers):
+    for t in adapters.targets:
+        a, b = (np.asarray(adapters.arrays[f"{t}_lora_{x}"], np.float32) for x in "ab")
+        for row, layer in enumerate(adapters.layers):
             module = PREFIX + modules[t].format(layer=layer)
             out[f"{module}.lora_A.weight"] = a[row].T
             out[f"{module}.lora_B.weight"] = b[row].T
     return out
 
 
-def save_peft(gene: Gene, directory: str | Path, *, base_name: str | None = None, rslora: bool = False,
-              dropout: float = 0.0, overwrite: bool = False) -> Path:
-    """Write an adapter gene as a PEFT adapter directory (adapter_config.json, adapter_model.safetensors)."""
+def save_peft(directory: str | Path, base: Llama | GPT2, adapters: Adapters, *, base_name: str | None = None,
+              rslora: bool = False, dropout: float = 0.0, overwrite: bool = False) -> Path:
+    """Write `adapters` of `base` as a PEFT adapter directory (adapter_config.json, adapter_model.safetensors)."""
     directory = Path(directory).expanduser()
     if directory.exists() and (not directory.is_dir() or (any(directory.iterdir()) and not overwrite)):
         fail(ConversionError, f"{directory} exists and is not an empty directory; choose another --out or pass "
                               f"--overwrite")
-    config = peft_config(gene, base_name, rslora, dropout)
-    write_safetensors(directory / WEIGHTS[0], peft_tensors(gene), {"format": "pt"})
+    config = peft_config(base, adapters, base_name, rslora, dropout)
+    write_safetensors(directory / WEIGHTS[0], peft_tensors(base, adapters), {"format": "pt"})
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return directory
 
@@ -199,10 +209,9 @@ def read_weights(directory: str | Path) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float32) for k, v in read_state_dict(path).items()}
 
 
-def read_peft(directory: str | Path, base: Llama | GPT2, base_params: Mapping[str, Any] | None = None) -> Gene:
-    """A PEFT LoRA adapter directory as an adapter gene of `base` (a plain Llama / GPT-2): its layers and targets
-    are those PEFT adapts, its scale lora_alpha/r (or /√r with use_rslora); `base_params` give the gene the base's
-    fingerprint (the weights the adapters update). ConversionError for anything PEFT would load otherwise."""
+def read_peft(directory: str | Path, base: Llama | GPT2) -> Adapters:
+    """The adapters of a PEFT LoRA adapter directory for `base` (a plain Llama / GPT-2): the layers and targets PEFT
+    adapts, scale lora_alpha/r (or /√r with use_rslora). ConversionError for anything PEFT would load otherwise."""
     config = read_peft_config(directory)
     chosen = selected_modules(config, base)
     layers = sorted({i for i, _ in chosen.values()})
@@ -227,15 +236,12 @@ def read_peft(directory: str | Path, base: Llama | GPT2, base_params: Mapping[st
     rank = int(config["r"])
     _check_shapes(directory, config, base, chosen, sd, rank)
     modules = {(i, t): m for m, (i, t) in chosen.items()}
-    section = {}
+    arrays = {}
     for t in targets:
-        section[f"{t}_lora_a"] = np.stack([sd[f"{PREFIX}{modules[i, t]}.lora_A.weight"].T for i in layers])
-        section[f"{t}_lora_b"] = np.stack([sd[f"{PREFIX}{modules[i, t]}.lora_B.weight"].T for i in layers])
+        arrays[f"{t}_lora_a"] = np.stack([sd[f"{PREFIX}{modules[i, t]}.lora_A.weight"].T for i in layers])
+        arrays[f"{t}_lora_b"] = np.stack([sd[f"{PREFIX}{modules[i, t]}.lora_B.weight"].T for i in layers])
     scale = float(config["lora_alpha"]) / (math.sqrt(rank) if config.get("use_rslora") else rank)
-    meta = lm.AdapterGeneMeta(method=lm.NAME, arch=arch_of(base), fields=lm_fields(base), depth=base.depth,
-                              rank=rank, scale=scale, targets=tuple(targets), layers=tuple(layers),
-                              base_fingerprint=lm.fingerprint(base_params) if base_params is not None else "")
-    return Gene({lm.SECTION: section}, meta)
+    return Adapters(rank, scale, tuple(targets), tuple(layers), arrays)
 
 
 def _check_shapes(directory: str | Path, config: Mapping[str, Any], base: Llama | GPT2,

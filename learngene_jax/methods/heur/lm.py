@@ -21,12 +21,14 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from learngene_jax.convert import peft
 from learngene_jax.data.tokenize import check_table
 from learngene_jax.errors import ConfigError, GeneError, fail
 from learngene_jax.genes.core import FORMAT_VERSION, Gene, parse_lm_meta
@@ -102,6 +104,23 @@ def extract(params: dict[str, Any], meta: AdapterGeneMeta) -> Gene:
     base = {k: v for k, v in params.items() if k != SECTION}
     meta = dataclasses.replace(meta, base_fingerprint=meta.base_fingerprint or fingerprint(base))
     return Gene({SECTION: {k: np.asarray(v)[index] for k, v in params[SECTION].items()}}, meta)
+
+
+def to_peft(gene: Gene, directory: str | Path, **options: Any) -> Path:
+    """Write the adapter gene as a PEFT adapter directory (convert/peft.py `save_peft` and its options)."""
+    m = gene.meta
+    return peft.save_peft(directory, base_model(m), peft.Adapters(m.rank, m.scale, m.targets, m.layers,
+                                                                  gene.params[SECTION]), **options)
+
+
+def from_peft(directory: str | Path, base: Llama | GPT2, base_params: dict[str, Any] | None = None) -> Gene:
+    """A PEFT LoRA adapter directory as an adapter gene of `base` (a plain Llama / GPT-2); `base_params` give it the
+    base's fingerprint (the weights its adapters update)."""
+    a = peft.read_peft(directory, base)
+    meta = AdapterGeneMeta(method=NAME, arch=arch_of(base), fields=lm_fields(base), depth=base.depth, rank=a.rank,
+                           scale=a.scale, targets=a.targets, layers=a.layers,
+                           base_fingerprint=fingerprint(base_params) if base_params is not None else "")
+    return Gene({SECTION: dict(a.arrays)}, meta)
 
 
 def fingerprint(params: dict[str, Any], samples: int = 4096) -> str:
