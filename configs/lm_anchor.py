@@ -12,8 +12,11 @@ curve, interpolated), the FLOP account; WORKDIR/summary.{md,json,png}.
     learngene train --config configs/lm_anchor.py --config.data.path=input.txt --workdir runs/lm_anchor
     python -m learngene_jax.results record --workdir runs/lm_anchor
 
-input.txt: Karpathy's tinyshakespeare (1,115,394 characters, sha256 86c4e6aa…). Hardware and result: not yet run;
-estimated from a smoke measurement at these sizes on a 2-core CPU VM: ~3 h for the three seeds (see the docs page).
+input.txt: Karpathy's tinyshakespeare (1,115,394 characters, sha256 86c4e6aa…). Result: not yet run. Wall time,
+estimated for a quiet 2-core CPU VM (AMD EPYC) from step times at these sizes relative to the recipe's measured 58 ms
+per step (docs/records/nanogpt_shakespeare_char_ab.json): ~80 min per seed (teacher ~11 min, the two aux runs ~27,
+the twelve 2000-step runs ~24, the nine short runs ~6, evaluations ~13), ~4 h for the three seeds; a finished seed's
+stages are reused, so `--config.lm_anchor.seeds='(0,)'` first is a complete one-seed result.
 
 Why these sizes: the teacher is deeper than every descendant (8 > 6), so the layer gene at depth 6 is a part of it
 and not the teacher itself, and it is of the genes' width (128) so that its first layers, embeddings and head drop

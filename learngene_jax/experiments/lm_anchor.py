@@ -267,7 +267,7 @@ def claims(rows: list[dict[str, Any]], steps: int, short_steps: int) -> list[dic
 def _pm(stat: dict[str, Any], digits: int = 3) -> str:
     if stat["mean"] is None:
         return "—"
-    return f"{stat['mean']:,.{digits}f} ± {stat['std']:,.{digits}f}"
+    return f"{stat['mean']:,.{digits}f}" + (f" ± {stat['std']:,.{digits}f}" if stat["n"] > 1 else "")
 
 
 def _reach(reach: dict[str, Any]) -> str:
