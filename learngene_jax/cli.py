@@ -27,7 +27,7 @@ COMMANDS = {
 MODULES = {"convert": "learngene_jax.convert.__main__", "predict": "learngene_jax.predict",
            "generate": "learngene_jax.generate", "eval-lm": "learngene_jax.eval_lm",
            "analyze": "learngene_jax.analyze", "results": "learngene_jax.results",
-           "bench": "learngene_jax.bench.__main__", "tokenize": "learngene_jax.data.tokenize"}
+           "bench": "learngene_jax.bench.__main__", "tokenize": "learngene_jax.tokenize_corpus"}
 
 
 def learngene(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from learngene_jax import cli, genes
+from learngene_jax import errors, genes
 from learngene_jax.data.images import is_image_file, read_image
 from learngene_jax.errors import UserError, fail
 from learngene_jax.genes.io import load_gene
@@ -273,4 +273,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    errors.run(main)

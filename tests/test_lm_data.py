@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import run_module
 
+from learngene_jax import tokenize_corpus
 from learngene_jax.data import text, tokenize
 from learngene_jax.errors import ConfigError, DataError
 from learngene_jax.models.llama import GPT2, Llama, segment_mask
@@ -111,8 +112,8 @@ def test_bytes_and_characters_keep_the_blank_line_and_know_where_documents_start
 
 def test_learngene_tokenize_writes_document_starts_and_the_packing(tmp_path):
     folder = _folder(tmp_path)
-    tokenize.main(["--corpus", "folder_text", "--path", str(folder), "--tokenizer", str(_bpe_with(tmp_path)), "--out",
-                   str(tmp_path / "tokens")])
+    tokenize_corpus.main(["--corpus", "folder_text", "--path", str(folder), "--tokenizer", str(_bpe_with(tmp_path)),
+                          "--out", str(tmp_path / "tokens")])
     meta = json.loads((tmp_path / "tokens" / "meta.json").read_text())
     train, starts = (np.load(tmp_path / "tokens" / f) for f in ("train.npy", "train_documents.npy"))
     assert meta["packing"] == "text <|endoftext|>" and len(starts) == meta["train"]["documents"] == 18
@@ -219,7 +220,7 @@ def test_fraction_is_a_seeded_random_subset_of_documents(tmp_path):
 def test_token_files_without_document_starts_refuse_masks_and_fractions(tmp_path, monkeypatch):
     monkeypatch.setenv("LEARNGENE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "tokens"
-    tokenize.main(["--corpus", "folder_text", "--path", str(_folder(tmp_path)), "--out", str(out)])
+    tokenize_corpus.main(["--corpus", "folder_text", "--path", str(_folder(tmp_path)), "--out", str(out)])
     data = _data(name="token_files", path=str(out))
     starts = np.load(out / "train_documents.npy")
     np.testing.assert_array_equal(text.text_source(data, "train", train=True).starts, starts)
@@ -249,7 +250,7 @@ def test_a_save_to_disk_dataset_is_a_corpus_one_document_per_row(tmp_path):
     corpus = text.load_corpus("hf_dataset", str(lone), _data(train_split="train[:80%]", eval_split="train[80%:]"))
     # 11 rows: datasets' slices round to the closest row (9 / 2); the empty last row is skipped
     assert len(corpus.train) == 9 and len(corpus.validation) == 1
-    tokenize.main(["--corpus", "hf_dataset", "--path", str(path), "--splits", "train", "test", "--out",
+    tokenize_corpus.main(["--corpus", "hf_dataset", "--path", str(path), "--splits", "train", "test", "--out",
                    str(tmp_path / "tokens")])  # learngene tokenize
     meta = json.loads((tmp_path / "tokens" / "meta.json").read_text())
     assert (meta["train"]["documents"], meta["validation"]["documents"]) == (10, 2)

@@ -18,7 +18,7 @@ TOKENS = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (2, 12)), jnp.i
 
 @pytest.fixture(scope="module")
 def teacher_and_tokens(tmp_path_factory):
-    from learngene_jax.data import tokenize
+    from learngene_jax import tokenize_corpus
 
     root = tmp_path_factory.mktemp("lm_scale")
     teacher = Llama(vocab_size=VOCAB, width=32, depth=2, num_heads=4, num_kv_heads=2, mlp_dim=48, max_positions=64)
@@ -27,7 +27,7 @@ def teacher_and_tokens(tmp_path_factory):
 
     os.environ["LEARNGENE_CACHE"] = str(root / "cache")
     try:
-        tokenize.main(["--corpus", "stdlib", "--documents", "email/*", "--tokenizer", f"bpe:{VOCAB}",
+        tokenize_corpus.main(["--corpus", "stdlib", "--documents", "email/*", "--tokenizer", f"bpe:{VOCAB}",
                        "--out", str(root / "tokens")])
     finally:
         del os.environ["LEARNGENE_CACHE"]

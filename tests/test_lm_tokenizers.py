@@ -93,7 +93,7 @@ def test_tokenizer_files_do_not_truncate_pad_or_drop_their_template(tmp_path):
     hf_dir.mkdir()
     tok.encode_special_tokens = False
     tok.save(str(hf_dir / "tokenizer.json"))
-    proc = run_module("learngene_jax.data.tokenize", "--corpus", "folder_text", "--path", str(folder), "--tokenizer",
+    proc = run_module("learngene_jax.tokenize_corpus", "--corpus", "folder_text", "--path", str(folder), "--tokenizer",
                       str(hf_dir), "--out", str(tmp_path / "tokens"))
     notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
     assert any("truncation" in n and "padding" in n for n in notes), proc.stderr
@@ -109,7 +109,7 @@ def test_tokenizer_files_do_not_truncate_pad_or_drop_their_template(tmp_path):
     np.testing.assert_array_equal(train, expected)
     (hf_dir / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": True, "add_eos_token": True,
                                                               "bos_token": "<s>", "eos_token": "</s>"}))
-    proc = run_module("learngene_jax.data.tokenize", "--corpus", "folder_text", "--path", str(folder), "--tokenizer",
+    proc = run_module("learngene_jax.tokenize_corpus", "--corpus", "folder_text", "--path", str(folder), "--tokenizer",
                       str(hf_dir), "--out", str(tmp_path / "tokens2"), check=False)
     assert proc.returncode == 2 and "add_eos_token" in proc.stderr.splitlines()[-1], proc.stderr[-2000:]
 
@@ -134,10 +134,10 @@ def test_a_tfds_text_dataset_with_only_a_train_split_is_sliced(tmp_path):
                 yield i, {"text": t}
 
     OnlyTrain(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
-    proc = run_module("learngene_jax.data.tokenize", "--corpus", "tfds_text", "--path", "only_train", "--data-dir",
+    proc = run_module("learngene_jax.tokenize_corpus", "--corpus", "tfds_text", "--path", "only_train", "--data-dir",
                       str(tmp_path), "--splits", "train[:80%]", "train[80%:]", "--out", str(tmp_path / "tokens"))
     meta = json.loads((tmp_path / "tokens" / "meta.json").read_text())
     assert (meta["train"]["documents"], meta["validation"]["documents"]) == (8, 2), proc.stderr
-    bad = run_module("learngene_jax.data.tokenize", "--corpus", "tfds_text", "--path", "only_train", "--data-dir",
+    bad = run_module("learngene_jax.tokenize_corpus", "--corpus", "tfds_text", "--path", "only_train", "--data-dir",
                      str(tmp_path), "--splits", "train", "validation", "--out", str(tmp_path / "bad"), check=False)
     assert bad.returncode == 2 and "train[:80%]" in bad.stderr.splitlines()[-1], bad.stderr[-2000:]

@@ -93,13 +93,13 @@ def test_a_bpe_trained_on_the_corpus_round_trips_and_is_cached_once(tmp_path, mo
 
 
 def test_token_files_from_the_tokenize_command_train_a_model(tmp_path, monkeypatch):
+    from learngene_jax import tokenize_corpus
     from learngene_jax.config_lib import base_config, with_changes
-    from learngene_jax.data import tokenize
     from learngene_jax.train import train
 
     monkeypatch.setenv("LEARNGENE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "tokens"
-    tokenize.main(["--corpus", "stdlib", "--documents", "email/*", "--tokenizer", "bpe:300", "--out", str(out)])
+    tokenize_corpus.main(["--corpus", "stdlib", "--documents", "email/*", "--tokenizer", "bpe:300", "--out", str(out)])
     meta = __import__("json").loads((out / "meta.json").read_text())
     assert meta["vocab_size"] == 300 and meta["train"]["bytes_per_token"] > 1.5 and (out / "tokenizer.json").is_file()
     data = _data(name="token_files", path=str(out), documents=())
@@ -146,12 +146,12 @@ def test_bad_tokenizers_and_token_files_are_named(tmp_path, changes, message):
 
 
 def test_tokenize_refuses_an_out_path_that_is_a_file(tmp_path):
-    from learngene_jax.data import tokenize
+    from learngene_jax import tokenize_corpus
     from learngene_jax.errors import UserError
 
     (tmp_path / "f.txt").write_text("x")
     with pytest.raises(UserError, match="not an empty directory"):
-        tokenize.main(["--corpus", "stdlib", "--documents", "email/*", "--out", str(tmp_path / "f.txt")])
+        tokenize_corpus.main(["--corpus", "stdlib", "--documents", "email/*", "--out", str(tmp_path / "f.txt")])
 
 
 def test_a_prepared_tfds_text_dataset_is_a_corpus(tmp_path):

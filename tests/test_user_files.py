@@ -24,7 +24,7 @@ TEXTS = {"a.TXT": "plain UTF-8 — café\n", "b.txt": "UTF-16 with a mark: naïv
 
 
 def _tokenize(tmp_path, corpus):
-    return run_module("learngene_jax.data.tokenize", "--corpus", "folder_text", "--path", str(corpus), "--out",
+    return run_module("learngene_jax.tokenize_corpus", "--corpus", "folder_text", "--path", str(corpus), "--out",
                       str(tmp_path / "tokens"), check=False)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from learngene_jax import cli, genes, hub
+from learngene_jax import errors, genes, hub
 from learngene_jax.convert import levit, official, state_dict, vit
 from learngene_jax.errors import ConversionError, UserError, fail
 from learngene_jax.genes.files import load_gene_safetensors, save_gene_safetensors
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="aux heads (not stored in the file; default width/64; the official SWS Aux-S uses 12)")
     o.add_argument("--descendant-heads", type=int, default=0,
                    help="heads of `official`-layout descendants (default width/64, as DeiT)")
-    o.add_argument("--stage-sizes", type=cli.int_list, default=None, help="SWS stage sizes (default 3,3,4,3,3)")
+    o.add_argument("--stage-sizes", type=errors.int_list, default=None, help="SWS stage sizes (default 3,3,4,3,3)")
     o.add_argument("--depth", type=int, default=12, help="TLEG aux depth L (default 12, as the official runs)")
     o.add_argument("--overwrite", action="store_true")
     o.set_defaults(func=_from_official)
@@ -329,4 +329,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    errors.run(main)
