@@ -67,6 +67,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.profile_steps = 0  # > 0: jax.profiler trace of this many steps after the first, compiling, one (WORKDIR/profile)
     c.precision = "float32"  # or bfloat16, or auto (bfloat16 on GPU/TPU, float32 on CPU): the compute dtype;
     # params and optimizer state stay float32
+    # storage dtype of what never trains: a frozen teacher's weights and the frozen params of a run that trains some
+    # (LoRA's base); auto: bfloat16 on GPU/TPU, float32 on CPU. The trained params stay float32.
+    c.frozen_precision = "auto"
+    c.loss_chunk = 0  # objective 'lm': > 0 computes the head and the losses this many tokens per row at a time
 
     c.model = ml_collections.ConfigDict({"name": "vit_ti"})  # registry name; other keys are model fields
 
@@ -110,7 +114,8 @@ def base_config() -> ml_collections.ConfigDict:
         name="adamw", lr=5e-4, scale_lr=True, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=0.0,
         warmup_steps=0,  # > 0: warm up over this many steps instead of warmup_epochs (token streams of any size)
         schedule="cosine",  # per step; cosine_epoch: timm's scheduler stepped after each epoch (official); constant
-        weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, grad_clip=0.0))
+        weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, grad_clip=0.0,
+        accum_steps=1))  # > 1: each step's gradient is summed over this many microbatches of the batch (less memory)
     c.objective = "classification"  # see objectives/classification.py
     c.distill = ml_collections.ConfigDict(dict(type="none", teacher="", teacher_init="", alpha=0.5,
                                                temperature=1.0))

@@ -5,12 +5,14 @@ steps timm's scheduler ('cosine_epoch')."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from learngene_jax.errors import ConfigError, fail
 
@@ -99,11 +101,19 @@ def build_optimizer(opt: Any, schedule: optax.Schedule) -> optax.GradientTransfo
     return optax.chain(*parts)
 
 
-def only_trainable(tx: optax.GradientTransformation, trainable: Any) -> optax.GradientTransformation:
-    """`tx` on the params whose path (key names) `trainable` accepts; the others get zero updates (no weight decay,
-    no optimizer state) — e.g. a frozen base under LoRA adapters."""
-    def labels(params):
-        return jax.tree_util.tree_map_with_path(
-            lambda path, _: "train" if trainable(tuple(getattr(k, "key", getattr(k, "name", k)) for k in path))
-            else "frozen", params)
-    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+def split_trainable(params: Any, trainable: Callable[[tuple[str, ...]], bool] | None) -> tuple[Any, Any]:
+    """(the params whose path (key names) `trainable` accepts, the others), each a nested dict of its leaves only;
+    `trainable` None: (params, {}). The optimizer and the gradients see the first alone — e.g. LoRA adapters over a
+    frozen base: no gradient, weight decay or optimizer state for the base, embeddings and head."""
+    if trainable is None:
+        return params, {}
+    flat = flatten_dict(params)
+    return (unflatten_dict({k: v for k, v in flat.items() if trainable(k)}),
+            unflatten_dict({k: v for k, v in flat.items() if not trainable(k)}))
+
+
+def join_params(trained: Any, frozen: Any) -> Any:
+    """The whole param tree again from `split_trainable`'s two parts."""
+    if not frozen:
+        return trained
+    return unflatten_dict({**flatten_dict(trained), **flatten_dict(frozen)})

@@ -23,7 +23,7 @@ from learngene_jax.errors import ConfigError, fail
 from learngene_jax.genes.io import load_gene
 from learngene_jax.models import RUNTIME_FIELDS, compute_dtype, create_model, lora
 from learngene_jax.models.io import load_model
-from learngene_jax.models.llama import GPT2, Llama
+from learngene_jax.models.llama import GPT2, Llama, remat_policy
 from learngene_jax.models.vit import ViT, resample_pos_embed
 from learngene_jax.registry import STUDENTS
 
@@ -72,8 +72,14 @@ def build_student(config: Any, num_classes: int) -> Student:
 
 
 def model_kwargs(config: Any) -> dict[str, Any]:
-    """config.model without its name, lists as tuples."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.items() if k != "name"}
+    """config.model without its name, lists as tuples; a remat setting no model knows is a ConfigError."""
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.items() if k != "name"}
+    if "remat" in kwargs:
+        try:
+            remat_policy(kwargs["remat"])
+        except ValueError as e:
+            fail(ConfigError, f"config.model.{e} (language models take a policy name, ViTs true/false)")
+    return kwargs
 
 
 def runtime_kwargs(config: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from learngene_jax import checkpointing, data, genes, logs, sharding
 from learngene_jax.data.device import normalize, prepare_batch
@@ -42,7 +43,7 @@ from learngene_jax.objectives import language  # registers the 'lm' objective
 from learngene_jax.objectives.classification import BATCH_STATS, StepInputs, make_objective
 from learngene_jax.objectives.losses import cross_entropy, topk_correct
 from learngene_jax.objectives.teacher import Teacher, load_teacher
-from learngene_jax.optim import build_optimizer, lr_schedule, only_trainable
+from learngene_jax.optim import build_optimizer, join_params, lr_schedule, split_trainable
 from learngene_jax.registry import LOSS_TERMS, STEP_VARIANTS
 from learngene_jax.students import Student, build_student
 
@@ -143,6 +144,7 @@ def set_up(config: Any, workdir: str | Path) -> Run:
     for what, size in (("batch_size", config.batch_size), ("eval_batch_size", eval_batch)):
         if size % data_shards:
             fail(ConfigError, f"{what} {size} is not divisible by the {data_shards} devices that split the batch")
+    check_accumulation(config, data_shards)
     if data.is_text(config) != (config.objective == "lm"):
         from learngene_jax.data.text import CORPORA
 
@@ -193,24 +195,13 @@ def init_or_resume(run: Run) -> Init:
     init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
     schedule = lr_schedule(config.optim, config.batch_size, run.steps_per_epoch, run.total_steps)
     tx = build_optimizer(config.optim, schedule)
-    if student.trainable is not None:  # e.g. LoRA: only the adapters train
-        tx = only_trainable(tx, student.trainable)
-
-    def init_state(rng, source):
-        variables = student.init(rng, source)
-        state = {"step": jnp.zeros((), jnp.int32), "params": variables["params"],
-                 "opt_state": tx.init(variables["params"])}
-        if BATCH_STATS in variables:
-            state[BATCH_STATS] = variables[BATCH_STATS]
-        return state
-
+    init_state = state_initializer(student, tx, compute_dtype(config.frozen_precision))
     abstract = jax.eval_shape(init_state, init_rng, student.source)
+    state_shardings = train_state_shardings(config, mesh, abstract)
     strategy, rules = config.sharding.strategy, [tuple(r) for r in config.sharding.rules]
-    state_shardings = sharding.tree_shardings(abstract, mesh, strategy, rules)
-    state_shardings["step"] = sharding.replicated(mesh)
     frozen: dict[str, Any] = {}
     if run.teacher is not None:
-        frozen["teacher"] = run.teacher.variables
+        frozen["teacher"] = cast_floating(run.teacher.variables, compute_dtype(config.frozen_precision))
     # Loss terms the config turns on (e.g. EWC): their arrays are frozen step inputs like the teacher's.
     loss_terms = {}
     for name, term in LOSS_TERMS.items():
@@ -231,6 +222,40 @@ def init_or_resume(run: Run) -> Init:
         state = jax.jit(init_state, out_shardings=state_shardings)(init_rng, student.source)
         batches = run.train_data.steps(run.total_steps)
     return Init(tx, schedule, step_rng, abstract, state_shardings, frozen, loss_terms, ckpts, state, batches)
+
+
+def state_initializer(student: Student, tx: optax.GradientTransformation, frozen_dtype: Any) -> Callable:
+    """(rng, source) → a fresh train state: step, params (the frozen ones, if `student.trainable` leaves some, stored
+    in `frozen_dtype`), the optimizer state of the trainable params alone, BatchNorm statistics."""
+    def init_state(rng, source):
+        variables = student.init(rng, source)
+        trained, fixed = split_trainable(variables["params"], student.trainable)
+        state = {"step": jnp.zeros((), jnp.int32), "params": join_params(trained, cast_floating(fixed, frozen_dtype)),
+                 "opt_state": tx.init(trained)}
+        if BATCH_STATS in variables:
+            state[BATCH_STATS] = variables[BATCH_STATS]
+        return state
+    return init_state
+
+
+def train_state_shardings(config: Any, mesh: jax.sharding.Mesh, abstract: Any) -> Any:
+    """The shardings of a train state with these shapes under config.sharding (the step counter replicated)."""
+    strategy, rules = config.sharding.strategy, [tuple(r) for r in config.sharding.rules]
+    shardings = sharding.tree_shardings(abstract, mesh, strategy, rules)
+    shardings["step"] = sharding.replicated(mesh)
+    return shardings
+
+
+def cast_floating(tree: Any, dtype: Any) -> Any:
+    """`tree` with its floating-point leaves in `dtype` (frozen weights stored in bf16); other leaves as they are."""
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def jit_train_step(step_fn: Callable, state_shardings: Any, mesh: jax.sharding.Mesh) -> Callable:
+    """`make_train_step`'s function jitted with the state's shardings, the batch split over the data axes, the
+    metrics replicated and the old state donated."""
+    return jax.jit(step_fn, in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
+                   out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
 
 
 class PhaseSteps:
@@ -257,12 +282,11 @@ class PhaseSteps:
         """The jitted step of the phase that `epoch` is in."""
         run, init, phase = self.run, self.init, self.phase_of(epoch)
         if phase not in self._train:
-            self._train[phase] = jax.jit(
+            self._train[phase] = jit_train_step(
                 make_train_step(run.config, self.model(phase), init.tx, init.schedule, run.teacher, run.num_classes,
                                 run.data_shards, init.step_rng, mean=run.train_data.mean, std=run.train_data.std,
-                                loss_terms=init.loss_terms),
-                in_shardings=(init.state_shardings, sharding.batch_sharding(run.mesh), None),
-                out_shardings=(init.state_shardings, sharding.replicated(run.mesh)), donate_argnums=0)
+                                loss_terms=init.loss_terms, trainable=run.student.trainable),
+                init.state_shardings, run.mesh)
         return self._train[phase]
 
     def eval_step(self, phase: tuple | None) -> Callable:
@@ -422,18 +446,69 @@ def training_phases(config: Any, model: nn.Module) -> list[tuple[int, dict[str, 
     return used[0][1] if used else []
 
 
+def check_accumulation(config: Any, data_shards: int) -> int:
+    """config.optim.accum_steps, checked: a whole number ≥ 1 such that every microbatch splits evenly over the
+    `data_shards` devices that split the batch."""
+    accum = config.optim.get("accum_steps", 1)
+    if not isinstance(accum, int) or isinstance(accum, bool) or accum < 1:
+        fail(ConfigError, f"optim.accum_steps must be a whole number >= 1 (1: no accumulation), got {accum!r}")
+    if config.batch_size % (accum * data_shards):
+        fail(ConfigError, f"batch_size {config.batch_size} does not split into optim.accum_steps={accum} microbatches "
+                          f"of a multiple of the {data_shards} devices that split the batch: make batch_size a "
+                          f"multiple of {accum * data_shards}")
+    return accum
+
+
+def accumulated_gradients(loss_fn: Callable, params: Any, collections: dict[str, Any], inputs: StepInputs,
+                          steps: int) -> tuple[jax.Array, dict[str, Any], dict[str, Any], Any]:
+    """(loss, collection updates, metrics, gradients) of `loss_fn(params, collections, inputs) → (loss, (updates,
+    metrics))` on the whole batch, computed on `steps` microbatches in a lax.scan when steps > 1: microbatch i holds
+    examples i, i + steps, i + 2·steps, … (on every device its share), and each microbatch's loss, metrics and
+    gradients count with its share of the batch's `StepInputs.count` — so that the result is the whole batch's mean
+    to float rounding. Collections (BatchNorm statistics) pass from one microbatch to the next; dropout draws a key
+    per microbatch."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if steps == 1:
+        (loss, (updates, extra)), grads = grad_fn(params, collections, inputs)
+        return loss, updates, extra, grads
+
+    def split(x):  # (batch, ...) → (steps, batch / steps, ...), strided
+        return jnp.swapaxes(x.reshape(x.shape[0] // steps, steps, *x.shape[1:]), 0, 1)
+
+    parts = jax.tree.map(split, (inputs.images, inputs.targets, inputs.labels, inputs.batch))
+    counts = jax.vmap(lambda images, targets, labels, batch: StepInputs(images, targets, labels, inputs.rng,
+                                                                        batch).count())(*parts)
+    shares = counts / jnp.maximum(jnp.sum(counts), 1.0)
+
+    def body(carry, xs):
+        grads, collections = carry
+        (images, targets, labels, batch), key, share = xs
+        (loss, (updates, extra)), g = grad_fn(params, collections, StepInputs(images, targets, labels, key, batch))
+        grads = jax.tree.map(lambda total, new: total + share * new, grads, g)
+        return (grads, {**collections, **updates}), (share * loss, jax.tree.map(lambda m: share * m, extra))
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (grads, collections), (losses, extras) = jax.lax.scan(
+        body, (zeros, collections), (parts, jax.random.split(inputs.rng, steps), shares))
+    return jnp.sum(losses), collections, jax.tree.map(lambda m: jnp.sum(m, axis=0), extras), grads
+
+
 def make_train_step(config: Any, model: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     teacher: Teacher | None, num_classes: int, groups: int, rng: jax.Array, *,
                     mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-                    loss_terms: dict[str, Callable] | None = None) -> Callable:
+                    loss_terms: dict[str, Callable] | None = None,
+                    trainable: Callable[[tuple[str, ...]], bool] | None = None) -> Callable:
     """(state, batch, frozen) → (state, metrics): uint8 images normalised with `mean`/`std` (float images are
     taken as normalised) and randomly erased where the batch has boxes, mixup/cutmix, the configured objective
     (teacher on the same mixed images), the active loss terms (name → (params, frozen[name]) → (loss, metrics)),
-    gradients, optimizer update. `frozen` holds arrays that are inputs of the step but never trained or
-    checkpointed (teacher variables, a loss term's arrays)."""
+    gradients (over config.optim.accum_steps microbatches: `accumulated_gradients`), optimizer update. `frozen`
+    holds arrays that are inputs of the step but never trained or checkpointed (teacher variables, a loss term's
+    arrays). `trainable` (a predicate on param paths, `Student.trainable`): only those params are differentiated
+    and updated (the optimizer state covers them alone), and grad_norm is theirs; None: all."""
     aug = config.aug
     objective = make_objective(config, model, teacher)
     loss_terms = loss_terms or {}
+    accum = config.optim.get("accum_steps", 1)
 
     def step_fn(state, batch, frozen):
         step_key = jax.random.fold_in(rng, state["step"])
@@ -449,18 +524,20 @@ def make_train_step(config: Any, model: nn.Module, tx: optax.GradientTransformat
                 switch_prob=aug.mixup_switch_prob, prob=aug.mixup_prob, smoothing=aug.label_smoothing, groups=groups)
             inputs = StepInputs(images, targets, batch["labels"], r_drop)
         collections = {k: v for k, v in state.items() if k not in ("step", "params", "opt_state")}
+        trained, fixed = split_trainable(state["params"], trainable)
 
-        def loss_fn(params):
+        def loss_fn(trained, collections, inputs):
+            params = join_params(trained, fixed)
             loss, updates, extra = objective(params, collections, frozen, inputs)
             for name, term in loss_terms.items():
                 term_loss, term_metrics = term(params, frozen[name])
                 loss, extra = loss + term_loss, {**extra, **term_metrics}
             return loss, (updates, extra)
 
-        (loss, (updates, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        deltas, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new_state = {**state, "step": state["step"] + 1, "params": optax.apply_updates(state["params"], deltas),
-                     "opt_state": opt_state, **updates}
+        loss, updates, extra, grads = accumulated_gradients(loss_fn, trained, collections, inputs, accum)
+        deltas, opt_state = tx.update(grads, state["opt_state"], trained)
+        params = join_params(optax.apply_updates(trained, deltas), fixed)
+        new_state = {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state, **updates}
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"]),
                            **extra}
 
@@ -528,11 +605,25 @@ def host_copy(tree: Any) -> Any:
     return jax.device_get(tree)
 
 
+def with_source_frozen(variables: dict[str, Any], student: Student) -> dict[str, Any]:
+    """`variables` whose frozen params (those `student.trainable` leaves out) are the arrays the student started
+    from, as they were read: the train state may store them in bf16 (config.frozen_precision), and what a LoRA run
+    exports (its model directory, a PEFT adapter) goes with the base it was given, not with a rounded copy."""
+    source = student.source
+    if student.trainable is None or not isinstance(source, dict) or "params" not in source:
+        return variables
+    trained, fixed = split_trainable(variables["params"], student.trainable)
+    original = flatten_dict(split_trainable(source["params"], student.trainable)[1])
+    fixed = {k: np.asarray(original[k]) if k in original and np.shape(original[k]) == np.shape(v) else v
+             for k, v in flatten_dict(fixed).items()}
+    return {**variables, "params": join_params(trained, unflatten_dict(fixed))}
+
+
 def export(config: Any, workdir: Path, student: Student, state: dict[str, Any], summary: dict[str, Any],
            main: bool, tokenizer: Any = None) -> None:
     """Write final.json, the trained model directory (with the data's tokenizer, data/tokenize.py), and (for an aux
     model) the gene."""
-    variables = host_copy(model_variables(state))
+    variables = with_source_frozen(host_copy(model_variables(state)), student)
     if jax.process_count() > 1:
         digest = hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() for x in jax.tree.leaves(variables)))
         print(f"[process {jax.process_index()}] params checksum {digest.hexdigest()}", file=sys.stderr, flush=True)

@@ -1,5 +1,5 @@
-"""python -m learngene_jax.bench {forward,train-step,lm-train-step,expand,input} — throughput of JAX next to the PyTorch
-reference.
+"""python -m learngene_jax.bench {forward,train-step,lm-train-step,expand,input,memory} — throughput of JAX next to the
+PyTorch reference, and the memory of a recipe's training step.
 
 `forward`: a jitted eval forward of a model with a timm counterpart (LeViT) against timm's.
 `train-step`: one training step of the trainer (loss, gradients, AdamW with the DeiT no-decay rule, and for
@@ -13,6 +13,9 @@ weights, tokens and optimizer in PyTorch; tokens/s, and both frameworks' losses 
 `input`: images/s of the host input pipeline (`data.make_loader` with a config's train transform) against timm's
 `create_transform` + torch `DataLoader` with the same settings and number of workers, with the CPU cores busy,
 the bytes per image sent to the device and the peak RSS of the main and worker processes.
+`memory`: a language-model recipe's training step compiled ahead of time from shapes alone (`--devices N` fake CPU
+devices with its mesh), never run: XLA's memory analysis per device (arguments, temporaries, outputs, generated
+code) as one JSON line.
 
 Each framework is timed in its own process (`--framework NAME` runs one), one process at a time, A/B/A/B for
 `--rounds` rounds: in one process under load the PyTorch figure once fell to 0.1–0.25× that of an independent
@@ -29,7 +32,7 @@ import sys
 from collections.abc import Iterable
 
 from learngene_jax import hostmem
-from learngene_jax.bench import expand, forward, input_pipeline, lm_train_step, train_step
+from learngene_jax.bench import expand, forward, input_pipeline, lm_train_step, memory, train_step
 from learngene_jax.bench.input_pipeline import DEFAULT_CONFIG, INPUT_FRAMEWORKS
 from learngene_jax.bench.lm_train_step import LM_CONFIG, LM_DEPTH, same_loss_line
 from learngene_jax.bench.report import combine, describe_input, describe_step, report_input, report_steps
@@ -135,12 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     framework_option(i, INPUT_FRAMEWORKS)
     i.set_defaults(check=input_pipeline.check, frameworks=input_pipeline.frameworks, run_one=input_pipeline.run_one,
                    key="images_per_s", describe=describe_input, report=report_input)
+
+    y = sub.add_parser("memory", help="a language-model recipe's compiled training step: XLA's memory analysis per "
+                       "device, from shapes alone (nothing runs)")
+    y.add_argument("--config", required=True, help="configs/X.py[:arg], a recipe with objective 'lm'")
+    y.add_argument("--devices", type=int, default=0, help="compile for this many fake CPU devices (the recipe's "
+                   "chips; default 0: the devices JAX has)")
+    y.add_argument("--vocab", type=int, default=0, help="vocabulary (default: config.memory_estimate.vocab or "
+                   "config.model.vocab_size; a run takes it from its tokenizer)")
+    y.add_argument("--teacher", default=None, help="a Hugging Face or model directory whose architecture is the "
+                   "teacher's (weights are not read; default: config.distill.teacher_init, else "
+                   "config.memory_estimate.teacher)")
+    y.set_defaults(check=memory.check, measure=memory.measure)
     return p
 
 
 def main(argv: list[str] | None = None) -> int | None:
     """Parse, time each framework in its own processes (or, with --framework, time one here), report."""
     args = build_parser().parse_args(argv)
+    if args.command == "memory":  # measured here, once: nothing to time against another framework
+        args.check(args)
+        print(json.dumps(args.measure(args)))
+        return None
     if args.system_malloc:
         os.environ[SYSTEM_MALLOC] = "1"  # read by runner._child_env
     for name in ("batch", "img", "steps", "depth", "rounds", "width", "heads", "kv_heads", "mlp_dim", "vocab",

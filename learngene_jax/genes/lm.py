@@ -13,8 +13,8 @@ from learngene_jax.genes.core import LMGeneMeta, check_depth
 from learngene_jax.models.llama import GPT2, Llama
 
 PLAIN = {"llama": Llama, "gpt2": GPT2}
-NOT_ARCHITECTURE = {"parent", "name", "depth", "dtype", "attention_impl", "scan_unroll", "expanded", "stage_sizes",
-                    "lora_scale", "lora_dropout"}
+NOT_ARCHITECTURE = {"parent", "name", "depth", "dtype", "attention_impl", "scan_unroll", "remat", "expanded",
+                    "stage_sizes", "lora_scale", "lora_dropout"}
 
 
 def arch_of(model: Any) -> str:

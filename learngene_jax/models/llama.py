@@ -87,6 +87,56 @@ def project(y: Array, p: LayerParams, name: str, lora_scale: float, lora_dropout
     return out
 
 
+# Activation checkpointing of each decoder layer (`remat`): which intermediates the backward pass keeps instead of
+# recomputing them. full: only each layer's input (the least memory, one more forward per layer); dots_saveable: the
+# outputs of every matmul; dots_with_no_batch_dims_saveable: those of the weight matmuls (projections, MLP), not of
+# attention's batched ones (maxtext's usual trade).
+REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
+                  "dots_saveable": jax.checkpoint_policies.dots_saveable,
+                  "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def remat_policy(remat: str | bool) -> str:
+    """The name in REMAT_POLICIES that a model's `remat` field means (True: full, False: none); ValueError for any
+    other value."""
+    name = {True: "full", False: "none"}.get(remat, remat) if isinstance(remat, bool) else remat
+    if name not in REMAT_POLICIES:
+        raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)} (or true/false), got {remat!r}")
+    return name
+
+
+def rematted(layer: Any, remat: str | bool) -> Any:
+    """`layer` under jax.checkpoint with the `remat` policy (itself for none). prevent_cse=False: it runs inside
+    lax.scan, which already keeps XLA from merging the recomputation away (jax.checkpoint's documentation)."""
+    name = remat_policy(remat)
+    if name == "none":
+        return layer
+    return jax.checkpoint(layer, policy=REMAT_POLICIES[name], prevent_cse=False)
+
+
+def select_attention(platform: str, platform_version: str, compute_capability: str | None, dtype: Any,
+                     head_dim: int) -> str:
+    """The jax.nn.dot_product_attention implementation to use when none is asked for: cuDNN's fused kernel on an
+    NVIDIA GPU of compute capability 8.0 or more with bf16/fp16 inputs and a head dim that is a multiple of 8 up to
+    128 (the kernel's limits: jax's cudnn check_is_flash_attention and check_layout), else XLA (CPUs, TPUs, ROCm,
+    fp32). jax's own `implementation=None` takes XLA everywhere (jax 0.10: "defaults to XLA for now")."""
+    if platform != "gpu" or "cuda" not in platform_version.lower() or compute_capability is None:
+        return "xla"
+    major_minor = tuple(int(x) for x in compute_capability.split(".")[:2])
+    if major_minor < (8, 0) or jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        return "xla"
+    return "cudnn" if head_dim % 8 == 0 and head_dim <= 128 else "xla"
+
+
+def attention_implementation(requested: str | None, dtype: Any, head_dim: int) -> str:
+    """`requested` ('xla' or 'cudnn'), or for None the one `select_attention` picks for the default device."""
+    if requested is not None:
+        return requested
+    device = jax.devices()[0]
+    return select_attention(device.platform, getattr(device.client, "platform_version", ""),
+                            getattr(device, "compute_capability", None), dtype, head_dim)
+
+
 def causal_attention(q: Array, k: Array, v: Array, padding: Array | None, implementation: str | None,
                      drop_rate: float = 0.0, rng: Array | None = None) -> Array:
     """Causal softmax attention, q (batch, tokens, heads, head_dim) and k, v with kv_heads dividing heads (query
@@ -97,6 +147,7 @@ def causal_attention(q: Array, k: Array, v: Array, padding: Array | None, implem
     jax.nn.dot_product_attention has no dropout."""
     mask = None if padding is None else (padding if padding.ndim == 4 else padding[:, None, None, :]).astype(bool)
     if rng is None or not drop_rate:
+        implementation = attention_implementation(implementation, q.dtype, q.shape[-1])
         return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=implementation)
     t, heads = q.shape[1], q.shape[2]
     k, v = (jnp.repeat(z, heads // z.shape[2], axis=2) for z in (k, v))
@@ -148,7 +199,8 @@ class Llama(nn.Module):
     model_type: str = "llama"  # the Hugging Face architecture it is (and exports as): llama, mistral or qwen2
     dtype: Any = jnp.float32  # compute dtype; params stay float32
     scan_unroll: int | bool = 1  # layers per scan iteration (True: no loop; ~7 % faster CPU steps, longer compiles)
-    attention_impl: str | None = None  # jax.nn.dot_product_attention's implementation (None: XLA picks)
+    attention_impl: str | None = None  # jax.nn.dot_product_attention's implementation (None: `select_attention`)
+    remat: str | bool = "none"  # activation checkpointing of each layer in training: a REMAT_POLICIES name
     attention_dropout: float = 0.0  # LlamaConfig.attention_dropout: attention probabilities, in training only
     lora_scale: float = 0.0  # α/r of LoRA adapters in the layer params (models/lora.py); unused without them
     lora_dropout: float = 0.0  # PEFT's lora_dropout on the adapters' input, in training only
@@ -231,8 +283,11 @@ class Llama(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: Array, padding: Array | None = None, positions: Array | None = None,
-                 train: bool = False, cache: KVCache | None = None) -> Array | tuple[Array, KVCache]:
-        """Logits (batch, tokens, vocab); with a KV `cache` (models/generation.py): (logits, the updated cache)."""
+                 train: bool = False, cache: KVCache | None = None, hidden: bool = False
+                 ) -> Array | tuple[Array, KVCache]:
+        """Logits (batch, tokens, vocab); with a KV `cache` (models/generation.py): (logits, the updated cache);
+        `hidden`: the final hidden states (batch, tokens, width) instead of logits (`output_head` turns them into
+        logits, e.g. a chunk at a time: objectives/language.py)."""
         embed = self.param("embed", normal_02, (self.vocab_size, self.width))
         layers = self.layer_params()
         norm = self.param("norm", nn.initializers.ones, (self.width,))
@@ -250,8 +305,11 @@ class Llama(nn.Module):
         def layer(x, pk, layer_cache):
             return self.layer(x, pk[0], cos.astype(self.dtype), sin.astype(self.dtype), padding, pk[1], layer_cache)
 
-        x, cache = scan_layers(layer, x, (layers, keys), cache, padding, self.scan_unroll)
+        x, cache = scan_layers(layer if cache is not None else rematted(layer, self.remat), x, (layers, keys), cache,
+                               padding, self.scan_unroll)
         x = rms_norm(x, norm, self.eps)
+        if hidden:
+            return x if cache is None else (x, cache)
         head = embed.T if self.tie_embeddings else self.param("lm_head", normal_02, (self.width, self.vocab_size))
         logits = (x @ head.astype(self.dtype)).astype(jnp.float32)
         return logits if cache is None else (logits, cache)
@@ -280,6 +338,7 @@ class GPT2(nn.Module):
     dtype: Any = jnp.float32
     scan_unroll: int | bool = 1  # layers per scan iteration (True: no loop; ~7 % faster CPU steps, longer compiles)
     attention_impl: str | None = None
+    remat: str | bool = "none"  # activation checkpointing of each block in training: a REMAT_POLICIES name
     lora_scale: float = 0.0  # α/r of LoRA adapters in the layer params (models/lora.py); unused without them
     lora_dropout: float = 0.0  # PEFT's lora_dropout on the adapters' input, in training only
 
@@ -351,8 +410,11 @@ class GPT2(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: Array, padding: Array | None = None, positions: Array | None = None,
-                 train: bool = False, cache: KVCache | None = None) -> Array | tuple[Array, KVCache]:
-        """Logits (batch, tokens, vocab); with a KV `cache` (models/generation.py): (logits, the updated cache)."""
+                 train: bool = False, cache: KVCache | None = None, hidden: bool = False
+                 ) -> Array | tuple[Array, KVCache]:
+        """Logits (batch, tokens, vocab); with a KV `cache` (models/generation.py): (logits, the updated cache);
+        `hidden`: the final hidden states (batch, tokens, width) instead of logits (`output_head` turns them into
+        logits, e.g. a chunk at a time: objectives/language.py)."""
         wte = self.param("wte", normal_02, (self.vocab_size, self.width))
         wpe = self.param("wpe", lambda k, s: self.position_std * jax.random.normal(k, s),
                          (self.max_positions, self.width))
@@ -372,14 +434,25 @@ class GPT2(nn.Module):
         def layer(x, pk, layer_cache):
             return self.layer(x, pk[0], padding, pk[1], layer_cache)
 
-        x, cache = scan_layers(layer, x, (layers, keys), cache, padding, self.scan_unroll)
+        x, cache = scan_layers(layer if cache is not None else rematted(layer, self.remat), x, (layers, keys), cache,
+                               padding, self.scan_unroll)
         x = layer_norm(x, ln_f["scale"], ln_f.get("bias"), self.eps)
+        if hidden:
+            return x if cache is None else (x, cache)
         logits = (x @ wte.T.astype(self.dtype)).astype(jnp.float32)
         return logits if cache is None else (logits, cache)
 
 
 def _add(x: Array, bias: Array | None) -> Array:
     return x if bias is None else x + bias
+
+
+def output_head(model: Llama | GPT2, params: dict[str, Any]) -> Array:
+    """The (width, vocab) matrix that turns `model`'s final hidden states into its logits: GPT-2's and a tied Llama's
+    token embedding, transposed, else the Llama's lm_head."""
+    if isinstance(model, GPT2):
+        return params["wte"].T
+    return params["embed"].T if model.tie_embeddings else params["lm_head"]
 
 
 def abstract_lm_params(model: Llama | GPT2) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.objectives.losses import distillation_loss
@@ -29,6 +30,14 @@ class StepInputs:
     labels: jax.Array
     rng: jax.Array  # dropout / drop-path
     batch: dict[str, jax.Array] = dataclasses.field(default_factory=dict)  # the loader's batch (text: documents)
+
+    def count(self) -> jax.Array:
+        """What an objective's loss is a mean over, as a float32 scalar: the target tokens a text batch's
+        `token_mask` keeps, else every label (examples; tokens of a text batch). The trainer weights microbatches
+        by it when it accumulates gradients (train.py), so that their sum is the whole batch's mean."""
+        if "token_mask" in self.batch:
+            return jnp.sum(self.batch["token_mask"].astype(jnp.float32))
+        return jnp.asarray(self.labels.size, jnp.float32)
 
 
 # (params, collections (e.g. batch_stats), frozen inputs (e.g. teacher variables), batch) →

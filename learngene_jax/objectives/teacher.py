@@ -18,6 +18,7 @@ from learngene_jax.data.tokenize import check_table, model_tokenizer, same_token
 from learngene_jax.errors import ConfigError, fail
 from learngene_jax.models import create_model, model_spec
 from learngene_jax.models.io import load_model
+from learngene_jax.models.llama import output_head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,16 @@ class Teacher:
         batch's document mask and positions)."""
         logits = jax.lax.stop_gradient(self.model.apply(variables, images, train=False, **inputs))
         return logits[..., :self.vocab] if self.vocab else logits
+
+    def features(self, variables: dict[str, Any], tokens: jax.Array, **inputs: jax.Array
+                 ) -> tuple[jax.Array, jax.Array]:
+        """A teacher language model's eval-mode final hidden states (batch, tokens, width) and its (width, vocab)
+        output head (the first `vocab` columns), no gradient path back into it: `logits` is hidden @ head, which
+        the chunked loss (objectives/language.py) computes a chunk of tokens at a time."""
+        hidden = self.model.apply(variables, tokens, train=False, hidden=True, **inputs)
+        head = output_head(self.model, variables["params"])
+        head = head[:, :self.vocab] if self.vocab else head
+        return jax.lax.stop_gradient(hidden), jax.lax.stop_gradient(head)
 
 
 def load_teacher(distill: Any, image_size: int, num_classes: int | None = None, tokenizer: Any = None,
