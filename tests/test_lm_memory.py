@@ -40,10 +40,12 @@ def _lm_config(**changes):
 
 
 def _grads(model, params, tokens):
+    """(the compiled gradient of the next-token loss, the gradients)."""
     def loss(p):
         logits = model.apply({"params": p}, tokens[:, :-1], train=True)
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]))
-    return jax.jit(jax.grad(loss)), jax.grad(loss)(params)
+    compiled = jax.jit(jax.grad(loss)).lower(params).compile()
+    return compiled, compiled(params)
 
 
 # --- remat --------------------------------------------------------------------------------------------------------
@@ -54,12 +56,12 @@ def test_remat_policies_keep_the_gradients_and_full_remat_needs_less_temporary_m
     model = cls(**fields, **({"num_kv_heads": 2, "mlp_dim": 128} if cls is Llama else {}))
     tokens = _tokens(8, 129)
     params = model.init(jax.random.key(0), tokens[:, :8])["params"]
-    grad_fn, reference = _grads(model, params, tokens)
-    temps = {"none": grad_fn.lower(params).compile().memory_analysis().temp_size_in_bytes}
+    compiled, reference = _grads(model, params, tokens)
+    temps = {"none": compiled.memory_analysis().temp_size_in_bytes}
     for policy in ("full", "dots_saveable", "dots_with_no_batch_dims_saveable", True):
-        grad_fn, grads = _grads(model.clone(remat=policy), params, tokens)
+        compiled, grads = _grads(model.clone(remat=policy), params, tokens)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, reference)
-        temps[str(policy)] = grad_fn.lower(params).compile().memory_analysis().temp_size_in_bytes
+        temps[str(policy)] = compiled.memory_analysis().temp_size_in_bytes
     assert temps["full"] < 0.6 * temps["none"], temps  # only each layer's input is kept across layers
     assert temps["True"] == temps["full"]
 
