@@ -16,7 +16,8 @@ character: non-overlapping 64-character windows, every character after the first
 window included (data/text.py `whole_split_starts`); nanoGPT's own number is a 20- or 200-batch estimate on random
 windows. W/model holds the weights and tokenizer.json (the 65 characters) for `learngene predict --text` and
 `learngene convert to-hf`. launch/shakespeare_char_ab.sh runs this and nanoGPT's train.py side by side (A/B, seeds,
-throughput). Hardware and result: not yet measured (the A/B script's JSON records them).
+throughput). Measured on this project's 2-core VM, 3 seeds each: docs/language-models.md and its record
+docs/records/nanogpt_shakespeare_char_ab.json.
 
 Settings and where nanoGPT sets them (tests/test_recipes.py pins each to its line): bias=False (train.py:56), exact
 GELU nn.GELU() (model.py:83), init N(0, 0.02) for every Linear and Embedding (model.py:162-168), N(0, 0.02/√(2·n_layer))

@@ -4,7 +4,7 @@
 # with a LeViT-128S teacher), LeViT inference against timm, gene expansion against the official rule, the LM
 # decoder's step against transformers, and the input pipeline against timm's DataLoader (1 and 2 workers, and a
 # long run for memory), and PyTorch with OpenMP's active wait for three of the steps. Each benchmark times every framework in its own processes, A/B/A/B (learngene_jax.bench).
-# Run it on a quiet machine: nothing else heavy may run while it times (about 25 minutes on 2 cores).
+# Run it on a quiet machine: nothing else heavy may run while it times (about 15 minutes on 2 cores).
 #
 #   bash launch/cpu_bench.sh [OUTDIR]        # default runs/cpu_bench
 #   python -m learngene_jax.results record --workdir runs/cpu_bench --name cpu_bench --out docs/records
