@@ -35,6 +35,17 @@ def fail(exc_type: type[UserError], message: str) -> None:
     raise exc_type(" ".join(str(message).split()))
 
 
+def check_out_file(path: str, flag: str = "--out") -> None:
+    """UserError unless `path` can be written as a file: its folder exists and it is not itself a folder."""
+    from pathlib import Path
+
+    target = Path(path).expanduser().absolute()
+    if not target.parent.is_dir():
+        fail(UserError, f"{flag}: no directory {target.parent}; create it first")
+    if target.is_dir():
+        fail(UserError, f"{flag}: {target} is a directory; give a file path")
+
+
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Call main(argv); a UserError is printed as `error: ...` (no traceback) and exits with status 2 — also when
     a library wrapped it in another exception on the way (a worker, a thread, a callback): its cause or context

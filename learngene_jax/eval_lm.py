@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from learngene_jax.errors import UserError, fail
+from learngene_jax.errors import UserError, check_out_file, fail
 from learngene_jax.models.llama import GPT2, Llama, check_context, check_tokens, context_limit
 
 Array = jax.Array
@@ -130,6 +130,10 @@ def _stream(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, str]:
     return np.asarray(source.tokens), source.name
 
 
+# what text_source offers: the train documents and the held-out ones
+CORPUS_SPLITS = ("train", "validation")
+
+
 def main(argv: list[str] | None = None) -> None:
     """`learngene eval-lm`: sliding-window perplexity of a language model (transformers' perplexity guide)."""
     from learngene_jax.predict import add_model_flags, resolve_model
@@ -142,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
                                       "token_files, ...): its --split, tokenized as in training")
     src.add_argument("--tokens", help=".npy of integer token ids, one stream (tokens,)")
     p.add_argument("--corpus-path", default="", help="--corpus: its data.path")
-    p.add_argument("--split", default="validation", help="--corpus: train, or the held-out documents (default)")
+    p.add_argument("--split", default="validation",
+                   help="--corpus: train, or validation: the held-out documents (default)")
     p.add_argument("--tokenizer", help="bytes, a tokenizer.json, or a directory holding one (default: the model "
                                        "directory's)")
     p.add_argument("--max-length", type=int, default=None, help="window length (default: the model's positions)")
@@ -152,14 +157,19 @@ def main(argv: list[str] | None = None) -> None:
                    help="tokens: the mean NLL per token; guide: the guide code's window weights (targets − 1)")
     p.add_argument("--out", help="also write the result as JSON here")
     args = p.parse_args(argv)
-    if args.out and not Path(args.out).expanduser().absolute().parent.is_dir():
-        fail(UserError, f"--out: no directory {Path(args.out).expanduser().absolute().parent}; create it first")
+    if args.out:
+        check_out_file(args.out)
+    if args.corpus and args.split not in CORPUS_SPLITS:
+        fail(UserError, f"--split {args.split!r}: a --corpus has the splits {', '.join(CORPUS_SPLITS)}")
+    for flag, value, least in (("--max-length", args.max_length, 2), ("--stride", args.stride, 1)):
+        if value is not None and value < least:
+            fail(UserError, f"{flag} must be >= {least} (leave it out for the default), got {value}")
     model, variables = resolve_model(args)
     if not hasattr(model, "vocab_size"):
         fail(UserError, f"{type(model).__name__} is an image model; eval-lm is for language models")
     # the guide's default: the model's positions (a sliding window narrower than them: the window)
-    max_length = args.max_length or min(model.max_positions, context_limit(model)[0])
-    stride = args.stride or max(1, max_length // 2)
+    max_length = min(model.max_positions, context_limit(model)[0]) if args.max_length is None else args.max_length
+    stride = max(1, max_length // 2) if args.stride is None else args.stride
     if max_length < 2 or not 1 <= stride <= max_length or args.batch_size < 1:
         fail(UserError, f"need --max-length >= 2, 1 <= --stride <= --max-length (a larger stride skips tokens) and "
                         f"--batch-size >= 1; got {max_length}, {stride}, {args.batch_size}")

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from learngene_jax.errors import UserError, fail
+from learngene_jax.errors import UserError, check_out_file, fail
 from learngene_jax.models.generation import check_sampling, generate
 
 
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         check_sampling(args.temperature, args.top_k, args.top_p)
     except ValueError as e:
         fail(UserError, f"--{str(e).replace('_', '-')}")
-    if args.out and not Path(args.out).expanduser().absolute().parent.is_dir():
-        fail(UserError, f"--out: no directory {Path(args.out).expanduser().absolute().parent}; create it first")
+    if args.out:
+        check_out_file(args.out)
     model, variables = resolve_model(args)
     if not hasattr(model, "vocab_size"):
         fail(UserError, f"{type(model).__name__} is an image model; generate is for language models")

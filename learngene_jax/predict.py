@@ -17,7 +17,7 @@ import numpy as np
 
 from learngene_jax import errors, genes
 from learngene_jax.data.images import is_image_file, read_image
-from learngene_jax.errors import UserError, fail
+from learngene_jax.errors import UserError, check_out_file, fail
 from learngene_jax.genes.io import load_gene
 from learngene_jax.models.io import load_model
 
@@ -162,7 +162,7 @@ def predict_text(args: argparse.Namespace) -> None:
     """--text: logits (1, tokens, vocab) of the encoded text, or with --generate the text continued (decoded)."""
     from learngene_jax.data.text import read_text
     from learngene_jax.data.tokenize import CharTokenizer
-    from learngene_jax.models.generation import generate
+    from learngene_jax.models.generation import check_sampling, generate
     from learngene_jax.models.llama import check_context
 
     model, variables = resolve_model(args)
@@ -172,8 +172,12 @@ def predict_text(args: argparse.Namespace) -> None:
     text = read_text(args.text, "--text")
     ids = tokenizer.ids(text, args.text) if isinstance(tokenizer, CharTokenizer) else tokenizer.encode([text.encode()])
     tokens = np.asarray(ids, np.int32)[None]
-    if args.generate < 0 or args.temperature < 0:
-        fail(UserError, f"--generate and --temperature must be >= 0, got {args.generate}, {args.temperature}")
+    if args.generate < 0:
+        fail(UserError, f"--generate must be >= 0, got {args.generate}")
+    try:
+        check_sampling(args.temperature, 0, 1.0)
+    except ValueError as e:
+        fail(UserError, f"--{e}")
     try:
         check_context(model, tokens.shape[1] + args.generate)
     except ValueError as e:
@@ -187,7 +191,7 @@ def predict_text(args: argparse.Namespace) -> None:
     seq = generate(model, variables, tokens, args.generate, temperature=args.temperature,
                    rng=jax.random.key(args.seed))
     continued = tokenizer.decode(np.asarray(seq)[0, tokens.shape[1]:])
-    Path(args.out).write_text(text + continued)
+    Path(args.out).expanduser().write_text(text + continued)
     print(text + continued)
 
 
@@ -219,9 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.batch_size < 1:
         fail(UserError, f"--batch-size must be >= 1, got {args.batch_size}")
-    out_dir = Path(args.out).expanduser().absolute().parent
-    if not out_dir.is_dir():
-        fail(UserError, f"--out: no directory {out_dir}; create it first")
+    check_out_file(args.out)
     if (args.generate or args.tokenizer) and not args.text:
         fail(UserError, "--generate and --tokenizer go with --text")
     if args.text:

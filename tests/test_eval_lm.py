@@ -116,12 +116,18 @@ def test_eval_lm_command_on_a_text_file_and_a_corpus_split(pairs, tmp_path):
     (["--max-length", "40"], ["40 tokens per sequence exceed", "n_positions=32", "lower --max-length"]),
     (["--max-length", "16", "--stride", "20"], ["1 <= --stride <= --max-length"]),
     (["--tokens", "BAD"], ["token ids must lie in 0..299"]),
+    (["--max-length", "0"], ["--max-length must be >= 2", "got 0"]),
+    (["--stride", "0"], ["--stride must be >= 1", "got 0"]),
+    (["--out", "DIR"], ["--out:", "is a directory"]),
+    (["--corpus", "text_file", "--corpus-path", "TXT", "--tokenizer", "bytes", "--split", "bogus"],
+     ["--split 'bogus'", "train, validation"]),
 ])
 def test_eval_lm_bad_input_is_one_line(pairs, tmp_path, flags, needles):
     (tmp_path / "t.txt").write_text("some text to score, long enough for a few windows of sixteen bytes each\n")
     np.save(tmp_path / "bad.npy", np.array([1, 2, 300]))
-    flags = [str(tmp_path / "bad.npy") if f == "BAD" else f for f in flags]
-    source = [] if "--tokens" in flags else ["--text", str(tmp_path / "t.txt"), "--tokenizer", "bytes"]
+    flags = [{"BAD": str(tmp_path / "bad.npy"), "DIR": str(tmp_path), "TXT": str(tmp_path / "t.txt")}.get(f, f)
+             for f in flags]
+    source = [] if "--tokens" in flags or "--corpus" in flags else ["--text", str(tmp_path / "t.txt"), "--tokenizer", "bytes"]
     proc = run_module("learngene_jax", "eval-lm", "--model-dir", str(pairs["gpt2"][1]), *source, *flags, check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]

@@ -112,8 +112,10 @@ def _predict_tiny_gene(tmp_path, images, *extra):
 @pytest.mark.parametrize("args,message", [
     (["--depth", "0"], "descendant depth must be an integer >= 1, got 0"),
     (["--layers-source", "0,1"], "TLEG expansion takes no layers_source (that is SWS's); drop --layers-source"),
+    (["--out", "DIR"], "--out: DIR is a directory; give a file path"),
 ])
 def test_predict_cli_bad_arguments(tmp_path, args, message):
+    args, message = [str(tmp_path) if a == "DIR" else a for a in args], message.replace("DIR", str(tmp_path))
     proc = _predict_tiny_gene(tmp_path, np.zeros((2, 32, 32, 3), np.float32), *args)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {message}"]

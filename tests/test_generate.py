@@ -159,6 +159,7 @@ def test_sampling_limits_are_greedy_and_a_seed_repeats(pairs, kind):
 @pytest.mark.parametrize("kw, message", [
     (dict(temperature=-1.0), "temperature must be"),
     (dict(temperature=float("nan")), "temperature must be"),
+    (dict(temperature=1e-38), r"temperature must be 0 \(greedy\) or >= 1e-6"),
     (dict(top_k=-2), "top_k must be"),
     (dict(top_p=0.0), "top_p must lie in"),
     (dict(top_p=1.5), "top_p must lie in"),
@@ -206,6 +207,8 @@ def test_generate_command_continues_prompts_as_transformers(byte_model, tmp_path
     (["--prompt", "hi", "--top-p", "0"], ["--top-p must lie in (0, 1]"]),
     (["--prompt", "hi", "--temperature", "-0.5"], ["--temperature must be a finite number >= 0"]),
     (["--prompt", "hi", "--eos", "300"], ["lie outside the vocabulary 0..299"]),
+    (["--prompt", "hi", "--temperature", "1e-38"], ["--temperature must be 0 (greedy) or >= 1e-6"]),
+    (["--prompt", "hi", "--out", "DIR"], ["--out:", "is a directory"]),
     (["--prompt", "h\u00e9", "--tokenizer", "CHARS"], ["outside the 300 characters", "'é'"]),
 ])
 def test_generate_command_bad_input_is_one_line(byte_model, tmp_path, flags, needles):
@@ -213,7 +216,7 @@ def test_generate_command_bad_input_is_one_line(byte_model, tmp_path, flags, nee
 
     chars = tmp_path / "chars.json"  # a char vocabulary of the model's 300 rows, without 'é'
     chars.write_text(CharTokenizer("".join(chr(c) for c in range(20, 400) if chr(c) != "\u00e9")[:300]).to_json())
-    flags = [str(chars) if f == "CHARS" else f for f in flags]
+    flags = [{"CHARS": str(chars), "DIR": str(tmp_path)}.get(f, f) for f in flags]
     if "--tokenizer" not in flags:
         flags += ["--tokenizer", "bytes"]
     proc = run_module("learngene_jax", "generate", "--model-dir", str(byte_model[1]), *flags, check=False)

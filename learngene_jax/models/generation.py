@@ -19,9 +19,12 @@ Array = jax.Array
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
-    """ValueError unless temperature ≥ 0 (0: greedy), top_k ≥ 0 (0: off) and 0 < top_p ≤ 1 (1: off)."""
+    """ValueError unless temperature is 0 (greedy) or ≥ 1e-6, top_k ≥ 0 (0: off) and 0 < top_p ≤ 1 (1: off)."""
     if not (np.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature}")
+    if 0 < temperature < 1e-6:
+        # Dividing float32 logits by so small a number overflows to inf/NaN, and sampling then emits id 0.
+        raise ValueError(f"temperature must be 0 (greedy) or >= 1e-6, got {temperature}")
     if int(top_k) != top_k or top_k < 0:
         raise ValueError(f"top_k must be a whole number >= 0 (0: no top-k filter), got {top_k}")
     if not 0 < top_p <= 1:
