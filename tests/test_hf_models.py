@@ -156,6 +156,19 @@ def test_gemma_and_phi_are_named_as_unsupported(transformers, tmp_path, model_ty
     assert proc.stderr.startswith("error: ") and name in proc.stderr
 
 
+@pytest.mark.parametrize("text, kind", [("[]", "list"), ('"str"', "str"), ("3", "int")])
+def test_a_config_json_that_is_not_an_object_is_one_line(tmp_path, text, kind):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(text)
+    with pytest.raises(ConversionError, match=f"holds a JSON {kind}, not the object"):
+        hf.from_hf(tmp_path / "hf")
+    if kind == "list":
+        proc = run_module("learngene_jax.convert", "from-hf", "--checkpoint", str(tmp_path / "hf"), "--out",
+                          str(tmp_path / "m"), check=False)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("error: ") and "holds a JSON list" in proc.stderr
+
+
 @pytest.mark.parametrize("edit, message", [
     (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}), "rope_type 'yarn'"),
     (dict(rope_parameters={"rope_type": "llama3", "rope_theta": 1e4, "factor": 8.0}), "low_freq_factor"),

@@ -109,9 +109,13 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         fail(ConversionError, f"{directory} has no config.json: pass a Hugging Face model directory "
                               f"(save_pretrained output or a snapshot from the local cache)")
     try:
-        return json.loads(path.read_text())
+        cfg = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         fail(ConversionError, f"{path} is not valid JSON ({e.msg} at line {e.lineno})")
+    if not isinstance(cfg, dict):
+        fail(ConversionError, f"{path} holds a JSON {type(cfg).__name__}, not the object (key: value) of a Hugging "
+                              f"Face config.json")
+    return cfg
 
 
 def rope_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
