@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -37,13 +38,21 @@ def fail(exc_type: type[UserError], message: str) -> None:
 
 def check_out_file(path: str, flag: str = "--out") -> None:
     """UserError unless `path` can be written as a file: its folder exists and it is not itself a folder."""
-    from pathlib import Path
-
     target = Path(path).expanduser().absolute()
     if not target.parent.is_dir():
         fail(UserError, f"{flag}: no directory {target.parent}; create it first")
     if target.is_dir():
         fail(UserError, f"{flag}: {target} is a directory; give a file path")
+
+
+def make_dir(path: str | Path, flag: str = "--workdir") -> Path:
+    """Create the folder `path` (and its parents) unless it exists; a UserError when a file stands in the way."""
+    target = Path(path).expanduser()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        fail(UserError, f"{flag} {target}: a file is in the way (it or a folder above it is a file); give a folder")
+    return target
 
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from learngene_jax import distributed, logs, registry
-from learngene_jax.errors import UserError
+from learngene_jax.errors import UserError, make_dir
 
 PROGRAM = "python -m learngene_jax.main"  # how commands.txt names this entry point (`learngene` sets its own)
 _task: Callable[[Any, str], Any] | None = None  # runs instead of config.task (`learngene sweep`)
@@ -50,8 +50,7 @@ def enable_compilation_cache() -> None:
 def record_command(workdir: str) -> None:
     """Append this invocation to WORKDIR/commands.txt (process 0), so results trace back to commands."""
     if distributed.is_main_process():
-        path = Path(workdir).expanduser()
-        path.mkdir(parents=True, exist_ok=True)
+        path = make_dir(workdir)
         command = " ".join([PROGRAM, *(_recorded if _recorded is not None else sys.argv[1:])])
         with open(path / "commands.txt", "a") as f:
             f.write(command + "\n")

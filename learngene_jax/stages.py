@@ -15,6 +15,7 @@ import ml_collections
 
 from learngene_jax import logs
 from learngene_jax.config_lib import with_changes
+from learngene_jax.errors import make_dir
 
 
 def stage_config(config: ml_collections.ConfigDict, name: str, drop: tuple[str, ...] = (),
@@ -36,8 +37,7 @@ class Stages:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, drop: tuple[str, ...] = (),
                  warmup_fraction: float = 0.0):
         self.config, self.drop, self.warmup_fraction = config, drop, warmup_fraction
-        self.workdir = Path(workdir).expanduser().absolute()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = make_dir(Path(workdir).expanduser().absolute())
         self.results: dict[str, dict[str, Any]] = {}
         self.timings: dict[str, float] = {}
 
@@ -129,8 +129,7 @@ def write_summary(workdir: str | Path, results: dict[str, Any], *, title: str, t
                   name: str = "summary") -> Path:
     """Write WORKDIR/NAME.json (`results`), NAME.md (`# title`, the main `table`, then `sections`, each markdown)
     and, with `plot`, NAME.png (`plot(path)` draws it); print the table on stdout. Returns the markdown path."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_dir(workdir)
     (workdir / f"{name}.json").write_text(json.dumps(results, indent=2))
     path = workdir / f"{name}.md"
     path.write_text("\n\n".join([f"# {title}", table, *sections]).rstrip() + "\n")

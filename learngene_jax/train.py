@@ -32,7 +32,7 @@ from learngene_jax.data.mix import mix_batch
 from learngene_jax.data.tokenize import save_tokenizer
 from learngene_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from learngene_jax.distributed import is_main_process
-from learngene_jax.errors import ConfigError, UserError, fail
+from learngene_jax.errors import ConfigError, UserError, fail, make_dir
 from learngene_jax.genes.io import save_gene
 from learngene_jax.metrics import MetricWriter, Profile, Progress, eval_curve, first_eval
 from learngene_jax.models import compute_dtype
@@ -128,11 +128,20 @@ class Run:
     teacher: Teacher | None
 
 
+def check_sizes(config: Any) -> None:
+    """ConfigError unless batch_size ≥ 1, eval_batch_size ≥ 0 (0: batch_size) and max_steps ≥ 0 (0: no cap)."""
+    for key, least, note in (("batch_size", 1, ""), ("eval_batch_size", 0, " (0: the batch_size)"),
+                             ("max_steps", 0, " (0: no cap)")):
+        value = config.get(key, least)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            fail(ConfigError, f"config.{key} must be a whole number >= {least}{note}, got {value!r}")
+
+
 def set_up(config: Any, workdir: str | Path) -> Run:
     """Check the config against the workdir and the devices, write config.json, build the mesh, the loaders, the
     student and the teacher."""
-    workdir = Path(workdir).expanduser().absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_sizes(config)
+    workdir = make_dir(Path(workdir).expanduser().absolute())
     main = is_main_process()
     _check_resume(config, workdir)
     if main:

@@ -390,3 +390,12 @@ def test_asvit_trains_with_a_retokenization_schedule(tmp_path):
                                "model": {"name": "asvit", "genotype": "4,2,2|2,1,2|2,1,2|2,1,2|16,8"}})
     out = train(cfg, tmp_path / "asvit")
     assert out["steps"] == 8 and np.isfinite(out["loss"])
+
+
+def test_flops_out_that_is_a_file_is_one_line(tmp_path):
+    from learngene_jax.errors import UserError
+    from learngene_jax.methods.asvit import flops
+
+    (tmp_path / "f").write_text("")
+    with pytest.raises(UserError, match=re.escape(f"--out {tmp_path / 'f'}: a file is in the way")):
+        flops.main(["--genotype", "seed", "--out", str(tmp_path / "f")])

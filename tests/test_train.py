@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from learngene_jax.errors import ConfigError
 from learngene_jax.genes.io import load_gene
 from learngene_jax.models.io import load_model
 from learngene_jax.objectives.teacher import Teacher
-from learngene_jax.train import Diverged, Preempted, train
+from learngene_jax.train import Diverged, Preempted, check_sizes, train
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +183,26 @@ def test_bad_input_is_one_clear_line(tmp_path, extra, message):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == message
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--config.batch_size=0"], "config.batch_size must be a whole number >= 1, got 0"),
+    (["--config.eval_batch_size=-4"], "config.eval_batch_size must be a whole number >= 0 (0: the batch_size), got -4"),
+    (["--config.max_steps=-1"], "config.max_steps must be a whole number >= 0 (0: no cap), got -1"),
+])
+def test_batch_sizes_and_step_cap_are_checked_before_any_data(extra, message):
+    key, value = extra[0].removeprefix("--config.").split("=")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_sizes(tiny_train_config(**{key: int(value)}))
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "w").write_text("not a folder")
+    proc = run_module("learngene_jax.main", *_main_args(tmp_path / "w"), check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert lines[-1] == f"error: --workdir {tmp_path / 'w'}: a file is in the way (it or a folder above it is a " \
+                        f"file); give a folder"
 
 
 @pytest.mark.parametrize("classes,kind", [(100, "soft"), (5, "hard"), (0, "soft")])

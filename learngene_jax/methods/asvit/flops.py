@@ -12,8 +12,8 @@ def main(argv: list[str] | None = None) -> None:
     import json
     import shlex
     import sys
-    from pathlib import Path
 
+    from learngene_jax.errors import make_dir
     from learngene_jax.methods.asvit import genotype as gt
     from learngene_jax.methods.asvit.retokenize import phase_flops
 
@@ -22,11 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--img", type=int, default=224)
     p.add_argument("--out", required=True, help="output workdir")
     args = p.parse_args(argv)
+    out = make_dir(args.out, "--out")
     named = {"seed": gt.SEED, "large": gt.LARGE}
     result = {name: {"genotype": named.get(name, name), "image_size": args.img,
                      "phases": phase_flops(named.get(name, name), args.img)} for name in args.genotype}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps({"retokenization_flops": result}, indent=1) + "\n")
     md = ["# As-ViT re-tokenization: forward FLOPs per phase (XLA count, batch 1)", "",
           "| genotype | phase (epoch, stride, dilation) | first grid | GFLOPs | share of stride 4 |",
