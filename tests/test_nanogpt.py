@@ -222,6 +222,14 @@ def test_to_hf_writes_the_char_tokenizer_transformers_decodes(tmp_path):
     fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "hf" / "tokenizer.json"))
     assert fast(sample)["input_ids"] == tok.ids(sample, "sample").tolist()
     assert fast.decode(tok.ids(sample, "sample").tolist(), clean_up_tokenization_spaces=False) == sample
+    # a char vocabulary has no end-of-text token: its last id is a real character, so no BOS / EOS is claimed
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert cfg["bos_token_id"] is None and cfg["eos_token_id"] is None
+    loaded = transformers.GPT2Config.from_pretrained(tmp_path / "hf")
+    assert loaded.bos_token_id is None and loaded.eos_token_id is None
+    # GPT-2's own 50,257-token vocabulary keeps <|endoftext|> = 50256 as both
+    own = hf.hf_config(model.clone(vocab_size=50257))
+    assert (own["bos_token_id"], own["eos_token_id"]) == (50256, 50256)
 
 
 # -- the recipe through the command line --------------------------------------------------------------------------

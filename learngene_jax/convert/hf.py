@@ -59,6 +59,7 @@ UNSUPPORTED = {"gemma": "Gemma (RMSNorm scaled by 1 + w, embeddings multiplied b
 GPT2_TOP = ("wte.", "wpe.", "h.", "ln_f.")  # Hub GPT-2 keys without the `transformer.` prefix
 EXPORT_DTYPES = {"float32": np.float32, "bfloat16": jnp.bfloat16}  # ml_dtypes' bfloat16
 SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+GPT2_ENDOFTEXT = 50256  # <|endoftext|>, the last id of GPT-2's vocabulary: its BOS and EOS
 # What a model directory keeps of the Hugging Face directory it came from (from-hf) and to-hf writes back
 HF_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")
 # PEFT (peft/utils/constants.py, tuners/lora/layer.py): an adapter directory's weight files, and the keys a model
@@ -428,11 +429,14 @@ def hf_config(model: Llama | GPT2, dtype: str = "float32", special: Mapping[str,
     bos / eos / pad token ids (`special_token_ids`)."""
     special = dict(special or {})
     if isinstance(model, GPT2):
+        # <|endoftext|> = 50256 only in GPT-2's own 50,257-token vocabulary; in any other (a char model's) the last
+        # id is a real token, so the ids stay unknown (null) unless the run's tokenizer names them (`special`).
+        known = GPT2_ENDOFTEXT if model.vocab_size == GPT2_ENDOFTEXT + 1 else None
         return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": model.vocab_size,
                 "n_embd": model.width, "n_layer": model.depth, "n_head": model.num_heads,
                 "n_inner": model.mlp_dim or None, "n_positions": model.max_positions, "layer_norm_epsilon": model.eps,
                 "activation_function": "gelu_new" if model.gelu_approximate else GPT2_EXACT_GELU,
-                "tie_word_embeddings": True, "bos_token_id": model.vocab_size - 1, "eos_token_id": model.vocab_size - 1,
+                "tie_word_embeddings": True, "bos_token_id": known, "eos_token_id": known,
                 **dict(zip(("embd_pdrop", "attn_pdrop", "resid_pdrop"), model.drop_rates, strict=True)), **special,
                 "dtype": dtype, "torch_dtype": dtype}
     kind = _exportable_type(model)
