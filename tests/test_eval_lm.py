@@ -127,7 +127,8 @@ def test_eval_lm_bad_input_is_one_line(pairs, tmp_path, flags, needles):
     np.save(tmp_path / "bad.npy", np.array([1, 2, 300]))
     flags = [{"BAD": str(tmp_path / "bad.npy"), "DIR": str(tmp_path), "TXT": str(tmp_path / "t.txt")}.get(f, f)
              for f in flags]
-    source = [] if "--tokens" in flags or "--corpus" in flags else ["--text", str(tmp_path / "t.txt"), "--tokenizer", "bytes"]
+    given = "--tokens" in flags or "--corpus" in flags
+    source = [] if given else ["--text", str(tmp_path / "t.txt"), "--tokenizer", "bytes"]
     proc = run_module("learngene_jax", "eval-lm", "--model-dir", str(pairs["gpt2"][1]), *source, *flags, check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
