@@ -21,9 +21,18 @@ def eos_ids(model_dir: str | None) -> list[int]:
     for name in ("generation_config.json", "config.json"):
         path = Path(model_dir).expanduser() / name if model_dir else None
         if path is not None and path.is_file():
-            value = json.loads(path.read_text()).get("eos_token_id")
-            if value is not None:
-                return [int(v) for v in np.atleast_1d(value)]
+            try:
+                config = json.loads(path.read_text())
+                value = config.get("eos_token_id") if isinstance(config, dict) else None
+                ids = [] if value is None else [int(v) for v in np.atleast_1d(value)]
+            except (ValueError, TypeError) as e:  # bad JSON or UTF-8, or ids that are not integers
+                fail(UserError, f"{path} is not a readable Hugging Face {name} ({str(e)[:120]}); fix the file or "
+                                f"pass --eos none / explicit ids")
+            if not isinstance(config, dict):
+                fail(UserError, f"{path} holds a JSON {type(config).__name__}, not the object of a {name}; fix the "
+                                f"file or pass --eos none / explicit ids")
+            if ids:
+                return ids
     return []
 
 

@@ -224,3 +224,17 @@ def test_generate_command_bad_input_is_one_line(byte_model, tmp_path, flags, nee
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("text", ["{not json", "[2]", '{"eos_token_id": "two"}'])
+def test_a_bad_generation_config_is_one_line_error_not_a_traceback(tmp_path, text):
+    """--eos auto reads generation_config.json: broken JSON, a non-object or non-integer ids are a UserError naming
+    the file; a good one gives its ids."""
+    from learngene_jax.errors import UserError
+    from learngene_jax.generate import eos_ids
+
+    (tmp_path / "generation_config.json").write_text(text)
+    with pytest.raises(UserError, match="generation_config.json"):
+        eos_ids(str(tmp_path))
+    (tmp_path / "generation_config.json").write_text('{"eos_token_id": [2, 7]}')
+    assert eos_ids(str(tmp_path)) == [2, 7]
