@@ -43,3 +43,17 @@ def run_module(module: str, *args: str, check: bool = True, timeout: int = 600) 
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """After each test module, drop JAX's compiled programs: one pytest process compiles thousands of XLA CPU
+    executables, each holding its own memory mappings, and a long suite must not run into the kernel's per-process
+    map limit (vm.max_map_count) or hold every module's executables to the end."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
