@@ -16,6 +16,7 @@ import numpy as np
 
 from learngene_jax import errors, genes, hub
 from learngene_jax.convert import levit, official, state_dict, vit
+from learngene_jax.convert.state_dict import read_json_object
 from learngene_jax.errors import ConversionError, UserError, fail
 from learngene_jax.genes.files import load_gene_safetensors, save_gene_safetensors
 from learngene_jax.genes.io import load_gene, save_gene
@@ -150,7 +151,8 @@ def _to_hf(args: argparse.Namespace) -> None:
     # tokenizer.json: written by training (data/tokenize.py) or kept by from-hf, as the other side files
     side = {n: Path(args.model_dir).expanduser() / n for n in hf.HF_SIDE_FILES}
     side = {n: path for n, path in side.items() if path.is_file()}
-    configs = {n: _json_file(side[n]) for n in ("tokenizer_config.json", "generation_config.json") if n in side}
+    configs = {n: read_json_object(side[n], f"a Hugging Face {n}")
+               for n in ("tokenizer_config.json", "generation_config.json") if n in side}
     hf.to_hf(model, variables, args.out, overwrite=args.overwrite,
              tokenizer=side["tokenizer.json"].read_text() if "tokenizer.json" in side else None, dtype=args.dtype,
              max_shard_size=args.max_shard_size, tokenizer_config=configs.get("tokenizer_config.json"),
@@ -158,16 +160,6 @@ def _to_hf(args: argparse.Namespace) -> None:
     written = json.loads((Path(args.out).expanduser() / "config.json").read_text())["architectures"][0]
     print(f"wrote {written} ({args.dtype}) to {args.out} (transformers reads it with from_pretrained({args.out!r}))"
           + (" with its tokenizer" if "tokenizer.json" in side else ""))
-
-
-def _json_file(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        fail(ConversionError, f"{path} is not a readable JSON file ({type(e).__name__}: {e})")
-    if not isinstance(data, dict):
-        fail(ConversionError, f"{path} holds {type(data).__name__}, not a JSON object")
-    return data
 
 
 def _to_peft(args: argparse.Namespace) -> None:

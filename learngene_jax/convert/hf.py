@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from learngene_jax.convert.state_dict import read_state_dict
+from learngene_jax.convert.state_dict import read_json_object, read_state_dict
 from learngene_jax.convert.table import TRANSFORMS, Rule, flatten, flax_to_torch, match_keys, unflatten
 from learngene_jax.errors import ConversionError, fail
 from learngene_jax.models import lora
@@ -109,14 +109,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         fail(ConversionError, f"{directory} has no config.json: pass a Hugging Face model directory "
                               f"(save_pretrained output or a snapshot from the local cache)")
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        fail(ConversionError, f"{path} is not valid JSON ({e.msg} at line {e.lineno})")
-    if not isinstance(cfg, dict):
-        fail(ConversionError, f"{path} holds a JSON {type(cfg).__name__}, not the object (key: value) of a Hugging "
-                              f"Face config.json")
-    return cfg
+    return read_json_object(path, "a Hugging Face config.json")
 
 
 def rope_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:

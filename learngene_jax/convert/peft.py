@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from learngene_jax.convert.hf import GPT2_RULES, LLAMA_RULES
-from learngene_jax.convert.state_dict import read_state_dict, write_safetensors
+from learngene_jax.convert.state_dict import read_json_object, read_state_dict, write_safetensors
 from learngene_jax.convert.table import summarize_problems
 from learngene_jax.errors import ConversionError, fail
 from learngene_jax.genes.lm import arch_of
@@ -129,12 +129,7 @@ def read_peft_config(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         fail(ConversionError, f"{directory} has no {CONFIG_NAME}: pass a PEFT adapter directory (what "
                               f"PeftModel.save_pretrained writes)")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        fail(ConversionError, f"{path} is not a readable JSON file ({e})")
-    if not isinstance(config, Mapping):
-        fail(ConversionError, f"{path} holds a {type(config).__name__}, not a JSON object")
+    config = read_json_object(path, "a PEFT adapter_config.json")
     kind = config.get("peft_type")
     if kind != "LORA":
         fail(ConversionError, f"{directory} is a PEFT {kind} adapter; learngene reads LoRA adapters (peft_type LORA) "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,6 +11,18 @@ from typing import Any
 import numpy as np
 
 from learngene_jax.errors import ConversionError, fail
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in the file at `path` (`what` names the file's role in the error); a one-line
+    ConversionError when it is unreadable, not JSON, or JSON but not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        fail(ConversionError, f"{path} is not a readable JSON file ({type(e).__name__}: {e})")
+    if not isinstance(data, dict):
+        fail(ConversionError, f"{path} holds a JSON {type(data).__name__}, not the object (key: value) of {what}")
+    return data
 
 # Keys under which training scripts (DeiT, timm, the learngene repos) nest the weights.
 WRAPPER_KEYS = ("model", "state_dict", "model_state", "module")
