@@ -34,6 +34,18 @@ def randomize(params, seed=0, scale=0.1):
         tree, [np.asarray(x) + scale * rng.standard_normal(np.shape(x)).astype(np.float32) for x in leaves])
 
 
+def lm_smoke_config(**changes):
+    """A seconds-long LM run of the trainer: a Llama on stdlib's email/* documents, context 16, batch 8, 3 steps,
+    lr 1e-2 (`changes` are with_changes overrides, dotted keys in a ** dict)."""
+    from learngene_jax.config_lib import base_config, with_changes
+
+    c = base_config()
+    c.data.update(dict(name="stdlib", context=16, eval_windows=8, documents=("email/*",)))
+    c.objective, c.batch_size, c.epochs, c.max_steps, c.log_every_steps = "lm", 8, 1, 3, 1
+    c.model = {"name": "llama"}
+    c.optim.update(dict(scale_lr=False, lr=1e-2))
+    return with_changes(c, **changes)
+
 def run_module(module: str, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `python -m module args` from the repo root and return the finished process."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}

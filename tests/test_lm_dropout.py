@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import lm_smoke_config
 
-from learngene_jax.config_lib import base_config, with_changes
 from learngene_jax.convert import hf
 from learngene_jax.errors import ConfigError, ConversionError
 from learngene_jax.models import lora
@@ -75,12 +75,7 @@ def test_hugging_face_dropout_settings_are_read_with_their_defaults_and_written(
 
 
 def _lm_config(**changes):
-    c = base_config()
-    c.data.update(dict(name="stdlib", context=16, eval_windows=8, documents=("email/*",)))
-    c.objective, c.batch_size, c.epochs, c.max_steps, c.log_every_steps = "lm", 8, 1, 2, 1
-    c.model = {"name": "llama"}
-    c.optim.update(dict(scale_lr=False, lr=1e-2))
-    return with_changes(c, **changes)
+    return lm_smoke_config(**{"max_steps": 2, **changes})
 
 
 def test_the_trainer_drops_lora_inputs_in_training_steps_and_not_in_evaluation(tmp_path):

@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import lm_smoke_config
 
-from learngene_jax.config_lib import base_config, with_changes
+from learngene_jax.config_lib import with_changes
 from learngene_jax.errors import ConfigError, DataError, GeneError
 from learngene_jax.genes.io import load_gene, save_gene
 from learngene_jax.methods.heur import lm
@@ -33,13 +34,6 @@ def _trained_lora(model, variables, rank=2, seed=1):
     return lm_model, {"params": {**variables["params"], "lora": adapters}}
 
 
-def _lm_config(**changes):
-    c = base_config()
-    c.data.update(dict(name="stdlib", context=16, eval_windows=8, documents=("email/*",)))
-    c.objective, c.batch_size, c.epochs, c.max_steps, c.log_every_steps = "lm", 8, 1, 3, 1
-    c.model = {"name": "llama"}
-    c.optim.update(dict(scale_lr=False, lr=1e-2))
-    return with_changes(c, **changes)
 
 
 def test_adapter_genes_keep_the_chosen_layers_and_start_them_in_a_descendant(tmp_path):
@@ -56,7 +50,7 @@ def test_adapter_genes_keep_the_chosen_layers_and_start_them_in_a_descendant(tmp
     np.testing.assert_array_equal(loaded.params["lora"]["q_lora_b"][0], anc_vars["params"]["lora"]["q_lora_b"][2])
 
     for gene_layers, slot in (((), 2), ((0,), 0)):  # the gene's own layer, or another one
-        cfg = _lm_config(init=str(base_dir), **{"lora.rank": 2, "lora.alpha": 4.0, "lora.targets": TARGETS,
+        cfg = lm_smoke_config(init=str(base_dir), **{"lora.rank": 2, "lora.alpha": 4.0, "lora.targets": TARGETS,
                                                 "lora.gene": str(path), "lora.gene_layers": gene_layers})
         student = build_student(cfg, 256)
         start = student.init(jax.random.key(5), student.source)["params"]
@@ -93,7 +87,7 @@ def test_a_lora_run_trains_only_the_adapters_and_exports_the_merged_model(tmp_pa
     from learngene_jax.train import train
 
     model, variables, base_dir = _base(tmp_path)
-    cfg = _lm_config(init=str(base_dir), eval_every_steps=1, eval_at_start=True,
+    cfg = lm_smoke_config(init=str(base_dir), eval_every_steps=1, eval_at_start=True,
                      **{"lora.rank": 2, "lora.targets": TARGETS})
     out = train(cfg, tmp_path / "run")
     trained, tv = load_model(tmp_path / "run" / "model")
@@ -175,7 +169,7 @@ def test_bad_lora_and_task_settings_are_named_errors(tmp_path, changes, error, m
              "IMAGE": str(image)}
     changes = {k: paths.get(v, v) if isinstance(v, str) else v for k, v in changes.items()}
     with pytest.raises(error, match=message):
-        train(_lm_config(**changes), tmp_path / "run")
+        train(lm_smoke_config(**changes), tmp_path / "run")
 
 
 def test_an_adapter_gene_is_not_expanded_like_a_depth_gene(tmp_path):
@@ -207,7 +201,7 @@ def test_an_adapter_gene_fits_its_base_read_from_hugging_face_and_targets_parse_
     anc, anc_vars = _trained_lora(model, variables)
     gene_dir = save_gene(tmp_path / "gene", lm.extract(anc_vars["params"], lm.meta_from_aux(anc)))
     hf_dir = to_hf(model, variables, tmp_path / "hf")  # the same base, spelled by Hugging Face (head_dim explicit)
-    cfg = _lm_config(init=str(hf_dir), **{"lora.rank": 2, "lora.alpha": 4.0, "lora.targets": ("q,v,up",),
+    cfg = lm_smoke_config(init=str(hf_dir), **{"lora.rank": 2, "lora.alpha": 4.0, "lora.targets": ("q,v,up",),
                                           "lora.gene": str(gene_dir)})
     student = build_student(cfg, 256)
     start = student.init(jax.random.key(1), student.source)["params"]["lora"]

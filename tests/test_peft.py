@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import lm_smoke_config
 
-from learngene_jax.config_lib import base_config, with_changes
 from learngene_jax.convert.__main__ import main as convert_main
 from learngene_jax.convert.hf import to_hf
 from learngene_jax.errors import run
@@ -123,13 +123,6 @@ def _peft_adapter(torch_peft, hf_dir, out, **config):
     return model.eval()
 
 
-def _lm_config(**changes):
-    c = base_config()
-    c.data.update(dict(name="stdlib", context=16, eval_windows=8, documents=("email/*",)))
-    c.objective, c.batch_size, c.epochs, c.max_steps, c.log_every_steps = "lm", 8, 1, 3, 1
-    c.model = {"name": "llama"}
-    c.optim.update(dict(scale_lr=False, lr=1e-2))
-    return with_changes(c, **changes)
 
 
 @pytest.mark.parametrize("arch, targets, lora_targets, layers, rslora", [
@@ -145,7 +138,7 @@ def test_a_peft_adapter_starts_a_lora_run_with_the_logits_peft_computes(torch_pe
     adapter = tmp_path / "adapter"
     theirs = _logits(torch_peft, _peft_adapter(torch_peft, hf_dir, adapter, r=2, lora_alpha=5, use_rslora=rslora,
                                                target_modules=targets, layers_to_transform=layers))
-    cfg = _lm_config(init=str(hf_dir), **{"lora.rank": 2, "lora.alpha": 5.0,
+    cfg = lm_smoke_config(init=str(hf_dir), **{"lora.rank": 2, "lora.alpha": 5.0,
                                           "lora.rslora": rslora, "lora.targets": lora_targets,
                                           "lora.layers": tuple(layers or ()), "lora.gene": str(adapter)})
     student = build_student(cfg, 256)
@@ -211,7 +204,7 @@ def test_an_adapter_of_another_base_is_named(torch_peft, tmp_path, capsys):
                            str(tmp_path / "gene")])
     err = capsys.readouterr().err.strip()
     assert "was made for another base model" in err and "lora_A has shape (2, 32)" in err and "\n" not in err
-    cfg = _lm_config(init=str(hf_dir), **{"lora.rank": 2, "lora.alpha": 4.0, "lora.targets": ("q",),
+    cfg = lm_smoke_config(init=str(hf_dir), **{"lora.rank": 2, "lora.alpha": 4.0, "lora.targets": ("q",),
                                           "lora.gene": str(tmp_path / "adapter")})
     from learngene_jax.errors import ConversionError
     from learngene_jax.students import build_student
